@@ -1,0 +1,67 @@
+"""The ``lmforge`` command line: ``lmforge <stage> <action> CONFIG [--set key.path=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmforge.config import ConfigError, load_config
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from lmforge.data.prepare import prepare
+
+    cfg = load_config(args.config, args.set)
+    prepare(cfg, progress=not args.no_progress)
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = load_config(args.config, args.set)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description="From raw text to trained Transformers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="YAML file or preset name under configs/ (e.g. quickstart)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.split.val=0.05 (repeatable)")
+
+    data = sub.add_parser("data", help="data preparation").add_subparsers(dest="action", required=True)
+    prep = data.add_parser("prepare", help="read, clean, filter, dedup, split, tokenize and pack a corpus")
+    with_config(prep)
+    prep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    prep.set_defaults(func=_data_prepare)
+
+    config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="print the validated config with all defaults")
+    with_config(show)
+    show.set_defaults(func=_config_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"lmforge: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        from lmforge.data.document import RecordError
+
+        if isinstance(exc, RecordError):
+            print(f"lmforge: strict mode: {exc}", file=sys.stderr)
+            return 1
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The experiment config: one YAML file, a section per stage, dotted overrides on top."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from lmforge.config.errors import ConfigError
+from lmforge.config.schema import build, to_dict
+from lmforge.data.config import DataConfig
+from lmforge.tokenizer.config import TokenizerConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = field(default="experiment", metadata={"help": "run name; outputs go to runs/<name>/"})
+    run_dir: Optional[str] = field(default=None, metadata={"help": "output folder (default runs/<name>)"})
+    seed: int = field(default=1234, metadata={"help": "seed for every random choice"})
+    workers: int = field(default=0, metadata={"min": 0, "help": "processes for data work (0 = all cores)"})
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    @property
+    def num_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def hash(self, *sections: str) -> str:
+        """Stable hash of the given sections (all when none), for manifests and rerun checks."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (['a','b','c'], yaml-parsed value)."""
+    if "=" not in text:
+        raise ConfigError([(text, "override must look like key.path=value, e.g. data.split.val=0.05")])
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([(key, f"cannot parse override value {raw!r}: {exc}")]) from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return raw
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A file path, or the name of a preset under ``configs/``."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for candidate in (PRESET_DIR / name_or_path, PRESET_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    presets = sorted(x.stem for x in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    raise ConfigError([("config", f"no file {name_or_path!r} and no preset of that name; presets: {', '.join(presets) or 'none'}")])
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
+                raw: dict | None = None) -> ExperimentConfig:
+    """Load YAML (file or preset), apply ``key.path=value`` overrides, validate everything at once."""
+    source = None
+    if raw is None:
+        raw = {}
+        if name_or_path is not None:
+            path = resolve_config_path(name_or_path)
+            source = str(path)
+            try:
+                raw = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError([("", f"invalid YAML: {exc}")], source) from None
+            if not isinstance(raw, dict):
+                raise ConfigError([("", f"top level must be a mapping, got {type(raw).__name__}")], source)
+    raw = apply_overrides(raw, overrides or [])
+    return build(ExperimentConfig, raw, source)

@@ -1,0 +1,124 @@
+"""Corpus-wide exact and near-duplicate detection with bounded memory.
+
+Exact duplicates: documents whose normalized-text hashes are equal; the first (lowest
+global number) is kept. Near duplicates: documents that share an LSH band key in any band
+are candidates; with ``verify`` a candidate pair counts only if the estimated Jaccard of the
+full signatures reaches the threshold; connected components of the confirmed pairs are
+clusters, and each cluster keeps its first document.
+
+Memory: the corpus text is never loaded. The index holds 8-byte values per document — the
+exact hashes, one band-key column at a time and its sort order, and the component labels —
+about 40 MB per million documents, plus 16 bytes per candidate pair. Signatures stay on disk
+(memory-mapped) and are read only for candidate pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmforge.data.minhash import estimated_jaccard
+from lmforge.data.unit_store import UnitStore
+
+KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
+REASONS = {EXACT_DUP: "exact_duplicate", NEAR_DUP: "near_duplicate"}
+
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Label of each node = smallest node number in its component (vectorized label propagation)."""
+    label = np.arange(n, dtype=np.int64)
+    if len(a) == 0:
+        return label
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    while True:
+        m = np.minimum(label[a], label[b])
+        before = label.copy()
+        np.minimum.at(label, a, m)
+        np.minimum.at(label, b, m)
+        # pointer jumping: follow labels to their own labels until stable
+        while True:
+            nxt = label[label]
+            if np.array_equal(nxt, label):
+                break
+            label = nxt
+        if np.array_equal(label, before):
+            return label
+
+
+def star_pairs(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (first member, other member) of every group of equal keys; first = smallest id."""
+    if len(keys) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((ids, keys))
+    k, i = keys[order], ids[order]
+    new_run = np.concatenate(([True], k[1:] != k[:-1]))
+    run_first = i[np.maximum.accumulate(np.where(new_run, np.arange(len(k)), 0))]
+    dup = ~new_run
+    return run_first[dup], i[dup]
+
+
+def exact_pairs(exact: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.flatnonzero(alive)
+    return star_pairs(exact[ids], ids)
+
+
+def near_pairs(store: UnitStore, alive: np.ndarray, n_bands: int, threshold: float, verify: bool,
+               chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Confirmed near-duplicate pairs among ``alive`` documents, and candidate statistics."""
+    ids = np.flatnonzero(alive)
+    firsts, others = [], []
+    for j in range(n_bands):
+        col = store.column("bands", j)
+        a, b = star_pairs(col[ids], ids)
+        firsts.append(a)
+        others.append(b)
+    a = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
+    b = np.concatenate(others) if others else np.zeros(0, np.int64)
+    if len(a):
+        pair_keys = np.unique(a * np.int64(store.n) + b)
+        a, b = pair_keys // store.n, pair_keys % store.n
+    stats = {"candidate_pairs": int(len(a))}
+    if verify and len(a):
+        ok = np.zeros(len(a), dtype=bool)
+        for s in range(0, len(a), chunk):
+            sa = store.rows("sig", a[s:s + chunk])
+            sb = store.rows("sig", b[s:s + chunk])
+            ok[s:s + chunk] = estimated_jaccard(sa, sb) >= threshold
+        a, b = a[ok], b[ok]
+    stats["confirmed_pairs"] = int(len(a))
+    return a, b, stats
+
+
+def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, n_bands: int, threshold: float,
+                    verify: bool, fingerprints: bool) -> dict:
+    """Return arrays ``reason`` (KEEP/EXACT_DUP/NEAR_DUP), ``dup_of`` (-1 or the kept document),
+    ``dup_root`` (cluster label over exact+near pairs, dropped or not) and stats."""
+    n = store.n
+    exact = store.field("exact").astype(np.uint64)
+    has_sig = store.field("has_sig").astype(bool)
+    ea, eb = exact_pairs(exact, np.ones(n, dtype=bool))
+    stats: dict = {"exact_duplicate_pairs": int(len(ea))}
+    if fingerprints:
+        alive = has_sig.copy()
+        alive[eb] = False  # an exact copy adds no new near-duplicate information
+        na, nb, nstats = near_pairs(store, alive, n_bands, threshold, verify)
+        stats.update(nstats)
+    else:
+        na = nb = np.zeros(0, np.int64)
+    exact_root = connected_components(n, ea, eb)
+    root = connected_components(n, np.concatenate([ea, na]), np.concatenate([eb, nb]))
+    reason = np.zeros(n, dtype=np.int8)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    if exact_on:
+        is_exact = exact_root != np.arange(n)
+        reason[is_exact] = EXACT_DUP
+        dup_of[is_exact] = exact_root[is_exact]
+    if near_on:
+        # cluster representatives: the first document of each exact+near component
+        is_near = (root != np.arange(n)) & (reason == KEEP)
+        reason[is_near] = NEAR_DUP
+        dup_of[is_near] = root[is_near]
+    stats["exact_duplicates_dropped"] = int((reason == EXACT_DUP).sum())
+    stats["near_duplicates_dropped"] = int((reason == NEAR_DUP).sum())
+    stats["clusters_with_duplicates"] = int(len(np.unique(root[root != np.arange(n)])))
+    return {"reason": reason, "dup_of": dup_of, "dup_root": root, "exact": exact, "has_sig": has_sig, "stats": stats}

@@ -1,0 +1,296 @@
+"""``lmforge data prepare``: the whole data-preparation flow, top to bottom.
+
+    plan units → [ingest: read, clean, filter, fingerprint]  (per unit, parallel)
+               → dedup + split plan                          (corpus-wide, bounded memory)
+               → [write splits, augment train]               (per unit, parallel)
+               → tokenizer (train on the train split, or load)
+               → [tokenize]                                  (per unit, parallel)
+               → pack into shards → manifest.json + report.md
+
+Everything lands under ``<run>/data/`` (``<run>/tokenizer/`` for the tokenizer); see the
+README for the layout. Per-unit stages leave completion markers, so a rerun with the same
+config skips finished units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.config.experiment import ExperimentConfig
+from lmforge.config.schema import to_dict
+from lmforge.data.dedup import KEEP, find_duplicates
+from lmforge.data.document import StepStats
+from lmforge.data.executor import LocalExecutor
+from lmforge.data.ingest import IngestContext, ingest_unit, make_hasher
+from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
+from lmforge.data.sources import SourceError, WorkUnit, plan_units
+from lmforge.data.split import SPLITS, assign_splits, components, leak_check
+from lmforge.data.unit_store import UnitStore
+from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
+from lmforge.tokenizer import train as tok_train
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot produce a usable dataset (nothing kept, empty train split, ...)."""
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_checksums(units: list[WorkUnit]) -> list[dict]:
+    """Path, size and sha256 of every input file (local files; remote ones get size only)."""
+    seen: dict[str, dict] = {}
+    for u in units:
+        if u.format == "builtin":
+            key = u.path
+            entry = seen.setdefault(key, {"path": key, "files": 0, "bytes": 0, "sha256": hashlib.sha256()})
+            for f in u.files or []:
+                entry["files"] += 1
+                entry["bytes"] += os.path.getsize(f)
+                entry["sha256"].update(Path(f).read_bytes())
+            continue
+        if u.path in seen:
+            continue
+        entry = {"path": u.path, "format": u.format}
+        if os.path.exists(u.path):
+            h = hashlib.sha256()
+            with open(u.path, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    h.update(chunk)
+            entry.update(bytes=os.path.getsize(u.path), sha256=h.hexdigest())
+        else:
+            entry.update(bytes=u.size, sha256=None, note="remote file: checksum not computed")
+        seen[u.path] = entry
+    out = []
+    for e in seen.values():
+        if not isinstance(e.get("sha256"), (str, type(None))):
+            e["sha256"] = e["sha256"].hexdigest()
+        out.append(e)
+    return out
+
+
+def _merge_steps(results: list[dict]) -> dict[str, StepStats]:
+    steps: dict[str, StepStats] = {}
+    for r in results:
+        for name, d in r["steps"].items():
+            steps.setdefault(name, StepStats(name)).merge(StepStats.from_json(name, d))
+    return steps
+
+
+def _say(msg: str) -> None:
+    print(f"[data] {msg}", flush=True)
+
+
+def prepare(cfg: ExperimentConfig, progress: bool = True) -> dict:
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    data = cfg.data
+    out = cfg.run_path / "data"
+    work = out / "work"
+    reject_dir = out / "rejected"
+    for d in (work, reject_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    ex = LocalExecutor(cfg.num_workers, progress=progress)
+    labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
+    fingerprints = data.dedup.near or data.split.leak_check
+    hasher = make_hasher(data, cfg.seed) if fingerprints else None
+
+    # -- plan --------------------------------------------------------------------------------
+    t = time.time()
+    units = plan_units(data)
+    if not units:
+        raise SourceError("data.sources: the inputs hold no files")
+    inputs = _file_checksums(units)
+    timings["plan"] = time.time() - t
+    _say(f"{len(units)} work unit(s) from {len(inputs)} input(s), {sum(u.size for u in units) / 1e6:.1f} MB, "
+         f"{ex.workers} worker(s)")
+
+    # -- stage 1: ingest ---------------------------------------------------------------------
+    t = time.time()
+    d = data
+    h_ingest = _hash([to_dict(x) for x in (d.sources, d.labels, d.strict, d.max_record_bytes, d.clean, d.filter, d.dedup)]
+                     + [cfg.seed, fingerprints])
+    ictx = IngestContext(data, cfg.seed, work / "ingest", reject_dir, fingerprints)
+    r1 = ex.map(ingest_unit, units, ictx, work / "ingest", h_ingest, "ingest")
+    steps = _merge_steps(r1)
+    timings["ingest"] = time.time() - t
+    n_docs = sum(r["docs"] for r in r1)
+    _say(f"ingest: read {steps['read'].read} records, {n_docs} documents kept after clean+filter "
+         f"({timings['ingest']:.1f}s)")
+    if n_docs == 0:
+        reasons = Counter()
+        for s in steps.values():
+            reasons.update(s.dropped)
+        top = ", ".join(f"{k}={v}" for k, v in reasons.most_common(5)) or "no records were read"
+        raise PipelineError(f"the pipeline kept no documents (dropped: {top}); see {reject_dir}/ for each record")
+
+    # -- corpus-wide: dedup and split ------------------------------------------------------
+    t = time.time()
+    store = UnitStore(work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
+    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher.bands if hasher else 0,
+                          data.dedup.threshold, data.dedup.verify, fingerprints)
+    reason = dup["reason"]
+    kept = reason == KEEP
+    dedup_stats = StepStats("dedup")
+    dedup_stats.read = n_docs
+    dedup_stats.kept = int(kept.sum())
+    for code, name in ((1, "exact_duplicate"), (2, "near_duplicate")):
+        if (reason == code).any():
+            dedup_stats.dropped[name] = int((reason == code).sum())
+    dedup_stats.extra.update(dup["stats"])
+    steps["dedup"] = dedup_stats
+    labels_all = store.field("label")
+    group = store.field("group").astype(np.uint64)
+    comp = components(store.n, dup["dup_root"], group, kept)
+    stratify = data.split.stratify if data.split.stratify is not None else labeled
+    split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, cfg.seed)
+    leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher.bands if hasher else None,
+                      data.dedup.threshold) if data.split.leak_check else None
+    ids_all = store.field("id")
+    plan_dir = work / "plan"
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    for i, u in enumerate(units):
+        a, b = store.offsets[i], store.offsets[i + 1]
+        dup_of = dup["dup_of"][a:b]
+        dup_of_id = np.where(dup_of >= 0, ids_all[np.maximum(dup_of, 0)] if len(ids_all) else "", "")
+        np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b], dup_of_id=dup_of_id, first_doc=a)
+    timings["dedup_split"] = time.time() - t
+    _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; "
+         f"leak check: {leak['total'] if leak else 'off'} ({timings['dedup_split']:.1f}s)")
+    del dup, store
+
+    # -- stage 2: write splits (+ augment) -------------------------------------------------
+    t = time.time()
+    split_dir = out / "splits"
+    h_split = _hash([to_dict(data), cfg.seed])
+    sctx = SplitContext(data, cfg.seed, work / "ingest", plan_dir, split_dir, reject_dir)
+    r2 = ex.map(write_unit, units, sctx, work / "split", h_split, "split")
+    split_docs, split_chars = Counter(), Counter()
+    char_hist = {s: np.zeros(len(CHAR_BINS) - 1, dtype=np.int64) for s in SPLITS}
+    split_labels: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    augmented = 0
+    for r in r2:
+        split_docs.update(r["docs"])
+        split_chars.update(r["chars"])
+        for s in SPLITS:
+            split_labels[s].update(r["labels"].get(s, {}))
+        augmented += r["augmented"]
+        for s in SPLITS:
+            char_hist[s] += np.asarray(r["char_hist"][s], dtype=np.int64)
+    split_stats = StepStats("split")
+    split_stats.read = split_stats.kept = dedup_stats.kept
+    split_stats.extra.update({f"{s}_docs": split_docs[s] - (augmented if s == "train" else 0) for s in SPLITS})
+    steps["split"] = split_stats
+    if data.augment.enabled:
+        aug = StepStats("augment")
+        aug.read = aug.kept = split_docs["train"] - augmented
+        aug.extra["augmented_records_added"] = augmented
+        steps["augment"] = aug
+    timings["split"] = time.time() - t
+    if split_docs["train"] == 0:
+        raise PipelineError("the train split is empty: too few documents for the requested val/test fractions "
+                            f"(kept {dedup_stats.kept}; data.split.val={data.split.val}, data.split.test={data.split.test})")
+    _say(f"split: {dict(split_docs)} documents ({augmented} augmented)")
+
+    # -- tokenizer -----------------------------------------------------------------------------
+    t = time.time()
+    tok_dir = cfg.run_path / "tokenizer"
+    if cfg.tokenizer.path:
+        tok = tok_train.load(cfg.tokenizer.path)
+        src_dir = Path(cfg.tokenizer.path) if Path(cfg.tokenizer.path).is_dir() else None
+        tok_dir.mkdir(parents=True, exist_ok=True)
+        if src_dir is not None:
+            for f in src_dir.iterdir():
+                if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.txt")):
+                    shutil.copy2(f, tok_dir / f.name)
+        else:
+            shutil.copy2(cfg.tokenizer.path, tok_dir / "tokenizer.json")
+        tok_info = {"trained": False, "source": str(cfg.tokenizer.path)}
+        special = tok_train.special_ids(tok, src_dir, cfg.tokenizer)
+    else:
+        def train_docs():
+            for u in units:
+                p = split_dir / "train" / f"{u.name}.jsonl"
+                with open(p, encoding="utf-8") as fh:
+                    for line in fh:
+                        yield json.loads(line)
+
+        texts = tok_train.sample_texts(train_docs(), split_chars["train"], cfg.tokenizer.max_train_chars, cfg.seed)
+        tok_info = tok_train.train(cfg.tokenizer, texts, tok_dir)
+        tok = tok_train.load(tok_dir)
+        special = tok_train.special_ids(tok, tok_dir, cfg.tokenizer)
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
+    if eos is None and not labeled:
+        raise PipelineError(f"tokenizer has no end-of-document token: set tokenizer.special_tokens.eos to one of its tokens")
+    tok_info.update(vocab_size=vocab_size, special_ids=special, doc_separator_id=eos)
+    timings["tokenizer"] = time.time() - t
+    _say(f"tokenizer: vocab {vocab_size} ({'trained' if tok_info['trained'] else 'loaded'}, {timings['tokenizer']:.1f}s)")
+
+    # -- stage 4: tokenize and pack ---------------------------------------------------------------
+    t = time.time()
+    pctx = PackContext(tok_dir / "tokenizer.json", split_dir, work / "tokens", labeled, special.get("bos"),
+                       eos if eos is not None else -1, vocab_size, data.pack)
+    h_pack = _hash([to_dict(data), to_dict(cfg.tokenizer), cfg.seed, vocab_size])
+    r4 = ex.map(tokenize_unit, units, pctx, work / "tokens_done", h_pack, "tokenize")
+    label_names = None
+    if labeled:
+        label_names = list(data.labels) if data.labels else sorted({lb for s in SPLITS for lb in split_labels[s]})
+    index = merge(units, pctx, out / "tokens", label_names, special)
+    pack_stats = StepStats("pack")
+    tok_totals = {s: {"docs": sum(r[s]["docs"] for r in r4), "tokens": sum(r[s]["tokens"] for r in r4),
+                      "truncated": sum(r[s]["truncated"] for r in r4),
+                      "length_hist": np.sum([r[s]["length_hist"] for r in r4], axis=0).tolist()} for s in SPLITS}
+    pack_stats.read = pack_stats.kept = sum(v["docs"] for v in tok_totals.values())
+    pack_stats.extra["truncated_examples"] = sum(v["truncated"] for v in tok_totals.values())
+    if not labeled:
+        pack_stats.extra["dropped_tail_tokens"] = sum(index["splits"][s]["dropped_tail_tokens"] for s in SPLITS)
+    steps["pack"] = pack_stats
+    timings["tokenize_pack"] = time.time() - t
+    tok_info["chars_per_token_train"] = round(split_chars["train"] / max(tok_totals["train"]["tokens"], 1), 3)
+    per_split = ", ".join(f"{s}={tok_totals[s]['tokens']}" for s in SPLITS)
+    _say(f"pack: {per_split} tokens ({timings['tokenize_pack']:.1f}s)")
+
+    # -- manifest and report -------------------------------------------------------------------
+    timings["total"] = time.time() - t_start
+    manifest = {
+        "format": "lmforge-data-manifest-v1",
+        "name": cfg.name,
+        "config_hash": cfg.hash("data", "tokenizer", "seed"),
+        "config": {"seed": cfg.seed, "data": to_dict(data), "tokenizer": to_dict(cfg.tokenizer)},
+        "inputs": inputs,
+        "units": len(units),
+        "steps": {k: v.to_json() for k, v in steps.items()},
+        "splits": {s: {"docs": split_docs[s], "chars": split_chars[s], "tokens": tok_totals[s]["tokens"],
+                       "truncated": tok_totals[s]["truncated"], "labels": dict(sorted(split_labels[s].items())),
+                       "char_length_hist": char_hist[s].tolist(),
+                       "token_length_hist": tok_totals[s]["length_hist"]} for s in SPLITS},
+        "histogram_bins": {"chars": CHAR_BINS, "tokens": TOKEN_BINS},
+        "leak_check": leak,
+        "tokenizer": tok_info,
+        "shards": {"dir": "tokens", "index": "tokens/index.json", "kind": index["kind"], "dtype": index["dtype"],
+                   "seq_len": index.get("seq_len"), "splits": {s: {k: v for k, v in index["splits"][s].items()
+                                                                    if k != "shards"} for s in SPLITS}},
+        "dedup_index": {"bands": hasher.bands if hasher else None, "rows": hasher.rows if hasher else None,
+                        "num_perm": data.dedup.num_perm},
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_workers_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from lmforge.data.report import write_report
+
+    write_report(out, manifest)
+    _say(f"done in {timings['total']:.1f}s → {out}/manifest.json, {out}/report.md")
+    return manifest
+

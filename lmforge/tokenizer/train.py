@@ -1,0 +1,146 @@
+"""Train a BPE, WordPiece or Unigram tokenizer with HF ``tokenizers``, or load an existing one.
+
+The saved folder is a Hugging Face tokenizer directory (``tokenizer.json``,
+``tokenizer_config.json``, ``special_tokens_map.json``) that
+``transformers.PreTrainedTokenizerFast.from_pretrained`` and ``AutoTokenizer`` load.
+Special tokens come first in the vocabulary, in the order pad, unk, bos, eos, mask, cls, sep.
+
+Memory: the trainer keeps word counts, not the text, so memory grows with the number of
+distinct words, not the corpus. Text is streamed from the train split; when the split holds
+more than ``max_train_chars`` characters, a seeded sample of documents (each kept with
+probability max_train_chars / total, decided by a hash of its id) is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import xxhash
+
+from lmforge.tokenizer.config import TokenizerConfig
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+def special_token_list(cfg: TokenizerConfig) -> list[str]:
+    st = cfg.special_tokens
+    return [st.pad, st.unk, st.bos, st.eos, st.mask, st.cls, st.sep]
+
+
+def build_untrained(cfg: TokenizerConfig):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    st = cfg.special_tokens
+    specials = special_token_list(cfg)
+    norm = [normalizers.NFC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
+    if cfg.type == "bpe":
+        tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                      special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+    elif cfg.type == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token=st.unk))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                            special_tokens=specials, show_progress=False)
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=specials, unk_token=st.unk,
+                                          show_progress=False)
+    tok.normalizer = normalizers.Sequence(norm)
+    return tok, trainer
+
+
+def sample_texts(docs: Iterable[dict], total_chars: int, max_chars: int, seed: int) -> Iterator[str]:
+    """Stream texts, keeping each document with probability max_chars/total_chars (seeded by id)."""
+    keep = 1.0 if total_chars <= max_chars else max_chars / total_chars
+    cut = int(keep * (1 << 64)) if keep < 1 else None
+    for d in docs:
+        if cut is None or xxhash.xxh64_intdigest(d["id"], seed=seed) < cut:
+            yield d["text"]
+
+
+def train(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
+    tok, trainer = build_untrained(cfg)
+    n_chars = 0
+    n_docs = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal n_chars, n_docs
+        for t in texts:
+            n_chars += len(t)
+            n_docs += 1
+            yield t
+
+    tok.train_from_iterator(counted(), trainer=trainer)
+    if cfg.type == "wordpiece":
+        from tokenizers import processors
+
+        st = cfg.special_tokens
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{st.cls} $A {st.sep}", pair=f"{st.cls} $A {st.sep} $B:1 {st.sep}:1",
+            special_tokens=[(st.cls, tok.token_to_id(st.cls)), (st.sep, tok.token_to_id(st.sep))])
+    save_hf(tok, cfg, out_dir)
+    return {"trained": True, "type": cfg.type, "train_docs": n_docs, "train_chars": n_chars}
+
+
+def save_hf(tok, cfg: TokenizerConfig, out_dir: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    st = cfg.special_tokens
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=st.bos, eos_token=st.eos, unk_token=st.unk,
+                                   pad_token=st.pad, mask_token=st.mask, cls_token=st.cls, sep_token=st.sep)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out_dir))
+    (out_dir / "lmforge_tokenizer.json").write_text(json.dumps({"config": asdict(cfg)}, indent=2))
+
+
+def load(path: str | Path):
+    """A ``tokenizers.Tokenizer`` from a tokenizer.json file or an HF tokenizer directory."""
+    from tokenizers import Tokenizer
+
+    p = Path(path)
+    file = p / "tokenizer.json" if p.is_dir() else p
+    if not file.is_file():
+        raise TokenizerError(f"tokenizer.path: no tokenizer.json at {p} (give an HF tokenizer folder or a tokenizer.json file)")
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:
+        raise TokenizerError(f"tokenizer.path: cannot load {file}: {exc}") from None
+
+
+def special_ids(tok, folder: Path | None, cfg: TokenizerConfig) -> dict[str, int | None]:
+    """Ids of the special tokens, from our config names or the HF folder's special_tokens_map."""
+    names = asdict(cfg.special_tokens)
+    hf_map = {}
+    if folder is not None:
+        for fname in ("special_tokens_map.json", "tokenizer_config.json"):
+            f = folder / fname
+            if f.is_file():
+                try:
+                    data = json.loads(f.read_text())
+                except json.JSONDecodeError:
+                    continue
+                for k in names:
+                    v = data.get(f"{k}_token")
+                    if isinstance(v, dict):
+                        v = v.get("content")
+                    if isinstance(v, str) and k not in hf_map:
+                        hf_map[k] = v
+    out: dict[str, int | None] = {}
+    for k, name in names.items():
+        tid = tok.token_to_id(hf_map.get(k, name))
+        if tid is None:
+            tid = tok.token_to_id(name)
+        out[k] = tid
+    return out

@@ -94,11 +94,13 @@ class RejectWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "w", encoding="utf-8")
         snippet = text if isinstance(text, str) else (repr(text) if text is not None else None)
+        if snippet is not None:  # lone surrogates (from undecodable input) cannot be written as UTF-8
+            snippet = snippet[: self.SNIPPET].encode("utf-8", "replace").decode("utf-8")
         rec = {"source": source, "line": line, "reason": reason}
         if detail:
             rec["detail"] = detail
         if snippet is not None:
-            rec["snippet"] = snippet[: self.SNIPPET]
+            rec["snippet"] = snippet
         self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self.count += 1
 

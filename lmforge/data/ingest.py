@@ -89,7 +89,7 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
             exact.append(exact_key(doc.text))
             n_chars.append(len(doc.text))
             n_words.append(len(doc.text.split()))
-            group.append(xxhash.xxh64_intdigest(doc.group) if doc.group is not None else 0)
+            group.append(xxhash.xxh64_intdigest(doc.group.encode("utf-8", "surrogatepass")) if doc.group is not None else 0)
             labels.append(doc.label if doc.label is not None else "")
             ids.append(doc.id)
             batch.append(doc.text)

@@ -193,6 +193,7 @@ class UnitReader:
         reader = csv.reader(stream, delimiter=delimiter)
         header: Optional[list[str]] = None
         errors_in_a_row = 0
+        prev_end = 0  # a record starts on the line after the previous record ended
         while True:
             try:
                 row = next(reader)
@@ -202,11 +203,12 @@ class UnitReader:
             except csv.Error as exc:
                 errors_in_a_row += 1
                 reason = "record_too_large" if "field larger" in str(exc) else "malformed_csv"
-                self._reject(reason, reader.line_num, None, str(exc))
+                self._reject(reason, prev_end + 1, None, str(exc))
+                prev_end = reader.line_num
                 if errors_in_a_row > 1000:
                     return
                 continue
-            line = reader.line_num
+            line, prev_end = prev_end + 1, reader.line_num
             if header is None and self.src.csv_header:
                 header = row
                 continue

@@ -66,7 +66,7 @@ def sample_texts(docs: Iterable[dict], total_chars: int, max_chars: int, seed: i
     keep = 1.0 if total_chars <= max_chars else max_chars / total_chars
     cut = int(keep * (1 << 64)) if keep < 1 else None
     for d in docs:
-        if cut is None or xxhash.xxh64_intdigest(d["id"], seed=seed) < cut:
+        if cut is None or xxhash.xxh64_intdigest(d["id"].encode("utf-8", "surrogatepass"), seed=seed) < cut:
             yield d["text"]
 
 

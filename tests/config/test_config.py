@@ -1,0 +1,72 @@
+"""Config schema: all problems at once with key paths; overrides; every shipped preset loads."""
+
+from pathlib import Path
+
+import pytest
+
+from lmforge.config import ConfigError, load_config
+from lmforge.config.experiment import PRESET_DIR
+from lmforge.config.schema import describe
+from lmforge.config.experiment import ExperimentConfig
+
+
+def test_every_problem_reported_at_once_with_its_key():
+    raw = {"seed": "x", "tokenizr": {}, "data": {"sources": [{"paht": "a"}], "split": {"val": "a", "test": 2},
+                                                   "dedup": {"exact": 1, "threshold": 3.0}}}
+    with pytest.raises(ConfigError) as info:
+        load_config(raw=raw)
+    keys = {k for k, _ in info.value.problems}
+    assert keys == {"seed", "tokenizr", "data.sources[0].paht", "data.split.val", "data.split.test",
+                    "data.dedup.exact", "data.dedup.threshold"}
+    msg = str(info.value)
+    assert "did you mean 'tokenizer'" in msg and "did you mean 'path'" in msg
+    assert "must be <= 0.9" in msg and "expected a number" in msg
+
+
+def test_literal_choices_and_cross_field_checks():
+    with pytest.raises(ConfigError) as info:
+        load_config(raw={"tokenizer": {"type": "bpee"}, "data": {"sources": [{}], "split": {"val": 0.6, "test": 0.5}}})
+    text = str(info.value)
+    assert "tokenizer.type" in text and "did you mean 'bpe'" in text
+    assert "data.sources[0].path" in text and "exactly one of 'path' or 'builtin'" in text
+    assert "data.split.val" in text and "val + test" in text
+
+
+def test_dotted_overrides_parse_yaml_values():
+    cfg = load_config("quickstart", ["data.split.val=0.1", "tokenizer.type=wordpiece", "data.dedup.near=false",
+                                     "data.labels=[a, b]"])
+    assert cfg.data.split.val == 0.1
+    assert cfg.tokenizer.type == "wordpiece"
+    assert cfg.data.dedup.near is False
+    assert cfg.data.labels == ["a", "b"]
+
+
+def test_bad_override_is_a_config_error():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config("quickstart", ["data.split.val"])
+    with pytest.raises(ConfigError, match="data.split.val"):
+        load_config("quickstart", ["data.split.val=abc"])
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="quickstart"):
+        load_config("no_such_preset")
+
+
+@pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path: Path):
+    cfg = load_config(str(path))
+    assert cfg.data.sources, f"{path} has no data sources"
+
+
+def test_config_hash_changes_with_content():
+    a = load_config("quickstart")
+    b = load_config("quickstart", ["data.split.val=0.2"])
+    assert a.hash() != b.hash()
+    assert a.hash() == load_config("quickstart").hash()
+
+
+def test_describe_lists_documented_keys():
+    rows = {r[0]: r for r in describe(ExperimentConfig)}
+    assert "data.dedup.threshold" in rows and rows["data.dedup.threshold"][3]
+    assert rows["tokenizer.vocab_size"][2] == 8000

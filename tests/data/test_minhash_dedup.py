@@ -1,0 +1,99 @@
+"""MinHash signatures, LSH banding, connected components and corpus-wide duplicate finding."""
+
+import random
+
+import numpy as np
+import pytest
+
+from lmforge.data.dedup import EXACT_DUP, KEEP, NEAR_DUP, connected_components, find_duplicates, star_pairs
+from lmforge.data.minhash import MinHasher, estimated_jaccard, exact_shingle_jaccard, optimal_bands
+from lmforge.data.unit_store import UnitStore
+
+WORDS = [f"w{i}" for i in range(2000)]
+
+
+def doc(rng, n=120):
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def edit(rng, text, k):
+    w = text.split()
+    for _ in range(k):
+        w[rng.randrange(len(w))] = rng.choice(WORDS)
+    return " ".join(w)
+
+
+def test_signature_estimates_jaccard():
+    rng = random.Random(0)
+    h = MinHasher(num_perm=256, ngram=5, seed=1)
+    for k in (1, 3, 8, 20):
+        a = doc(rng)
+        b = edit(rng, a, k)
+        sig, has = h.signatures([a, b])
+        assert has.all()
+        true = exact_shingle_jaccard(h, a, b)
+        assert abs(estimated_jaccard(sig[0], sig[1]) - true) < 0.1, (k, true)
+
+
+def test_signature_is_deterministic_and_batch_independent():
+    rng = random.Random(1)
+    texts = [doc(rng, rng.randrange(1, 40)) for _ in range(50)] + ["", "hello", "Hello, WORLD!"]
+    h = MinHasher(64, 5, seed=7)
+    s_all, has_all = h.signatures(texts)
+    s_one = np.concatenate([h.signatures([t])[0] for t in texts])
+    assert np.array_equal(s_all, s_one)
+    assert not has_all[-3] and has_all[-2] and has_all[-1]
+    assert np.array_equal(s_all, MinHasher(64, 5, seed=7).signatures(texts)[0])
+    assert not np.array_equal(s_all, MinHasher(64, 5, seed=8).signatures(texts)[0])
+    # normalization: case and punctuation do not change the shingles
+    assert np.array_equal(h.signatures(["Hello, world"])[0], h.signatures(["hello world"])[0])
+
+
+def test_optimal_bands_threshold_close_to_target():
+    for t in (0.5, 0.7, 0.8, 0.9):
+        b, r = optimal_bands(t, 128)
+        assert b * r <= 128
+        assert abs((1 / b) ** (1 / r) - t) < 0.12
+
+
+def test_star_pairs_and_components():
+    keys = np.array([5, 3, 5, 9, 3, 5], dtype=np.uint64)
+    ids = np.arange(6)
+    a, b = star_pairs(keys, ids)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 2), (0, 5), (1, 4)]
+    lab = connected_components(7, np.array([0, 2, 5, 4]), np.array([2, 5, 6, 1]))
+    assert lab.tolist() == [0, 1, 0, 3, 1, 0, 0]
+
+
+def _store(tmp_path, texts_per_unit, hasher):
+    from lmforge.data.ingest import exact_key
+
+    names, counts = [], []
+    for u, texts in enumerate(texts_per_unit):
+        name = f"unit_{u:05d}"
+        sig, has = hasher.signatures(texts)
+        np.save(tmp_path / f"{name}.sig.npy", sig)
+        np.save(tmp_path / f"{name}.bands.npy", hasher.band_keys(sig))
+        np.savez(tmp_path / f"{name}.fp.npz", exact=np.array([exact_key(t) for t in texts], dtype=np.uint64),
+                 has_sig=has)
+        names.append(name)
+        counts.append(len(texts))
+    return UnitStore(tmp_path, names, counts)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_find_duplicates_across_units(tmp_path, verify):
+    rng = random.Random(3)
+    base = [doc(rng) for _ in range(40)]
+    near = edit(rng, base[5], 2)  # Jaccard ~0.85
+    far = edit(rng, base[6], 40)  # unrelated by now
+    unit0 = base[:20]
+    unit1 = base[20:] + [base[3].upper(), near, far]  # exact (after normalization), near, not a dup
+    h = MinHasher(128, 5, seed=0, threshold=0.7)
+    store = _store(tmp_path, [unit0, unit1], h)
+    out = find_duplicates(store, True, True, h.bands, 0.7, verify, True)
+    reason, dup_of = out["reason"], out["dup_of"]
+    assert reason[40] == EXACT_DUP and dup_of[40] == 3
+    assert reason[41] == NEAR_DUP and dup_of[41] == 5
+    assert reason[42] == KEEP
+    assert (reason[:40] == KEEP).all()

@@ -12,7 +12,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from lmforge.data.prepare import prepare
 
     cfg = load_config(args.config, args.set)
-    prepare(cfg, progress=not args.no_progress)
+    if not 0 <= args.rank < args.world_size:
+        raise ConfigError([("--rank", f"must be in [0, --world-size={args.world_size}); got {args.rank}")])
+    prepare(cfg, progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
     return 0
 
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep = data.add_parser("prepare", help="read, clean, filter, dedup, split, tokenize and pack a corpus")
     with_config(prep)
     prep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    prep.add_argument("--rank", type=int, default=0, help="with --world-size: ingest only this rank's units")
+    prep.add_argument("--world-size", type=int, default=1,
+                      help="split the ingest stage across N processes/machines sharing run_dir; then run once without it")
     prep.set_defaults(func=_data_prepare)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)

@@ -91,7 +91,10 @@ def _say(msg: str) -> None:
     print(f"[data] {msg}", flush=True)
 
 
-def prepare(cfg: ExperimentConfig, progress: bool = True) -> dict:
+def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
+    """Run the whole flow. With ``world_size > 1`` only the per-unit ingest of this rank's units
+    (``unit.index % world_size == rank``) runs, so several machines sharing ``run_dir`` can split
+    the heaviest stage; a final run without ranks reuses their completion markers and finishes."""
     t_start = time.time()
     timings: dict[str, float] = {}
     data = cfg.data
@@ -121,6 +124,12 @@ def prepare(cfg: ExperimentConfig, progress: bool = True) -> dict:
     h_ingest = _hash([to_dict(x) for x in (d.sources, d.labels, d.strict, d.max_record_bytes, d.clean, d.filter, d.dedup)]
                      + [cfg.seed, fingerprints])
     ictx = IngestContext(data, cfg.seed, work / "ingest", reject_dir, fingerprints)
+    if world_size > 1:
+        mine = [u for u in units if u.index % world_size == rank]
+        ex.map(ingest_unit, mine, ictx, work / "ingest", h_ingest, f"ingest {rank}/{world_size}")
+        _say(f"rank {rank}/{world_size}: ingested {len(mine)} of {len(units)} units; "
+             "run again without --world-size to finish")
+        return {"rank": rank, "world_size": world_size, "units": [u.name for u in mine]}
     r1 = ex.map(ingest_unit, units, ictx, work / "ingest", h_ingest, "ingest")
     steps = _merge_steps(r1)
     timings["ingest"] = time.time() - t

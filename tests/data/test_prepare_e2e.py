@@ -193,3 +193,17 @@ def test_builtin_stdlib_corpus_units_exist():
 
     files = stdlib_corpus.files()
     assert len(files) > 100 and not any("/test/" in f for f in files)
+
+
+def test_ranked_ingest_then_finish_matches_single_run(tmp_path):
+    make_corpus(tmp_path / "corpus.jsonl")
+    (tmp_path / "more.jsonl").write_text('{"id": "m1", "text": "one more document with enough words in it"}\n')
+    cfg, run = write_config(tmp_path, "ranked", **{"data.sources": [{"path": str(tmp_path / "*.jsonl"), "id_field": "id"}]})
+    for r in (0, 1):
+        assert main(["data", "prepare", str(cfg), "--no-progress", "--rank", str(r), "--world-size", "2"]) == 0
+    markers = sorted(p.name for p in (run / "data" / "work" / "ingest").glob("*.done"))
+    assert markers == ["unit_00000.done", "unit_00001.done"]
+    assert not (run / "data" / "manifest.json").exists()
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
+    m = json.loads((run / "data" / "manifest.json").read_text())
+    assert m["steps"]["read"]["kept"] == 321  # 320 good records of corpus.jsonl + the one in more.jsonl

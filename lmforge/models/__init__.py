@@ -1,0 +1,1 @@
+"""Our Transformer models: shared body, separate heads, HF interop."""

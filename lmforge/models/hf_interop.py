@@ -1,0 +1,235 @@
+"""Hugging Face interop for GPT-2 and BERT: load ``transformers`` checkpoints into our modules
+and write ours as HF model directories (config.json + model.safetensors + tokenizer files).
+
+Mapping notes: GPT-2 stores projections as ``Conv1D`` (weight (in, out), transposed against
+``nn.Linear``) with q/k/v fused in ``c_attn``; BERT is post-norm (``attention.output.LayerNorm``
+is our ``norm1``, ``output.LayerNorm`` our ``norm2``) with a LayerNorm on the embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lmforge.models.config import ModelConfig
+from lmforge.models.transformer import LanguageModel, TransformerBody, build_decoder_lm, build_encoder_mlm
+
+# -- configs ------------------------------------------------------------------------------------
+
+
+def config_from_hf(hf_cfg) -> ModelConfig:
+    t = hf_cfg.model_type
+    if t == "gpt2":
+        act = hf_cfg.activation_function
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise ValueError(f"unsupported GPT-2 activation {act!r}")
+        return ModelConfig(arch="decoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head,
+                           d_model=hf_cfg.n_embd, d_ff=hf_cfg.n_inner or 4 * hf_cfg.n_embd,
+                           max_seq_len=hf_cfg.n_positions, pos="learned",
+                           mlp="gelu" if act == "gelu" else "gelu_tanh", norm="layernorm", norm_position="pre",
+                           norm_eps=hf_cfg.layer_norm_epsilon, bias=True, dropout=hf_cfg.resid_pdrop,
+                           tie_embeddings=True)
+    if t == "bert":
+        act = hf_cfg.hidden_act
+        if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"unsupported BERT activation {act!r}")
+        return ModelConfig(arch="encoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.num_hidden_layers,
+                           n_head=hf_cfg.num_attention_heads, d_model=hf_cfg.hidden_size, d_ff=hf_cfg.intermediate_size,
+                           max_seq_len=hf_cfg.max_position_embeddings, pos="learned",
+                           mlp="gelu" if act == "gelu" else "gelu_tanh", norm="layernorm", norm_position="post",
+                           norm_eps=hf_cfg.layer_norm_eps, bias=True, dropout=hf_cfg.hidden_dropout_prob,
+                           tie_embeddings=True, type_vocab_size=hf_cfg.type_vocab_size, embedding_norm=True,
+                           final_norm=False)
+    raise ValueError(f"unsupported Hugging Face model_type {t!r} (supported: gpt2, bert)")
+
+
+def config_to_hf(cfg: ModelConfig):
+    from transformers import BertConfig, GPT2Config
+
+    if cfg.arch == "decoder":
+        if cfg.pos != "learned" or cfg.norm != "layernorm" or cfg.norm_position != "pre" or cfg.mlp == "swiglu" \
+                or not cfg.bias or not cfg.tie_embeddings:
+            raise ValueError("only GPT-2-shaped decoders (learned positions, pre-LayerNorm, GELU MLP, biases, tied "
+                             "embeddings) can be exported as HF GPT-2")
+        return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.max_seq_len, n_embd=cfg.d_model,
+                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.ff_dim,
+                          activation_function="gelu" if cfg.mlp == "gelu" else "gelu_new",
+                          layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+                          attn_pdrop=cfg.dropout, tie_word_embeddings=True)
+    if cfg.pos != "learned" or cfg.norm_position != "post" or cfg.norm != "layernorm" or not cfg.embedding_norm \
+            or cfg.mlp == "swiglu":
+        raise ValueError("only BERT-shaped encoders (learned positions, post-LayerNorm, embedding LayerNorm, GELU MLP) "
+                         "can be exported as HF BERT")
+    return BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
+                      num_attention_heads=cfg.n_head, intermediate_size=cfg.ff_dim,
+                      hidden_act="gelu" if cfg.mlp == "gelu" else "gelu_new", max_position_embeddings=cfg.max_seq_len,
+                      type_vocab_size=max(cfg.type_vocab_size, 1), layer_norm_eps=cfg.norm_eps,
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, tie_word_embeddings=True)
+
+
+# -- GPT-2 state dicts ---------------------------------------------------------------------------
+
+
+def gpt2_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    p = "transformer." if "transformer.wte.weight" in sd else ""
+    C = cfg.d_model
+    out = {"body.embed.tok.weight": sd[f"{p}wte.weight"], "body.embed.pos.weight": sd[f"{p}wpe.weight"],
+           "body.final_norm.weight": sd[f"{p}ln_f.weight"], "body.final_norm.bias": sd[f"{p}ln_f.bias"]}
+    for i in range(cfg.n_layer):
+        h, b = f"{p}h.{i}.", f"body.blocks.{i}."
+        w, bias = sd[h + "attn.c_attn.weight"], sd[h + "attn.c_attn.bias"]  # (C, 3C), (3C,)
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            out[b + f"attn.{name}.weight"] = w[:, j * C:(j + 1) * C].t()
+            out[b + f"attn.{name}.bias"] = bias[j * C:(j + 1) * C]
+        out[b + "attn.o_proj.weight"] = sd[h + "attn.c_proj.weight"].t()
+        out[b + "attn.o_proj.bias"] = sd[h + "attn.c_proj.bias"]
+        out[b + "mlp.up.weight"] = sd[h + "mlp.c_fc.weight"].t()
+        out[b + "mlp.up.bias"] = sd[h + "mlp.c_fc.bias"]
+        out[b + "mlp.down.weight"] = sd[h + "mlp.c_proj.weight"].t()
+        out[b + "mlp.down.bias"] = sd[h + "mlp.c_proj.bias"]
+        for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            out[b + f"{ours}.weight"] = sd[h + f"{theirs}.weight"]
+            out[b + f"{ours}.bias"] = sd[h + f"{theirs}.bias"]
+    out["head.proj.weight"] = out["body.embed.tok.weight"]
+    return out
+
+
+def ours_to_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {"transformer.wte.weight": sd["body.embed.tok.weight"], "transformer.wpe.weight": sd["body.embed.pos.weight"],
+           "transformer.ln_f.weight": sd["body.final_norm.weight"], "transformer.ln_f.bias": sd["body.final_norm.bias"]}
+    for i in range(cfg.n_layer):
+        h, b = f"transformer.h.{i}.", f"body.blocks.{i}."
+        out[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attn.{n}.weight"] for n in ("q_proj", "k_proj", "v_proj")], 0).t()
+        out[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attn.{n}.bias"] for n in ("q_proj", "k_proj", "v_proj")])
+        out[h + "attn.c_proj.weight"] = sd[b + "attn.o_proj.weight"].t()
+        out[h + "attn.c_proj.bias"] = sd[b + "attn.o_proj.bias"]
+        out[h + "mlp.c_fc.weight"] = sd[b + "mlp.up.weight"].t()
+        out[h + "mlp.c_fc.bias"] = sd[b + "mlp.up.bias"]
+        out[h + "mlp.c_proj.weight"] = sd[b + "mlp.down.weight"].t()
+        out[h + "mlp.c_proj.bias"] = sd[b + "mlp.down.bias"]
+        for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            out[h + f"{theirs}.weight"] = sd[b + f"{ours}.weight"]
+            out[h + f"{theirs}.bias"] = sd[b + f"{ours}.bias"]
+    out["lm_head.weight"] = sd["body.embed.tok.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+# -- BERT state dicts ------------------------------------------------------------------------------
+
+_BERT_LAYER = [("attn.q_proj", "attention.self.query"), ("attn.k_proj", "attention.self.key"),
+               ("attn.v_proj", "attention.self.value"), ("attn.o_proj", "attention.output.dense"),
+               ("norm1", "attention.output.LayerNorm"), ("mlp.up", "intermediate.dense"),
+               ("mlp.down", "output.dense"), ("norm2", "output.LayerNorm")]
+_BERT_EMB = [("body.embed.tok", "embeddings.word_embeddings"), ("body.embed.pos", "embeddings.position_embeddings"),
+             ("body.embed.token_type", "embeddings.token_type_embeddings"), ("body.embed.norm", "embeddings.LayerNorm")]
+_BERT_HEAD = [("head.dense", "cls.predictions.transform.dense"), ("head.norm", "cls.predictions.transform.LayerNorm")]
+
+
+def _bert_pairs(cfg: ModelConfig, prefix: str, with_head: bool) -> list[tuple[str, str]]:
+    pairs = []
+    for ours, theirs in _BERT_EMB:
+        kinds = ("weight",) if ours != "body.embed.norm" else ("weight", "bias")
+        pairs += [(f"{ours}.{k}", f"{prefix}{theirs}.{k}") for k in kinds]
+    for i in range(cfg.n_layer):
+        for ours, theirs in _BERT_LAYER:
+            pairs += [(f"body.blocks.{i}.{ours}.{k}", f"{prefix}encoder.layer.{i}.{theirs}.{k}") for k in ("weight", "bias")]
+    if with_head:
+        for ours, theirs in _BERT_HEAD:
+            pairs += [(f"{ours}.{k}", f"{theirs}.{k}") for k in ("weight", "bias")]
+        pairs.append(("head.proj.bias", "cls.predictions.bias"))
+    return pairs
+
+
+def bert_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool) -> dict[str, torch.Tensor]:
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in sd else ""
+    out = {ours: sd[theirs] for ours, theirs in _bert_pairs(cfg, prefix, with_head)}
+    if with_head:
+        out["head.proj.weight"] = out["body.embed.tok.weight"]
+    return out
+
+
+def ours_to_bert(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool) -> dict[str, torch.Tensor]:
+    prefix = "bert." if with_head else ""
+    out = {theirs: sd[ours].contiguous() for ours, theirs in _bert_pairs(cfg, prefix, with_head)}
+    if with_head:
+        out["cls.predictions.decoder.weight"] = sd["body.embed.tok.weight"]
+        out["cls.predictions.decoder.bias"] = sd["head.proj.bias"]
+    return out
+
+
+# -- public API ----------------------------------------------------------------------------------
+
+
+def from_hf(path_or_model) -> LanguageModel | TransformerBody:
+    """Our model from an HF directory or a ``transformers`` model object.
+
+    GPT-2 (``GPT2LMHeadModel``/``GPT2Model``) → decoder LM; ``BertForMaskedLM`` → encoder MLM;
+    a bare ``BertModel`` (no MLM head, e.g. sentence encoders) → :class:`TransformerBody`.
+    """
+    if isinstance(path_or_model, (str, Path)):
+        from transformers import AutoConfig
+
+        hf_cfg = AutoConfig.from_pretrained(str(path_or_model))
+        sd = _load_state_dict(Path(path_or_model))
+    else:
+        hf_cfg = path_or_model.config
+        sd = path_or_model.state_dict()
+    cfg = config_from_hf(hf_cfg)
+    if cfg.arch == "decoder":
+        model = build_decoder_lm(cfg)
+        model.load_state_dict(gpt2_to_ours(sd, cfg), strict=True)
+        return model
+    with_head = "cls.predictions.transform.dense.weight" in sd
+    if with_head:
+        model = build_encoder_mlm(cfg)
+        model.load_state_dict(bert_to_ours(sd, cfg, True), strict=True)
+        return model
+    body = TransformerBody(cfg, causal=False)
+    body.load_state_dict({k.removeprefix("body."): v for k, v in bert_to_ours(sd, cfg, False).items()}, strict=True)
+    return body
+
+
+def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    st = folder / "model.safetensors"
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(st))
+    pt = folder / "pytorch_model.bin"
+    if pt.is_file():
+        return torch.load(str(pt), map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str | Path] = None):
+    """Write ``model`` as an HF directory loadable by ``AutoModelForCausalLM``/``AutoModelForMaskedLM``."""
+    from transformers import BertForMaskedLM, GPT2LMHeadModel
+
+    cfg = model.cfg
+    hf_cfg = config_to_hf(cfg)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if cfg.arch == "decoder":
+        hf = GPT2LMHeadModel(hf_cfg)
+        hf.load_state_dict(ours_to_gpt2(sd, cfg), strict=False)
+    else:
+        hf = BertForMaskedLM(hf_cfg)
+        theirs = ours_to_bert(sd, cfg, True)
+        if cfg.type_vocab_size == 0:  # HF BERT always has token types: zero ones add nothing
+            theirs["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.d_model)
+        missing, unexpected = hf.load_state_dict(theirs, strict=False)
+        unexpected = [k for k in unexpected if "position_ids" not in k]
+        if unexpected:
+            raise RuntimeError(f"unexpected keys exporting to BERT: {unexpected}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(str(out), safe_serialization=True)
+    if tokenizer_dir is not None:
+        for f in Path(tokenizer_dir).iterdir():
+            if f.is_file() and f.suffix in (".json", ".txt") and not f.name.startswith("lmforge"):
+                shutil.copy2(f, out / f.name)
+    (out / "lmforge_model.json").write_text(json.dumps({"model": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}, indent=2))
+    return hf

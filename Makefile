@@ -18,6 +18,8 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(VENV)/bin/lmforge data prepare quickstart
 	$(VENV)/bin/lmforge data prepare quickstart_labeled
+	$(VENV)/bin/lmforge pretrain quickstart
+	$(VENV)/bin/lmforge generate runs/quickstart/pretrain --prompt "Return the" --max-new-tokens 60
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

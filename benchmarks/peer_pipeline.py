@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             encs = tok.encode_batch_fast(texts, add_special_tokens=False)
             groups = {s: [] for s in splits}
             for i, e in zip(ids, encs):
-                h = xxhash.xxh32_intdigest(i)
+                h = xxhash.xxh32_intdigest(i.encode("utf-8"))
                 s = "val" if h < cut_val else ("test" if h < cut_test else "train")
                 groups[s].append(e.ids)
                 groups[s].append([eos])

@@ -18,6 +18,22 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from lmforge.training.pretrain import pretrain
+
+    cfg = load_config(args.config, args.set)
+    pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from lmforge.training.generate import generate_text
+
+    print(generate_text(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
+                        args.top_p, args.seed, args.tokenizer))
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -43,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--world-size", type=int, default=1,
                       help="split the ingest stage across N processes/machines sharing run_dir; then run once without it")
     prep.set_defaults(func=_data_prepare)
+
+    pre = sub.add_parser("pretrain", help="pretrain a decoder (clm) or encoder (mlm) from scratch")
+    with_config(pre)
+    pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    pre.add_argument("--no-progress", action="store_true")
+    pre.set_defaults(func=_pretrain)
+
+    gen = sub.add_parser("generate", help="sample text from a decoder checkpoint")
+    gen.add_argument("checkpoint", help="checkpoint folder (step_NNNNNNN) or a pretrain output folder (latest)")
+    gen.add_argument("--prompt", default="")
+    gen.add_argument("--max-new-tokens", type=int, default=100)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--tokenizer", default=None, help="tokenizer folder/file (default: the one recorded in the checkpoint)")
+    gen.set_defaults(func=_generate)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)
     show = config.add_parser("show", help="print the validated config with all defaults")

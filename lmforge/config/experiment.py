@@ -14,7 +14,9 @@ import yaml
 from lmforge.config.errors import ConfigError
 from lmforge.config.schema import build, to_dict
 from lmforge.data.config import DataConfig
+from lmforge.models.config import ModelConfig
 from lmforge.tokenizer.config import TokenizerConfig
+from lmforge.training.config import PretrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -27,6 +29,8 @@ class ExperimentConfig:
     workers: int = field(default=0, metadata={"min": 0, "help": "processes for data work (0 = all cores)"})
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     @property
     def run_path(self) -> Path:
@@ -99,4 +103,15 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             if not isinstance(raw, dict):
                 raise ConfigError([("", f"top level must be a mapping, got {type(raw).__name__}")], source)
     raw = apply_overrides(raw, overrides or [])
-    return build(ExperimentConfig, raw, source)
+    cfg = build(ExperimentConfig, raw, source)
+    if cfg.model.preset is not None:  # preset sizes, with the keys the user wrote winning
+        from lmforge.models.config import resolve
+
+        try:
+            cfg.model = resolve(cfg.model, set((raw.get("model") or {}).keys()))
+        except ValueError as exc:
+            raise ConfigError([("model.preset", str(exc).split(": ", 1)[1])], source) from None
+        problems = [(f"model.{k}", msg) for k, msg in cfg.model.validate()]
+        if problems:
+            raise ConfigError(problems, source)
+    return cfg

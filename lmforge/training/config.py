@@ -1,0 +1,47 @@
+"""Schema of the ``pretrain`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class PretrainConfig:
+    objective: Literal["clm", "mlm"] = field(default="clm", metadata={"help": "clm = next-token (decoder), mlm = masked tokens (encoder)"})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "token shards (default <run>/data/tokens)"})
+    out_dir: Optional[str] = field(default=None, metadata={"help": "checkpoints and logs (default <run>/pretrain)"})
+    max_steps: int = field(default=1000, metadata={"min": 1, "help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "sequences per micro-batch per process"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "micro-batches per optimizer step"})
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = field(default=3e-4, metadata={"min": 0.0})
+    min_lr: float = field(default=3e-5, metadata={"min": 0.0, "help": "floor of the decay"})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "help": "SGD momentum"})
+    weight_decay: float = field(default=0.1, metadata={"min": 0.0, "help": "decoupled (AdamW) / L2 (SGD) decay"})
+    decay_norms_biases_embeddings: bool = field(default=False, metadata={"help": "also decay norms, biases and embeddings"})
+    l1: float = field(default=0.0, metadata={"min": 0.0, "help": "L1 penalty added to the loss (on decayed weights)"})
+    l2: float = field(default=0.0, metadata={"min": 0.0, "help": "L2 penalty added to the loss (on decayed weights)"})
+    warmup_steps: int = field(default=100, metadata={"min": 0})
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    decay_steps: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps until min_lr (default max_steps)"})
+    grad_clip: Optional[float] = field(default=1.0, metadata={"min": 0.0})
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"help": "autocast dtype on GPU (CPU runs fp32)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9})
+    eval_every: int = field(default=200, metadata={"min": 1})
+    eval_batches: int = field(default=20, metadata={"min": 1})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1, "help": "stop after N evals without a better val loss"})
+    save_every: int = field(default=200, metadata={"min": 1})
+    keep_last: int = field(default=2, metadata={"min": 1, "help": "checkpoints kept besides the best"})
+    log_every: int = field(default=10, metadata={"min": 1})
+    nonfinite: Literal["stop", "skip"] = field(default="stop", metadata={"help": "on a NaN/inf loss: stop with a message, or skip the step"})
+    peak_flops: Optional[float] = field(default=None, metadata={"help": "peak FLOP/s of one device for MFU (default: detected for known GPUs, 128e9 on CPU)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "CPU threads (default: all cores / processes)"})
+
+    def validate(self):
+        if len(self.betas) != 2:
+            yield "betas", f"expected two numbers [beta1, beta2]; got {self.betas}"
+        if self.min_lr > self.lr:
+            yield "min_lr", f"must not exceed lr={self.lr}; got {self.min_lr}"

@@ -290,7 +290,8 @@ def train_tokenizer(corpus: Path, sample_mb: float, vocab: int, seed: int) -> tu
 
 # -- lmforge -------------------------------------------------------------------------------------------------
 
-def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int) -> Path:
+def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int,
+                   verify: bool = True) -> Path:
     import yaml
 
     cfg = {
@@ -305,7 +306,7 @@ def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, c
             "filter": {"min_chars": 1, "max_chars": None, "min_words": 1, "max_words": None,
                        "max_dup_line_frac": None, "max_top_ngram_frac": None, "max_dup_ngram_frac": None},
             "dedup": {"exact": True, "near": True, "threshold": THRESHOLD, "num_perm": 112, "bands": 14, "ngram": 5,
-                      "verify": True},
+                      "verify": verify},
             "split": {"val": 0.01, "test": 0.01, "leak_check": True},
             "pack": {"seq_len": 1024},
         },
@@ -317,11 +318,11 @@ def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, c
     return path
 
 
-def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb: int) -> dict:
+def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb: int, verify: bool = True) -> dict:
     run_dir = WORK / "runs" / f"lmforge_{tag}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # no resume markers: a cold run
-    cfg = lmforge_config(corpus, run_dir, tokenizer, workers, chunk_mb)
+    cfg = lmforge_config(corpus, run_dir, tokenizer, workers, chunk_mb, verify)
     res = measured([PY, str(HERE / "lmforge_run.py"), str(cfg)], WORK / "logs" / f"lmforge_{tag}.log")
     m = json.loads((run_dir / "data" / "manifest.json").read_text())
     extra = json.loads((run_dir / "data" / "bench_extra_timings.json").read_text())
@@ -330,7 +331,9 @@ def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb:
                steps={k: {"read": v["read"], "kept": v["kept"], "dropped": v["dropped"], "extra": v["extra"]}
                       for k, v in m["steps"].items()},
                splits={s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()},
-               windows={s: v.get("windows") for s, v in m["shards"]["splits"].items()}, leak_check=m["leak_check"])
+               windows={s: v.get("windows") for s, v in m["shards"]["splits"].items()}, leak_check=m["leak_check"],
+               lmforge_git=sh(f"git -C {ROOT} rev-parse --short HEAD"),
+               lmforge_dirty=sh(f"git -C {ROOT} status --porcelain -- lmforge | wc -l"))
     return res
 
 
@@ -431,6 +434,45 @@ def evaluate(drops: list[dict], truth: dict, texts: dict[str, str]) -> dict:
     return {"recall": rec, "precision": prec, "drops_total": len(drops)}
 
 
+def lmforge_near_analysis(run_dir: Path, truth: dict) -> dict:
+    """For every planted near pair: did LSH make it a candidate (a shared band key), and what is
+    the signature-estimated Jaccard that lmforge's ``verify`` compares with the threshold?
+    Read from lmforge's ingest outputs (fp.npz ids, sig.npy, bands.npy) with plain numpy."""
+    import numpy as np
+
+    ing = Path(run_dir) / "data" / "work" / "ingest"
+    names = sorted(p.name.split(".")[0] for p in ing.glob("*.fp.npz"))
+    ids, sigs, bands = [], [], []
+    for u in names:
+        with np.load(ing / f"{u}.fp.npz") as z:
+            ids.extend(z["id"].tolist())
+        sigs.append(np.load(ing / f"{u}.sig.npy"))
+        bands.append(np.load(ing / f"{u}.bands.npy"))
+    if not names:
+        return {}
+    sig, band = np.concatenate(sigs), np.concatenate(bands)
+    pos = {x: i for i, x in enumerate(ids)}
+    rows = []
+    for p in truth["pairs"]:
+        if p["kind"] == "near" and p["original"] in pos and p["copy"] in pos:
+            a, b = pos[p["original"]], pos[p["copy"]]
+            rows.append((p["jaccard"], float((sig[a] == sig[b]).mean()), bool((band[a] == band[b]).any())))
+    r = np.array(rows, dtype=float).reshape(-1, 3)
+    out = {"pairs": len(r), "lsh_candidates": int(r[:, 2].sum()), "estimate_ge_threshold": int((r[:, 1] >= THRESHOLD).sum()),
+           "candidate_and_estimate_ge_threshold": int(((r[:, 1] >= THRESHOLD) & (r[:, 2] > 0)).sum()),
+           "lsh_candidates_rejected_by_verify": int(((r[:, 1] < THRESHOLD) & (r[:, 2] > 0)).sum()), "by_jaccard": []}
+    for lo, hi in zip(J_BUCKETS[:-1], J_BUCKETS[1:]):
+        m = (r[:, 0] >= lo) & (r[:, 0] < hi)
+        if m.any():
+            d = r[m, 1] - r[m, 0]
+            out["by_jaccard"].append({"jaccard": f"[{lo:.2f},{min(hi, 1.0):.2f}{']' if hi > 1 else ')'}", "pairs": int(m.sum()),
+                                      "lsh_candidates": int(r[m, 2].sum()),
+                                      "estimate_ge_threshold": int((r[m, 1] >= THRESHOLD).sum()),
+                                      "estimate_minus_true_mean": round(float(d.mean()), 4),
+                                      "estimate_minus_true_sd": round(float(d.std()), 4)})
+    return out
+
+
 # -- report ---------------------------------------------------------------------------------------------------
 
 def fmt(x, nd=1):
@@ -443,19 +485,24 @@ def markdown(R: dict) -> str:
     mb = c["bytes"] / 1e6
     L.append(f"Corpus: {c['docs']:,} docs, {mb:.1f} MB ({c['planted']['exact']} exact + {c['planted']['near']} near "
              f"copies planted); workers = {R['workers']}.\n")
-    L.append("| pipeline | wall s | docs/s | MB/s | CPU s (util) | peak tree PSS MB | peak tree RSS MB | "
-             "largest proc RSS MB | lmforge / this (throughput) |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("| pipeline | wall s | docs/s | MB/s | CPU s (cores used) | other load (cores) | peak tree PSS MB | "
+             "peak tree RSS MB | largest proc RSS MB | lmforge / this (throughput) |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lm = R.get("lmforge")
     rows = [("lmforge", lm)] + [(f"peer ({k})", v) for k, v in R.get("peer", {}).items()]
+    if R.get("lmforge_noverify"):
+        rows.append(("lmforge, dedup.verify=false", R["lmforge_noverify"]))
     for name, r in rows:
         if not r:
             continue
         ratio = (r["wall_s"] / lm["wall_s"]) if lm else None
+        if name.startswith("lmforge"):
+            ratio = None
         L.append(f"| {name} | {r['wall_s']:.1f} | {c['docs'] / r['wall_s']:,.0f} | {mb / r['wall_s']:.2f} | "
-                 f"{fmt(r.get('cpu_s'))} ({fmt(r.get('cpu_util'), 2)}) | {fmt(r['tree_peak_pss_mb'])} | "
+                 f"{fmt(r.get('cpu_s'))} ({fmt(r.get('cpu_util'), 2)}) | {fmt(r.get('foreign_cores_during'), 2)} | "
+                 f"{fmt(r['tree_peak_pss_mb'])} | "
                  f"{fmt(r['tree_peak_rss_mb'])} | {fmt(r.get('time_v_max_rss_mb'))} | "
-                 f"{'—' if name == 'lmforge' else f'{ratio:.2f}x'} |")
+                 f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     if lm:
         t, e = lm["timings_s"], lm["extra_timings_s"]
         L.append("\nlmforge stages (manifest `timings_s`, s): " + ", ".join(f"{k} {v}" for k, v in t.items())
@@ -497,12 +544,13 @@ def markdown(R: dict) -> str:
     sc = R.get("scaling")
     if sc:
         L.append("\nlmforge peak memory vs corpus size:\n")
-        L.append("| corpus MB | docs | wall s | main RSS MB (manifest) | largest worker RSS MB (manifest) | "
-                 "tree PSS MB (sampled) | tree RSS MB (sampled) |")
-        L.append("|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| corpus MB | docs | units | wall s | main RSS MB (manifest) | largest worker RSS MB (manifest) | "
+                 "tree PSS MB (sampled) | tree RSS MB (sampled) | near recall | near precision |")
+        L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sc:
-            L.append(f"| {r['corpus_mb']:.0f} | {r['docs']:,} | {r['wall_s']:.1f} | {r['peak_rss_mb']} | "
-                     f"{r['peak_rss_workers_mb']} | {r['tree_peak_pss_mb']} | {r['tree_peak_rss_mb']} |")
+            L.append(f"| {r['corpus_mb']:.0f} | {r['docs']:,} | {r['units']} | {r['wall_s']:.1f} | {r['peak_rss_mb']} | "
+                     f"{r['peak_rss_workers_mb']} | {r['tree_peak_pss_mb']} | {r['tree_peak_rss_mb']} | "
+                     f"{fmt(r.get('near_recall'), 4)} | {fmt(r.get('near_precision'), 4)} |")
     for name, q in R.get("quality", {}).items():
         rn, re_, pn = q["recall"]["near"], q["recall"]["exact"], q["precision"]["near_duplicate"]
         L.append(f"\nDuplicate detection, {name}: exact recall {re_['recall']:.4f} ({re_['detected']}/{re_['planted']}), "
@@ -511,6 +559,14 @@ def markdown(R: dict) -> str:
                  f"{pn['unplanted_but_jaccard_ge_threshold']} unplanted with J>=0.8, {pn['incorrect']} incorrect). "
                  "Near recall by true Jaccard: " + ", ".join(
                      f"{b['jaccard']} {b['detected']}/{b['planted']}" for b in rn["by_jaccard"]) + ".")
+        a = q.get("near_pair_analysis")
+        if a:
+            L.append(f"  lmforge planted-near-pair analysis: {a['lsh_candidates']}/{a['pairs']} were LSH candidates; "
+                     f"{a['lsh_candidates_rejected_by_verify']} candidates were rejected by `verify` (112-perm estimate "
+                     f"< {THRESHOLD}). By true Jaccard: " + ", ".join(
+                         f"{b['jaccard']}: {b['lsh_candidates']}/{b['pairs']} candidates, {b['estimate_ge_threshold']} "
+                         f"estimates >= {THRESHOLD} (estimate − true {b['estimate_minus_true_mean']:+.4f} ± "
+                         f"{b['estimate_minus_true_sd']:.4f})" for b in a["by_jaccard"]) + ".")
     return "\n".join(L) + "\n"
 
 
@@ -532,11 +588,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--noverify-variant", action="store_true",
+                    help="also run lmforge with dedup.verify=false on the main corpus (for the quality comparison)")
+    ap.add_argument("--wait-quiet", type=float, default=300,
+                    help="before each measured run wait up to this many seconds for other processes to use < 0.3 cores")
     args = ap.parse_args(argv)
     if args.quick:
         args.mb, args.scale_mb = 20, 5
         args.chunk_mb = args.chunk_mb or 4
     chunk_mb = args.chunk_mb or 32
+    global QUIET_WAIT_S
+    QUIET_WAIT_S = args.wait_quiet
     tag = args.tag or (f"quick{args.mb:g}mb" if args.quick else f"{args.mb:g}mb")
     WORK.mkdir(parents=True, exist_ok=True)
     res_path = WORK / f"results_{tag}.json"
@@ -586,7 +648,12 @@ def main(argv: list[str] | None = None) -> int:
             tok_s, _ = train_tokenizer(c, args.tok_sample_mb, args.vocab, args.seed)
             print(f"- (d) lmforge peak RSS at {mb:g} MB", flush=True)
             r = run_lmforge(c, tok_s, f"{tag}_scale{mb:g}mb", args.workers, chunk_mb)
+            rd = Path(r["run_dir"])
+            q = evaluate(read_drops(sorted((rd / "data" / "rejected").glob("unit_*.dedup.jsonl"))), ct, load_texts(c))
             R["scaling"].append({"corpus_mb": ct["bytes"] / 1e6, "docs": ct["docs"], "units": r["units"],
+                                 "near_recall": q["recall"]["near"]["recall"], "exact_recall": q["recall"]["exact"]["recall"],
+                                 "near_precision": q["precision"]["near_duplicate"]["precision"],
+                                 "foreign_cores_during": r["foreign_cores_during"],
                                  **{k: r[k] for k in ("wall_s", "peak_rss_mb", "peak_rss_workers_mb", "tree_peak_pss_mb",
                                                       "tree_peak_rss_mb", "time_v_max_rss_mb", "timings_s")}})
             save()
@@ -603,6 +670,13 @@ def main(argv: list[str] | None = None) -> int:
     R["quality"] = {}
     lm_drops = read_drops(sorted((Path(R["lmforge"]["run_dir"]) / "data" / "rejected").glob("unit_*.dedup.jsonl")))
     R["quality"]["lmforge"] = evaluate(lm_drops, truth, texts)
+    R["quality"]["lmforge"]["near_pair_analysis"] = lmforge_near_analysis(Path(R["lmforge"]["run_dir"]), truth)
+    if args.noverify_variant:
+        print("- (e') lmforge with dedup.verify=false (quality only)", flush=True)
+        R["lmforge_noverify"] = run_lmforge(corpus, tokenizer, f"{tag}_noverify", args.workers, chunk_mb, verify=False)
+        R["quality"]["lmforge (verify=false)"] = evaluate(
+            read_drops(sorted((Path(R["lmforge_noverify"]["run_dir"]) / "data" / "rejected").glob("unit_*.dedup.jsonl"))),
+            truth, texts)
     for v, r in R.get("peer", {}).items():
         R["quality"][f"peer ({v})"] = evaluate(read_drops([Path(r["out_dir"]) / "drops.jsonl"]), truth, texts)
     save()

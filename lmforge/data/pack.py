@@ -99,11 +99,11 @@ def tokenize_unit(unit: WorkUnit, ctx: PackContext) -> dict:
 
 
 def merge(units: list[WorkUnit], ctx: PackContext, tokens_dir: Path, label_names: list[str] | None,
-          special: dict) -> dict:
+          special: dict, tokenizer_dir: str | None = None) -> dict:
     """Write the final shards and ``index.json``; returns the index."""
     dtype = token_dtype(ctx.vocab_size)
     index = {"format": FORMAT, "kind": "labeled" if ctx.labeled else "packed", "dtype": dtype.name,
-             "vocab_size": ctx.vocab_size, "special_ids": special, "splits": {}}
+             "vocab_size": ctx.vocab_size, "special_ids": special, "tokenizer_dir": tokenizer_dir, "splits": {}}
     if ctx.labeled:
         index["labels"] = label_names
         index["max_length"] = ctx.pack.max_length

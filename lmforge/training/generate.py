@@ -28,6 +28,7 @@ def load_checkpoint_model(path: str | Path) -> tuple[LanguageModel, dict]:
     model = build_lm(ModelConfig(**state["model"]))
     ckpt.load(path, model, None, restore_rng=False)
     model.eval()
+    state["path"] = path
     return model, state
 
 
@@ -81,7 +82,7 @@ def generate_text(checkpoint: str, prompt: str, max_new_tokens: int = 100, tempe
     from tokenizers import Tokenizer
 
     model, state = load_checkpoint_model(checkpoint)
-    tok_dir = Path(tokenizer or state.get("tokenizer_dir", ""))
+    tok_dir = Path(tokenizer) if tokenizer else (state["path"] / state.get("tokenizer_dir", "../../tokenizer")).resolve()
     tok_file = tok_dir / "tokenizer.json" if tok_dir.is_dir() else tok_dir
     if not tok_file.is_file():
         raise FileNotFoundError(f"no tokenizer at {tok_dir}: pass --tokenizer")

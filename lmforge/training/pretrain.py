@@ -167,6 +167,7 @@ def _pretrain(cfg: ExperimentConfig, d: Dist, resume: bool, progress: bool) -> d
         resumed_from = str(cks[-1])
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        _copy_tokenizer(train.index.get("tokenizer_dir"), out_dir / "tokenizer")
     log = MetricsLog(out_dir, start_step if resume else None, d.main)
     net: nn.Module = model
     if p.compile:
@@ -297,9 +298,21 @@ def _save(ckpt_dir: Path, step: int, model, optimizer, cfg: ExperimentConfig, be
     if (ckpt_dir / f"step_{step:07d}").exists():
         return
     ckpt.save(ckpt_dir, step, model, optimizer, {"best": best, "model": asdict(model.cfg),
-                                                 "tokenizer_dir": str(cfg.run_path / "tokenizer"),
+                                                 "tokenizer_dir": "../../tokenizer",
                                                  "objective": p.objective, "seed": cfg.seed})
     ckpt.prune(ckpt_dir, p.keep_last, {best["name"]} if best["name"] else set())
+
+
+def _copy_tokenizer(src: str | None, dst: Path) -> None:
+    """Keep the tokenizer beside the checkpoints, so a pretrain folder is self-contained."""
+    import shutil
+
+    if not src or not Path(src).is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in Path(src).iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
 
 
 def plot_losses(metrics: Path, out: Path) -> None:

@@ -1,0 +1,58 @@
+"""A tiny prepared corpus shared by the training tests."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.cli import main
+
+WORDS = "the of and to in is that for it as with was on be by this are or from at which an have not".split() + \
+        [f"w{i}" for i in range(150)]
+
+
+def _corpus(path: Path, n=400, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(30, 90)))}) + "\n")
+
+
+def make_config(root: Path, name: str, **over) -> Path:
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 11, "workers": 1,
+           "data": {"sources": [{"path": str(root / "corpus.jsonl")}], "dedup": {"near": False},
+                    "split": {"val": 0.1, "test": 0.05}, "pack": {"seq_len": 32}},
+           "tokenizer": {"type": "bpe", "vocab_size": 300},
+           "model": {"arch": "decoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64},
+           "pretrain": {"max_steps": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+                        "eval_every": 10, "eval_batches": 2, "save_every": 10, "log_every": 1, "threads": 1}}
+    for k, v in over.items():
+        node = cfg
+        keys = k.split(".")
+        for kk in keys[:-1]:
+            node = node.setdefault(kk, {})
+        node[keys[-1]] = v
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """(root, data config path): one corpus prepared once; tests point pretrain.data_dir at it."""
+    root = tmp_path_factory.mktemp("train")
+    _corpus(root / "corpus.jsonl")
+    cfg = make_config(root, "data")
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture
+def cfg_for(prepared):
+    """cfg_for(name, **overrides) → a config path training on the shared prepared corpus."""
+    def make(name: str, **over) -> Path:
+        over.setdefault("pretrain.data_dir", str(prepared / "data" / "data" / "tokens"))
+        return make_config(prepared, name, **over)
+    return make

@@ -255,7 +255,7 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     label_names = None
     if labeled:
         label_names = list(data.labels) if data.labels else sorted({lb for s in SPLITS for lb in split_labels[s]})
-    index = merge(units, pctx, out / "tokens", label_names, special, tokenizer_dir=str(tok_dir.resolve()))
+    index = merge(units, pctx, out / "tokens", label_names, special, tokenizer_dir=os.path.relpath(tok_dir, out / "tokens"))
     pack_stats = StepStats("pack")
     tok_totals = {s: {"docs": sum(r[s]["docs"] for r in r4), "tokens": sum(r[s]["tokens"] for r in r4),
                       "truncated": sum(r[s]["truncated"] for r in r4),

@@ -2,7 +2,8 @@
 
 Layout under ``<run>/data/tokens/``::
 
-    index.json                 format, kind, dtype, seq_len, special ids, per-split shard list
+    index.json                 format, kind, dtype, seq_len, special ids, tokenizer_dir (relative
+                               to this folder), per-split shard list
     <split>/shard_00000.bin    packed (unlabeled) data: raw little-endian ``dtype`` of
                                shape (windows, seq_len); documents joined with EOS
     <split>/tokens.bin         labeled data: all examples' tokens, flat

@@ -167,7 +167,8 @@ def _pretrain(cfg: ExperimentConfig, d: Dist, resume: bool, progress: bool) -> d
         resumed_from = str(cks[-1])
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _copy_tokenizer(train.index.get("tokenizer_dir"), out_dir / "tokenizer")
+        tok_rel = train.index.get("tokenizer_dir")  # relative to the tokens folder
+        _copy_tokenizer(str(data_dir / tok_rel) if tok_rel else None, out_dir / "tokenizer")
     log = MetricsLog(out_dir, start_step if resume else None, d.main)
     net: nn.Module = model
     if p.compile:

@@ -74,7 +74,8 @@ class DedupConfig:
     num_perm: int = field(default=128, metadata={"min": 8, "max": 1024, "help": "MinHash signature length"})
     ngram: int = field(default=5, metadata={"min": 1, "max": 20, "help": "words per shingle"})
     bands: Optional[int] = field(default=None, metadata={"min": 1, "help": "LSH bands (default: chosen from threshold and num_perm)"})
-    verify: bool = field(default=True, metadata={"help": "confirm LSH candidates with the full signature before dropping"})
+    verify: Literal["exact", "signature", "none"] = field(default="exact", metadata={
+        "help": "confirm LSH candidates on the true Jaccard of their shingles (exact), the MinHash estimate (signature), or not at all"})
 
 
 @dataclass

@@ -2,21 +2,24 @@
 
 Exact duplicates: documents whose normalized-text hashes are equal; the first (lowest
 global number) is kept. Near duplicates: documents that share an LSH band key in any band
-are candidates; with ``verify`` a candidate pair counts only if the estimated Jaccard of the
-full signatures reaches the threshold; connected components of the confirmed pairs are
-clusters, and each cluster keeps its first document.
+are candidates; a candidate pair counts only if its similarity reaches the threshold —
+``verify: exact`` (default) re-reads the two texts and computes the true Jaccard of their
+shingle sets, ``signature`` uses the MinHash estimate (cheaper, ±0.04 noise at 128
+permutations, so pairs just above the threshold are missed often), ``none`` takes every LSH
+candidate. Connected components of the confirmed pairs are clusters, and each cluster keeps
+its first document.
 
 Memory: the corpus text is never loaded. The index holds 8-byte values per document — the
 exact hashes, one band-key column at a time and its sort order, and the component labels —
 about 40 MB per million documents, plus 16 bytes per candidate pair. Signatures stay on disk
-(memory-mapped) and are read only for candidate pairs.
+(memory-mapped) and, like the texts, are read only for candidate pairs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lmforge.data.minhash import estimated_jaccard
+from lmforge.data.minhash import MinHasher, estimated_jaccard
 from lmforge.data.unit_store import UnitStore
 
 KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
@@ -62,12 +65,47 @@ def exact_pairs(exact: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.nd
     return star_pairs(exact[ids], ids)
 
 
-def near_pairs(store: UnitStore, alive: np.ndarray, n_bands: int, threshold: float, verify: bool,
-               chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray, dict]:
+def shingle_jaccard(store: UnitStore, hasher: MinHasher, a: np.ndarray, b: np.ndarray,
+                    chunk: int = 4096) -> np.ndarray:
+    """True Jaccard similarity of the shingle sets of document pairs (a[i], b[i]).
+
+    Texts are read back by byte offset (only the documents in candidate pairs), shingled in
+    batches, and compared as sorted unique hash sets."""
+    out = np.zeros(len(a), dtype=np.float64)
+    for s in range(0, len(a), chunk):
+        pa, pb = a[s:s + chunk], b[s:s + chunk]
+        docs = np.unique(np.concatenate([pa, pb]))
+        sh, owner = hasher.shingles(store.texts(docs))
+        bounds = np.searchsorted(owner, np.arange(len(docs) + 1))
+        sets = [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(len(docs))]
+        pos = {int(d): i for i, d in enumerate(docs)}
+        for k, (x, y) in enumerate(zip(pa.tolist(), pb.tolist())):
+            A, B = sets[pos[x]], sets[pos[y]]
+            inter = len(np.intersect1d(A, B, assume_unique=True))
+            union = len(A) + len(B) - inter
+            out[s + k] = inter / union if union else 1.0
+    return out
+
+
+def confirm(store: UnitStore, hasher: MinHasher, a: np.ndarray, b: np.ndarray, threshold: float, verify: str,
+            chunk: int = 1 << 18) -> np.ndarray:
+    """Boolean mask of candidate pairs that are near duplicates under the ``verify`` mode."""
+    if verify == "none" or len(a) == 0:
+        return np.ones(len(a), dtype=bool)
+    if verify == "exact":
+        return shingle_jaccard(store, hasher, a, b) >= threshold
+    ok = np.zeros(len(a), dtype=bool)
+    for s in range(0, len(a), chunk):
+        ok[s:s + chunk] = estimated_jaccard(store.rows("sig", a[s:s + chunk]), store.rows("sig", b[s:s + chunk])) >= threshold
+    return ok
+
+
+def near_pairs(store: UnitStore, alive: np.ndarray, hasher: MinHasher, threshold: float, verify: str
+               ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Confirmed near-duplicate pairs among ``alive`` documents, and candidate statistics."""
     ids = np.flatnonzero(alive)
     firsts, others = [], []
-    for j in range(n_bands):
+    for j in range(hasher.bands):
         col = store.column("bands", j)
         a, b = star_pairs(col[ids], ids)
         firsts.append(a)
@@ -78,19 +116,14 @@ def near_pairs(store: UnitStore, alive: np.ndarray, n_bands: int, threshold: flo
         pair_keys = np.unique(a * np.int64(store.n) + b)
         a, b = pair_keys // store.n, pair_keys % store.n
     stats = {"candidate_pairs": int(len(a))}
-    if verify and len(a):
-        ok = np.zeros(len(a), dtype=bool)
-        for s in range(0, len(a), chunk):
-            sa = store.rows("sig", a[s:s + chunk])
-            sb = store.rows("sig", b[s:s + chunk])
-            ok[s:s + chunk] = estimated_jaccard(sa, sb) >= threshold
-        a, b = a[ok], b[ok]
+    ok = confirm(store, hasher, a, b, threshold, verify)
+    a, b = a[ok], b[ok]
     stats["confirmed_pairs"] = int(len(a))
     return a, b, stats
 
 
-def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, n_bands: int, threshold: float,
-                    verify: bool, fingerprints: bool) -> dict:
+def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, hasher: MinHasher | None, threshold: float,
+                    verify: str) -> dict:
     """Return arrays ``reason`` (KEEP/EXACT_DUP/NEAR_DUP), ``dup_of`` (-1 or the kept document),
     ``dup_root`` (cluster label over exact+near pairs, dropped or not) and stats."""
     n = store.n
@@ -98,10 +131,10 @@ def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, n_bands: in
     has_sig = store.field("has_sig").astype(bool)
     ea, eb = exact_pairs(exact, np.ones(n, dtype=bool))
     stats: dict = {"exact_duplicate_pairs": int(len(ea))}
-    if fingerprints:
+    if hasher is not None:
         alive = has_sig.copy()
         alive[eb] = False  # an exact copy adds no new near-duplicate information
-        na, nb, nstats = near_pairs(store, alive, n_bands, threshold, verify)
+        na, nb, nstats = near_pairs(store, alive, hasher, threshold, verify)
         stats.update(nstats)
     else:
         na = nb = np.zeros(0, np.int64)

@@ -5,7 +5,7 @@ Writes, for unit ``unit_NNNNN`` under ``work/ingest/``:
 * ``unit_NNNNN.docs.jsonl`` — the surviving documents, in order (see :class:`Document`);
 * ``unit_NNNNN.fp.npz`` — per document: ``exact`` (xxh64 of lowercased, space-collapsed
   text), ``n_chars``, ``n_words``, ``has_sig``, ``group`` (xxh64 of the group key, 0 if none)
-  ``label`` (string, "" if none) and ``id``;
+  ``label`` (string, "" if none), ``id`` and ``offset`` (byte offset of its line in docs.jsonl);
 * ``unit_NNNNN.sig.npy`` (n, num_perm) uint32 MinHash signatures and ``unit_NNNNN.bands.npy``
   (n, bands) uint64 LSH keys, when near-dedup or the leak check is on;
 * ``rejected/unit_NNNNN.jsonl`` — every record dropped here, with source, line and reason.
@@ -73,7 +73,9 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
             bands.append(hasher.band_keys(s))
         batch, batch_chars = [], 0
 
-    with open(f"{base}.docs.jsonl", "w", encoding="utf-8") as out:
+    offsets: list[int] = []
+    pos = 0
+    with open(f"{base}.docs.jsonl", "wb") as out:
         for doc in reader.documents():
             cleaned = cleaner(doc)
             if cleaned is None:
@@ -85,7 +87,10 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
                 rejects.write(reason, doc.source, doc.line, doc.text)
                 continue
             qfilter.stats.keep()
-            out.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
+            line = (json.dumps(doc.to_json(), ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+            out.write(line)
+            offsets.append(pos)
+            pos += len(line)
             exact.append(exact_key(doc.text))
             n_chars.append(len(doc.text))
             n_words.append(len(doc.text.split()))
@@ -103,6 +108,7 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
              n_words=np.array(n_words, dtype=np.int64), group=np.array(group, dtype=np.uint64),
              label=np.array(labels, dtype=str) if labels else np.zeros(0, dtype="<U1"),
              id=np.array(ids, dtype=str) if ids else np.zeros(0, dtype="<U1"),
+             offset=np.array(offsets, dtype=np.int64),
              has_sig=np.concatenate(has_sig) if has_sig else np.ones(n, dtype=bool))
     if hasher is not None:
         np.save(f"{base}.sig.npy", np.concatenate(sigs) if sigs else np.zeros((0, hasher.num_perm), np.uint32))

@@ -146,8 +146,7 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     # -- corpus-wide: dedup and split ------------------------------------------------------
     t = time.time()
     store = UnitStore(work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
-    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher.bands if hasher else 0,
-                          data.dedup.threshold, data.dedup.verify, fingerprints)
+    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher, data.dedup.threshold, data.dedup.verify)
     reason = dup["reason"]
     kept = reason == KEEP
     dedup_stats = StepStats("dedup")
@@ -163,8 +162,8 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     comp = components(store.n, dup["dup_root"], group, kept)
     stratify = data.split.stratify if data.split.stratify is not None else labeled
     split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, cfg.seed)
-    leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher.bands if hasher else None,
-                      data.dedup.threshold) if data.split.leak_check else None
+    leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher, data.dedup.threshold,
+                      data.dedup.verify) if data.split.leak_check else None
     ids_all = store.field("id")
     plan_dir = work / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)

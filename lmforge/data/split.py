@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforge.data.dedup import connected_components, star_pairs
-from lmforge.data.minhash import _mix, estimated_jaccard
+from lmforge.data.dedup import confirm, connected_components, star_pairs
+from lmforge.data.minhash import MinHasher, _mix
 from lmforge.data.unit_store import UnitStore
 
 SPLITS = ("train", "val", "test")
@@ -50,7 +50,7 @@ def assign_splits(kept: np.ndarray, component: np.ndarray, exact: np.ndarray, la
 
 
 def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: np.ndarray,
-               n_bands: int | None, threshold: float, max_matches: int = 4) -> dict:
+               hasher: MinHasher | None, threshold: float, verify: str, max_matches: int = 4) -> dict:
     """Count val/test documents with an exact or near duplicate in train, and val↔test pairs."""
     out = {}
     pairs = [("val", "train"), ("test", "train"), ("val", "test")]
@@ -58,13 +58,13 @@ def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: 
         a_ids = np.flatnonzero(split == SPLITS.index(a_name))
         b_ids = np.flatnonzero(split == SPLITS.index(b_name))
         out[f"exact_{a_name}_in_{b_name}"] = int(np.isin(exact[a_ids], exact[b_ids]).sum())
-        if n_bands is None:
+        if hasher is None:
             continue
         a_ids = a_ids[has_sig[a_ids]]
         b_ids = b_ids[has_sig[b_ids]]
         leaked = np.zeros(len(a_ids), dtype=bool)
         if len(a_ids) and len(b_ids):
-            for j in range(n_bands):
+            for j in range(hasher.bands):
                 col = store.column("bands", j)
                 bk = col[b_ids]
                 order = np.argsort(bk, kind="stable")
@@ -77,8 +77,8 @@ def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: 
                         break
                     qa = a_ids[hit]
                     qb = b_sorted[lo[hit] + k]
-                    sim = estimated_jaccard(store.rows("sig", qa), store.rows("sig", qb))
-                    leaked[np.flatnonzero(hit)[sim >= threshold]] = True
+                    ok = confirm(store, hasher, qa, qb, threshold, verify)
+                    leaked[np.flatnonzero(hit)[ok]] = True
         out[f"near_{a_name}_in_{b_name}"] = int(leaked.sum())
     out["total"] = int(sum(v for v in out.values()))
     return out

@@ -50,5 +50,23 @@ class UnitStore:
             out[sel] = block
         return out if out is not None else np.zeros((0,), dtype=np.uint32)
 
+    def texts(self, idx: np.ndarray) -> list[str]:
+        """Texts of documents ``idx`` (global numbers), read by byte offset from the units' docs.jsonl."""
+        import json
+
+        idx = np.asarray(idx, dtype=np.int64)
+        unit = np.searchsorted(self.offsets, idx, side="right") - 1
+        out: list[str] = [""] * len(idx)
+        for u in np.unique(unit):
+            sel = np.flatnonzero(unit == u)
+            with np.load(self.path(int(u), "fp.npz")) as z:
+                offs = z["offset"][idx[sel] - self.offsets[u]]
+            order = np.argsort(offs)
+            with open(self.path(int(u), "docs.jsonl"), "rb") as fh:
+                for k in order:
+                    fh.seek(int(offs[k]))
+                    out[sel[k]] = json.loads(fh.readline())["text"]
+        return out
+
     def split_by_unit(self, arr: np.ndarray) -> list[np.ndarray]:
         return [arr[self.offsets[i]:self.offsets[i + 1]] for i in range(len(self.names))]

@@ -66,6 +66,8 @@ def test_star_pairs_and_components():
 
 
 def _store(tmp_path, texts_per_unit, hasher):
+    import json
+
     from lmforge.data.ingest import exact_key
 
     names, counts = [], []
@@ -74,14 +76,16 @@ def _store(tmp_path, texts_per_unit, hasher):
         sig, has = hasher.signatures(texts)
         np.save(tmp_path / f"{name}.sig.npy", sig)
         np.save(tmp_path / f"{name}.bands.npy", hasher.band_keys(sig))
+        lines = [(json.dumps({"text": t}) + "\n").encode() for t in texts]
+        (tmp_path / f"{name}.docs.jsonl").write_bytes(b"".join(lines))
         np.savez(tmp_path / f"{name}.fp.npz", exact=np.array([exact_key(t) for t in texts], dtype=np.uint64),
-                 has_sig=has)
+                 has_sig=has, offset=np.cumsum([0] + [len(x) for x in lines[:-1]]))
         names.append(name)
         counts.append(len(texts))
     return UnitStore(tmp_path, names, counts)
 
 
-@pytest.mark.parametrize("verify", [True, False])
+@pytest.mark.parametrize("verify", ["exact", "signature", "none"])
 def test_find_duplicates_across_units(tmp_path, verify):
     rng = random.Random(3)
     base = [doc(rng) for _ in range(40)]
@@ -91,9 +95,23 @@ def test_find_duplicates_across_units(tmp_path, verify):
     unit1 = base[20:] + [base[3].upper(), near, far]  # exact (after normalization), near, not a dup
     h = MinHasher(128, 5, seed=0, threshold=0.7)
     store = _store(tmp_path, [unit0, unit1], h)
-    out = find_duplicates(store, True, True, h.bands, 0.7, verify, True)
+    out = find_duplicates(store, True, True, h, 0.7, verify)
     reason, dup_of = out["reason"], out["dup_of"]
     assert reason[40] == EXACT_DUP and dup_of[40] == 3
     assert reason[41] == NEAR_DUP and dup_of[41] == 5
     assert reason[42] == KEEP
     assert (reason[:40] == KEEP).all()
+
+
+def test_exact_verification_uses_true_jaccard(tmp_path):
+    from lmforge.data.dedup import shingle_jaccard
+
+    rng = random.Random(9)
+    texts = [doc(rng, 200) for _ in range(3)]
+    texts.append(edit(rng, texts[0], 4))
+    h = MinHasher(64, 5, seed=0)
+    store = _store(tmp_path, [texts], h)
+    got = shingle_jaccard(store, h, np.array([0, 0, 1]), np.array([3, 1, 2]))
+    want = [exact_shingle_jaccard(h, texts[0], texts[3]), exact_shingle_jaccard(h, texts[0], texts[1]),
+            exact_shingle_jaccard(h, texts[1], texts[2])]
+    assert np.allclose(got, want) and got[0] > 0.8 and got[1] < 0.05

@@ -67,15 +67,21 @@ def tokenize_unit(unit: WorkUnit, ctx: PackContext) -> dict:
                     return
                 encs = tok.encode_batch_fast(batch, add_special_tokens=False)
                 if ctx.labeled:
-                    ids = [e.ids[: ctx.pack.max_length] for e in encs]
+                    parts = [np.array(e.ids[: ctx.pack.max_length], dtype=dtype) for e in encs]
                     truncated += sum(len(e.ids) > ctx.pack.max_length for e in encs)
-                    lengths.extend(len(x) for x in ids)
                     labels.extend(batch_labels)
+                    lengths.extend(len(x) for x in parts)
                 else:
-                    pre = [ctx.bos_id] if ctx.pack.add_bos and ctx.bos_id is not None else []
-                    ids = [pre + e.ids + [ctx.eos_id] for e in encs]
-                    lengths.extend(len(x) for x in ids)
-                flat = np.fromiter((t for x in ids for t in x), dtype=dtype)
+                    bos = np.array([ctx.bos_id], dtype=dtype) if ctx.pack.add_bos and ctx.bos_id is not None else None
+                    eos = np.array([ctx.eos_id], dtype=dtype)
+                    parts = []
+                    for e in encs:  # one small array per document is the cheapest flattening here
+                        if bos is not None:
+                            parts.append(bos)
+                        parts.append(np.array(e.ids, dtype=dtype))
+                        parts.append(eos)
+                    lengths.extend(len(e.ids) + 1 + (bos is not None) for e in encs)
+                flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
                 fh.write(flat.tobytes())
                 n_docs += len(batch)
                 n_tokens += len(flat)

@@ -82,6 +82,15 @@ def machine_info() -> dict:
             "versions": vers}
 
 
+def lmforge_state() -> dict:
+    """Which lmforge code ran: HEAD, and a hash of any uncommitted change under lmforge/."""
+    import hashlib
+
+    diff = sh(f"git -C {ROOT} diff HEAD -- lmforge")
+    return {"head": sh(f"git -C {ROOT} rev-parse --short HEAD"),
+            "uncommitted_diff_sha1": hashlib.sha1(diff.encode()).hexdigest()[:12] if diff else None}
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -290,8 +299,23 @@ def train_tokenizer(corpus: Path, sample_mb: float, vocab: int, seed: int) -> tu
 
 # -- lmforge -------------------------------------------------------------------------------------------------
 
+def verify_value(mode: str):
+    """``data.dedup.verify`` for a mode name: lmforge's schema has been a bool (estimate / none)
+    and is a Literal["exact", "signature", "none"] in newer versions."""
+    import typing
+
+    from lmforge.data.config import DedupConfig
+
+    hint = typing.get_type_hints(DedupConfig)["verify"]
+    if hint is bool:
+        if mode == "exact":
+            raise SystemExit("this lmforge has no exact verification (data.dedup.verify is a bool)")
+        return mode == "signature"
+    return mode
+
+
 def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int,
-                   verify: bool = True) -> Path:
+                   verify: str | None = None) -> Path:
     import yaml
 
     cfg = {
@@ -305,8 +329,9 @@ def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, c
             # quality filters off (the peer runs none); min 1 char / 1 word = "not empty"
             "filter": {"min_chars": 1, "max_chars": None, "min_words": 1, "max_words": None,
                        "max_dup_line_frac": None, "max_top_ngram_frac": None, "max_dup_ngram_frac": None},
+            # verify: lmforge's default unless a variant asks for another mode
             "dedup": {"exact": True, "near": True, "threshold": THRESHOLD, "num_perm": 112, "bands": 14, "ngram": 5,
-                      "verify": verify},
+                      **({"verify": verify_value(verify)} if verify else {})},
             "split": {"val": 0.01, "test": 0.01, "leak_check": True},
             "pack": {"seq_len": 1024},
         },
@@ -318,7 +343,7 @@ def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, c
     return path
 
 
-def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb: int, verify: bool = True) -> dict:
+def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb: int, verify: str | None = None) -> dict:
     run_dir = WORK / "runs" / f"lmforge_{tag}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # no resume markers: a cold run
@@ -332,8 +357,7 @@ def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb:
                       for k, v in m["steps"].items()},
                splits={s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()},
                windows={s: v.get("windows") for s, v in m["shards"]["splits"].items()}, leak_check=m["leak_check"],
-               lmforge_git=sh(f"git -C {ROOT} rev-parse --short HEAD"),
-               lmforge_dirty=sh(f"git -C {ROOT} status --porcelain -- lmforge | wc -l"))
+               dedup_verify=m["config"]["data"]["dedup"].get("verify"), lmforge_state=lmforge_state())
     return res
 
 
@@ -490,8 +514,8 @@ def markdown(R: dict) -> str:
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     lm = R.get("lmforge")
     rows = [("lmforge", lm)] + [(f"peer ({k})", v) for k, v in R.get("peer", {}).items()]
-    if R.get("lmforge_noverify"):
-        rows.append(("lmforge, dedup.verify=false", R["lmforge_noverify"]))
+    for k, v in R.get("lmforge_variants", {}).items():
+        rows.append((f"lmforge, {k}", v))
     for name, r in rows:
         if not r:
             continue
@@ -505,11 +529,18 @@ def markdown(R: dict) -> str:
                  f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     if lm:
         t, e = lm["timings_s"], lm["extra_timings_s"]
-        L.append("\nlmforge stages (manifest `timings_s`, s): " + ", ".join(f"{k} {v}" for k, v in t.items())
+        L.append(f"\nlmforge: data.dedup.verify = {lm.get('dedup_verify')!r} (default), code {lm.get('lmforge_state')}.")
+        for k, v in R.get("lmforge_variants", {}).items():
+            e = v["extra_timings_s"]
+            L.append(f"lmforge, {k}: dedup_split {v['timings_s']['dedup_split']} s (find_duplicates "
+                     f"{e.get('find_duplicates')}, leak_check {e.get('leak_check')}).")
+        L.append("lmforge stages (manifest `timings_s`, s): " + ", ".join(f"{k} {v}" for k, v in t.items())
                  + f"; inside dedup_split: find_duplicates {e.get('find_duplicates')}, leak_check {e.get('leak_check')}"
                  + f"; process start + imports {e.get('wrapper_start_s')}; wall − total "
                  f"{lm['wall_s'] - t['total']:.1f}.")
         L.append(f"lmforge peak RSS (manifest): main {lm['peak_rss_mb']} MB, largest worker {lm['peak_rss_workers_mb']} MB.")
+        L.append(f"Wall times of all rounds: lmforge {lm.get('all_walls_s')}; " + "; ".join(
+            f"peer ({k}) {v.get('all_walls_s')}" for k, v in R.get("peer", {}).items()) + " (table: fastest round).")
     for k, v in R.get("peer", {}).items():
         L.append(f"\npeer ({k}) stages (s): " + ", ".join(f"{a} {b}" for a, b in v["timings_s"].items())
                  + f"; wall − total {v['wall_s'] - v['timings_s']['total']:.1f}.")
@@ -534,7 +565,7 @@ def markdown(R: dict) -> str:
             L.append(f"| {name} | {lv:.1f} | " + " | ".join(cells) + " |")
     tb = R.get("tok_baseline")
     if tb and lm:
-        tp = lm["timings_s"]["tokenize_pack"]
+        tp = tb.get("lmforge_tokenize_pack_s", lm["timings_s"]["tokenize_pack"])
         L.append(f"\nTokenize+pack overhead (same {tb['docs']:,} docs / {tb['chars'] / 1e6:.1f} M chars that lmforge "
                  f"tokenized, in memory, {tb['threads']} Rayon threads, batches of {tb['batch']}):\n")
         L.append("| raw baseline | s | lmforge tokenize_pack s | overhead |")
@@ -588,8 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--tag", default=None)
-    ap.add_argument("--noverify-variant", action="store_true",
-                    help="also run lmforge with dedup.verify=false on the main corpus (for the quality comparison)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of (lmforge, raw tokenizer baseline, peers), interleaved; the fastest round is reported")
+    ap.add_argument("--repeat-spacy", action="store_true", help="repeat the (slow) spaCy peer variant too")
+    ap.add_argument("--verify-variants", default="",
+                    help="also run lmforge on the main corpus with these data.dedup.verify modes (comma list of "
+                         "exact, signature, none), for the quality and cost comparison")
     ap.add_argument("--wait-quiet", type=float, default=300,
                     help="before each measured run wait up to this many seconds for other processes to use < 0.3 cores")
     args = ap.parse_args(argv)
@@ -608,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     def save():
         res_path.write_text(json.dumps(R, indent=1, default=str))
 
+    R["lmforge_state"] = lmforge_state()
+    if R["lmforge_state"]["uncommitted_diff_sha1"]:
+        print(f"note: lmforge/ has uncommitted changes ({R['lmforge_state']})", flush=True)
     print(f"machine: {R['machine']['nproc']} cores, {R['machine']['cpu_model']}, {R['machine']['mem_gib']} GiB; "
           f"uptime: {sh('uptime')}", flush=True)
     corpus, truth_path = corpus_for(args.mb, args.seed)
@@ -618,27 +656,50 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- tokenizer {tokenizer.relative_to(ROOT)}: {tok_info}", flush=True)
     save()
 
-    print("- (a) lmforge", flush=True)
-    R["lmforge"] = run_lmforge(corpus, tokenizer, tag, args.workers, chunk_mb)
-    print(f"    wall {R['lmforge']['wall_s']} s, timings {R['lmforge']['timings_s']}", flush=True)
-    save()
-
-    if not args.skip_tok_baseline:
-        print("- (c) raw tokenizers baseline", flush=True)
-        r = measured([PY, str(HERE / "tok_baseline.py"), "--splits-dir", str(Path(R["lmforge"]["run_dir"]) / "data" / "splits"),
-                      "--tokenizer", str(tokenizer), "--threads", str(args.workers)], WORK / "logs" / f"tok_baseline_{tag}.log")
-        out = (WORK / "logs" / f"tok_baseline_{tag}.log").read_text().strip().splitlines()
-        R["tok_baseline"] = {**json.loads(out[-1]), "wall_s": r["wall_s"], "tree_peak_pss_mb": r["tree_peak_pss_mb"]}
-        print(f"    {R['tok_baseline']}", flush=True)
+    variants = [] if args.skip_peer else [x.strip() for x in args.peer_variants.split(",") if x.strip()]
+    R["rounds"] = {"lmforge": [], "tok_baseline": [], **{f"peer ({v})": [] for v in variants}}
+    for rnd in range(args.repeat):
+        print(f"- round {rnd + 1}/{args.repeat}: (a) lmforge", flush=True)
+        r = run_lmforge(corpus, tokenizer, tag, args.workers, chunk_mb)
+        R["rounds"]["lmforge"].append(r)
+        print(f"    wall {r['wall_s']} s, other load {r['foreign_cores_during']} cores, timings {r['timings_s']}", flush=True)
         save()
-
-    if not args.skip_peer:
-        R["peer"] = {}
-        for v in [x.strip() for x in args.peer_variants.split(",") if x.strip()]:
-            print(f"- (b) peer, datatrove word tokenizer = {v}", flush=True)
-            R["peer"][v] = run_peer(corpus, tokenizer, tag, args.workers, v)
-            print(f"    wall {R['peer'][v]['wall_s']} s, timings {R['peer'][v]['timings_s']}", flush=True)
+        if not args.skip_tok_baseline:
+            print(f"- round {rnd + 1}: (c) raw tokenizers baseline", flush=True)
+            log = WORK / "logs" / f"tok_baseline_{tag}_r{rnd + 1}.log"
+            m = measured([PY, str(HERE / "tok_baseline.py"), "--splits-dir", str(Path(r["run_dir"]) / "data" / "splits"),
+                          "--tokenizer", str(tokenizer), "--threads", str(args.workers)], log)
+            tb = {**json.loads(log.read_text().strip().splitlines()[-1]), "wall_s": m["wall_s"],
+                  "tree_peak_pss_mb": m["tree_peak_pss_mb"], "foreign_cores_during": m["foreign_cores_during"],
+                  "lmforge_tokenize_pack_s": r["timings_s"]["tokenize_pack"]}
+            R["rounds"]["tok_baseline"].append(tb)
+            print(f"    {tb}", flush=True)
             save()
+        for v in variants:
+            if v == "spacy" and rnd > 0 and not args.repeat_spacy:
+                continue
+            print(f"- round {rnd + 1}: (b) peer, datatrove word tokenizer = {v}", flush=True)
+            pr = run_peer(corpus, tokenizer, tag, args.workers, v)
+            R["rounds"][f"peer ({v})"].append(pr)
+            print(f"    wall {pr['wall_s']} s, other load {pr['foreign_cores_during']} cores, timings {pr['timings_s']}",
+                  flush=True)
+            save()
+    # reported figure per pipeline: the fastest round (least disturbed by other load on the shared machine)
+    R["lmforge"] = min(R["rounds"]["lmforge"], key=lambda x: x["wall_s"])
+    R["lmforge"]["all_walls_s"] = [x["wall_s"] for x in R["rounds"]["lmforge"]]
+    if variants:
+        R["peer"] = {}
+        for v in variants:
+            runs = R["rounds"][f"peer ({v})"]
+            R["peer"][v] = dict(min(runs, key=lambda x: x["wall_s"]), all_walls_s=[x["wall_s"] for x in runs])
+    if R["rounds"]["tok_baseline"]:
+        tbs = R["rounds"]["tok_baseline"]
+        best = dict(tbs[0])
+        for k in ("encode_batch_fast_s", "encode_batch_s", "fast_plus_flatten_s"):
+            best[k] = min(t[k] for t in tbs)
+        best["lmforge_tokenize_pack_s"] = min(t["lmforge_tokenize_pack_s"] for t in tbs)
+        R["tok_baseline"] = best
+    save()
 
     if not args.skip_scaling:
         R["scaling"] = []
@@ -671,12 +732,16 @@ def main(argv: list[str] | None = None) -> int:
     lm_drops = read_drops(sorted((Path(R["lmforge"]["run_dir"]) / "data" / "rejected").glob("unit_*.dedup.jsonl")))
     R["quality"]["lmforge"] = evaluate(lm_drops, truth, texts)
     R["quality"]["lmforge"]["near_pair_analysis"] = lmforge_near_analysis(Path(R["lmforge"]["run_dir"]), truth)
-    if args.noverify_variant:
-        print("- (e') lmforge with dedup.verify=false (quality only)", flush=True)
-        R["lmforge_noverify"] = run_lmforge(corpus, tokenizer, f"{tag}_noverify", args.workers, chunk_mb, verify=False)
-        R["quality"]["lmforge (verify=false)"] = evaluate(
-            read_drops(sorted((Path(R["lmforge_noverify"]["run_dir"]) / "data" / "rejected").glob("unit_*.dedup.jsonl"))),
-            truth, texts)
+    R["lmforge_variants"] = {}
+    for mode in [x.strip() for x in args.verify_variants.split(",") if x.strip()]:
+        print(f"- (e') lmforge with data.dedup.verify={mode}", flush=True)
+        r = run_lmforge(corpus, tokenizer, f"{tag}_verify_{mode}", args.workers, chunk_mb, verify=mode)
+        R["lmforge_variants"][f"verify={mode}"] = r
+        q = evaluate(read_drops(sorted((Path(r["run_dir"]) / "data" / "rejected").glob("unit_*.dedup.jsonl"))),
+                     truth, texts)
+        q["near_pair_analysis"] = lmforge_near_analysis(Path(r["run_dir"]), truth)
+        R["quality"][f"lmforge (verify={mode})"] = q
+        save()
     for v, r in R.get("peer", {}).items():
         R["quality"][f"peer ({v})"] = evaluate(read_drops([Path(r["out_dir"]) / "drops.jsonl"]), truth, texts)
     save()

@@ -76,15 +76,12 @@ def config_to_hf(cfg: ModelConfig):
 
 def gpt2_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     p = "transformer." if "transformer.wte.weight" in sd else ""
-    C = cfg.d_model
     out = {"body.embed.tok.weight": sd[f"{p}wte.weight"], "body.embed.pos.weight": sd[f"{p}wpe.weight"],
            "body.final_norm.weight": sd[f"{p}ln_f.weight"], "body.final_norm.bias": sd[f"{p}ln_f.bias"]}
     for i in range(cfg.n_layer):
         h, b = f"{p}h.{i}.", f"body.blocks.{i}."
-        w, bias = sd[h + "attn.c_attn.weight"], sd[h + "attn.c_attn.bias"]  # (C, 3C), (3C,)
-        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[b + f"attn.{name}.weight"] = w[:, j * C:(j + 1) * C].t()
-            out[b + f"attn.{name}.bias"] = bias[j * C:(j + 1) * C]
+        out[b + "attn.qkv_proj.weight"] = sd[h + "attn.c_attn.weight"].t()  # Conv1D (C, 3C) → Linear (3C, C)
+        out[b + "attn.qkv_proj.bias"] = sd[h + "attn.c_attn.bias"]
         out[b + "attn.o_proj.weight"] = sd[h + "attn.c_proj.weight"].t()
         out[b + "attn.o_proj.bias"] = sd[h + "attn.c_proj.bias"]
         out[b + "mlp.up.weight"] = sd[h + "mlp.c_fc.weight"].t()
@@ -103,8 +100,8 @@ def ours_to_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, tor
            "transformer.ln_f.weight": sd["body.final_norm.weight"], "transformer.ln_f.bias": sd["body.final_norm.bias"]}
     for i in range(cfg.n_layer):
         h, b = f"transformer.h.{i}.", f"body.blocks.{i}."
-        out[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attn.{n}.weight"] for n in ("q_proj", "k_proj", "v_proj")], 0).t()
-        out[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attn.{n}.bias"] for n in ("q_proj", "k_proj", "v_proj")])
+        out[h + "attn.c_attn.weight"] = sd[b + "attn.qkv_proj.weight"].t()
+        out[h + "attn.c_attn.bias"] = sd[b + "attn.qkv_proj.bias"]
         out[h + "attn.c_proj.weight"] = sd[b + "attn.o_proj.weight"].t()
         out[h + "attn.c_proj.bias"] = sd[b + "attn.o_proj.bias"]
         out[h + "mlp.c_fc.weight"] = sd[b + "mlp.up.weight"].t()
@@ -120,8 +117,8 @@ def ours_to_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, tor
 
 # -- BERT state dicts ------------------------------------------------------------------------------
 
-_BERT_LAYER = [("attn.q_proj", "attention.self.query"), ("attn.k_proj", "attention.self.key"),
-               ("attn.v_proj", "attention.self.value"), ("attn.o_proj", "attention.output.dense"),
+_BERT_QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
+_BERT_LAYER = [("attn.o_proj", "attention.output.dense"),
                ("norm1", "attention.output.LayerNorm"), ("mlp.up", "intermediate.dense"),
                ("mlp.down", "output.dense"), ("norm2", "output.LayerNorm")]
 _BERT_EMB = [("body.embed.tok", "embeddings.word_embeddings"), ("body.embed.pos", "embeddings.position_embeddings"),
@@ -147,6 +144,10 @@ def _bert_pairs(cfg: ModelConfig, prefix: str, with_head: bool) -> list[tuple[st
 def bert_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool) -> dict[str, torch.Tensor]:
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in sd else ""
     out = {ours: sd[theirs] for ours, theirs in _bert_pairs(cfg, prefix, with_head)}
+    for i in range(cfg.n_layer):
+        for k in ("weight", "bias"):
+            out[f"body.blocks.{i}.attn.qkv_proj.{k}"] = torch.cat(
+                [sd[f"{prefix}encoder.layer.{i}.{name}.{k}"] for name in _BERT_QKV], 0)
     if with_head:
         out["head.proj.weight"] = out["body.embed.tok.weight"]
     return out
@@ -155,6 +156,10 @@ def bert_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool)
 def ours_to_bert(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool) -> dict[str, torch.Tensor]:
     prefix = "bert." if with_head else ""
     out = {theirs: sd[ours].contiguous() for ours, theirs in _bert_pairs(cfg, prefix, with_head)}
+    for i in range(cfg.n_layer):
+        for k in ("weight", "bias"):
+            for name, part in zip(_BERT_QKV, sd[f"body.blocks.{i}.attn.qkv_proj.{k}"].chunk(3, 0)):
+                out[f"{prefix}encoder.layer.{i}.{name}.{k}"] = part.contiguous()
     if with_head:
         out["cls.predictions.decoder.weight"] = sd["body.embed.tok.weight"]
         out["cls.predictions.decoder.bias"] = sd["head.proj.bias"]

@@ -35,6 +35,7 @@ def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for):
     out = run / "pretrain"
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000030", "step_0000060"]
     assert (out / "loss_curve.png").stat().st_size > 1000
+    assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events written"
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-2])
     assert rec["tokens_per_s"] > 0 and 0 < rec["mfu"] < 1 and "data_wait_s" in rec
     evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]

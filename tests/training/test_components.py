@@ -62,3 +62,26 @@ def test_mlm_masking_80_10_10_and_deterministic():
     unchanged = (inp == ids) & t
     assert abs(unchanged.sum().item() / t.sum().item() - 0.1) < 0.03
     assert torch.equal(lab[t], ids[t])
+
+
+def test_sgd_option_and_linear_schedule():
+    from lmforge.training.optim import build_optimizer
+
+    m = build_decoder_lm(ModelConfig(vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8))
+    cfg = PretrainConfig(optimizer="sgd", momentum=0.8, schedule="linear", lr=1.0, min_lr=0.0, warmup_steps=0,
+                         max_steps=10)
+    opt, _ = build_optimizer(m, cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.8
+    assert [round(lr_at(s, cfg), 3) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+
+
+def test_sampling_filters():
+    from lmforge.training.generate import sample_next
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
+    assert all(sample_next(logits, 1.0, 1, None, g).item() == 1 for _ in range(20))  # top-k 1 = greedy
+    assert all(sample_next(logits, 1.0, None, 0.01, g).item() == 1 for _ in range(20))  # tiny top-p = greedy
+    picks = {sample_next(logits, 1.0, 2, None, g).item() for _ in range(200)}
+    assert picks == {1, 3}  # top-k 2 keeps the two best
+    assert sample_next(logits, 0.0, None, None, g).item() == 1  # temperature 0 = argmax

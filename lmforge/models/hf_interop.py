@@ -1,4 +1,4 @@
-"""Hugging Face interop for GPT-2 and BERT: load ``transformers`` checkpoints into our modules
+"""Hugging Face interop for GPT-2, BERT and Llama (no grouped-query attention): load ``transformers`` checkpoints into our modules
 and write ours as HF model directories (config.json + model.safetensors + tokenizer files).
 
 Mapping notes: GPT-2 stores projections as ``Conv1D`` (weight (in, out), transposed against
@@ -44,12 +44,45 @@ def config_from_hf(hf_cfg) -> ModelConfig:
                            norm_eps=hf_cfg.layer_norm_eps, bias=True, dropout=hf_cfg.hidden_dropout_prob,
                            tie_embeddings=True, type_vocab_size=hf_cfg.type_vocab_size, embedding_norm=True,
                            final_norm=False)
-    raise ValueError(f"unsupported Hugging Face model_type {t!r} (supported: gpt2, bert)")
+    if t == "llama":
+        if hf_cfg.num_key_value_heads != hf_cfg.num_attention_heads:
+            raise ValueError("Llama checkpoints with grouped-query attention (num_key_value_heads < num_attention_heads) "
+                             "are not supported yet")
+        scaling = getattr(hf_cfg, "rope_scaling", None) or {}
+        if scaling.get("rope_type", scaling.get("type", "default")) != "default":
+            raise ValueError(f"Llama rope scaling {scaling} is not supported yet (only plain RoPE)")
+        if hf_cfg.hidden_act != "silu":
+            raise ValueError(f"unsupported Llama activation {hf_cfg.hidden_act!r}")
+        return ModelConfig(arch="decoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.num_hidden_layers,
+                           n_head=hf_cfg.num_attention_heads, d_model=hf_cfg.hidden_size, d_ff=hf_cfg.intermediate_size,
+                           max_seq_len=hf_cfg.max_position_embeddings, pos="rope",
+                           rope_theta=float(_rope_theta(hf_cfg)), mlp="swiglu", norm="rmsnorm",
+                           norm_position="pre", norm_eps=hf_cfg.rms_norm_eps,
+                           bias=bool(getattr(hf_cfg, "attention_bias", False)), dropout=0.0,
+                           tie_embeddings=bool(hf_cfg.tie_word_embeddings))
+    raise ValueError(f"unsupported Hugging Face model_type {t!r} (supported: gpt2, bert, llama)")
+
+
+def _rope_theta(hf_cfg) -> float:
+    theta = getattr(hf_cfg, "rope_theta", None)
+    if theta is None:
+        params = getattr(hf_cfg, "rope_parameters", None) or {}
+        theta = params.get("rope_theta", 10000.0)
+    return theta
 
 
 def config_to_hf(cfg: ModelConfig):
-    from transformers import BertConfig, GPT2Config
+    from transformers import BertConfig, GPT2Config, LlamaConfig
 
+    if cfg.arch == "decoder" and cfg.pos == "rope":
+        if cfg.mlp != "swiglu" or cfg.norm != "rmsnorm" or cfg.norm_position != "pre" or cfg.bias:
+            raise ValueError("only Llama-shaped RoPE decoders (SwiGLU, RMSNorm, pre-norm, no biases) can be exported "
+                             "as HF Llama")
+        return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ff_dim,
+                           num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                           num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.max_seq_len,
+                           rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tie_embeddings,
+                           attention_bias=False, mlp_bias=False)
     if cfg.arch == "decoder":
         if cfg.pos != "learned" or cfg.norm != "layernorm" or cfg.norm_position != "pre" or cfg.mlp == "swiglu" \
                 or not cfg.bias or not cfg.tie_embeddings:
@@ -112,6 +145,35 @@ def ours_to_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, tor
             out[h + f"{theirs}.weight"] = sd[b + f"{ours}.weight"]
             out[h + f"{theirs}.bias"] = sd[b + f"{ours}.bias"]
     out["lm_head.weight"] = sd["body.embed.tok.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+# -- Llama state dicts ---------------------------------------------------------------------------
+
+_LLAMA_LAYER = [("attn.o_proj", "self_attn.o_proj"), ("mlp.gate", "mlp.gate_proj"), ("mlp.up", "mlp.up_proj"),
+                ("mlp.down", "mlp.down_proj"), ("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")]
+
+
+def llama_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {"body.embed.tok.weight": sd["model.embed_tokens.weight"], "body.final_norm.weight": sd["model.norm.weight"]}
+    for i in range(cfg.n_layer):
+        h, b = f"model.layers.{i}.", f"body.blocks.{i}."
+        out[b + "attn.qkv_proj.weight"] = torch.cat([sd[h + f"self_attn.{n}_proj.weight"] for n in "qkv"], 0)
+        for ours, theirs in _LLAMA_LAYER:
+            out[b + ours + ".weight"] = sd[h + theirs + ".weight"]
+    out["head.proj.weight"] = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    return out
+
+
+def ours_to_llama(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {"model.embed_tokens.weight": sd["body.embed.tok.weight"], "model.norm.weight": sd["body.final_norm.weight"],
+           "lm_head.weight": sd["head.proj.weight"]}
+    for i in range(cfg.n_layer):
+        h, b = f"model.layers.{i}.", f"body.blocks.{i}."
+        for n, part in zip("qkv", sd[b + "attn.qkv_proj.weight"].chunk(3, 0)):
+            out[h + f"self_attn.{n}_proj.weight"] = part
+        for ours, theirs in _LLAMA_LAYER:
+            out[h + theirs + ".weight"] = sd[b + ours + ".weight"]
     return {k: v.contiguous() for k, v in out.items()}
 
 
@@ -186,7 +248,8 @@ def from_hf(path_or_model) -> LanguageModel | TransformerBody:
     cfg = config_from_hf(hf_cfg)
     if cfg.arch == "decoder":
         model = build_decoder_lm(cfg)
-        model.load_state_dict(gpt2_to_ours(sd, cfg), strict=True)
+        convert = llama_to_ours if hf_cfg.model_type == "llama" else gpt2_to_ours
+        model.load_state_dict(convert(sd, cfg), strict=True)
         return model
     with_head = "cls.predictions.transform.dense.weight" in sd
     if with_head:
@@ -212,12 +275,15 @@ def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str | Path] = None):
     """Write ``model`` as an HF directory loadable by ``AutoModelForCausalLM``/``AutoModelForMaskedLM``."""
-    from transformers import BertForMaskedLM, GPT2LMHeadModel
+    from transformers import BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM
 
     cfg = model.cfg
     hf_cfg = config_to_hf(cfg)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if cfg.arch == "decoder":
+    if cfg.arch == "decoder" and cfg.pos == "rope":
+        hf = LlamaForCausalLM(hf_cfg)
+        hf.load_state_dict(ours_to_llama(sd, cfg), strict=False)
+    elif cfg.arch == "decoder":
         hf = GPT2LMHeadModel(hf_cfg)
         hf.load_state_dict(ours_to_gpt2(sd, cfg), strict=False)
     else:

@@ -126,3 +126,20 @@ def test_minilm_hidden_states_match_transformers():
         got = body(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     keep = enc["attention_mask"].bool()
     assert (got[keep] - ref[keep]).abs().max() <= TOL
+
+
+def test_llama_both_directions(tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(4)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=89, hidden_size=48, intermediate_size=112, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=40,
+                                      rope_theta=10000.0, tie_word_embeddings=False)).eval()
+    ours = from_hf(hf).eval()
+    ids = torch.randint(0, 89, (2, 30))
+    with torch.no_grad():
+        assert (ours(ids)[0] - hf(ids).logits).abs().max() <= TOL
+    to_hf(ours, tmp_path)
+    back = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    with torch.no_grad():
+        assert (back(ids).logits - ours(ids)[0]).abs().max() <= TOL

@@ -592,9 +592,9 @@ def markdown(R: dict) -> str:
                      f"{b['jaccard']} {b['detected']}/{b['planted']}" for b in rn["by_jaccard"]) + ".")
         a = q.get("near_pair_analysis")
         if a:
-            L.append(f"  lmforge planted-near-pair analysis: {a['lsh_candidates']}/{a['pairs']} were LSH candidates; "
-                     f"{a['lsh_candidates_rejected_by_verify']} candidates were rejected by `verify` (112-perm estimate "
-                     f"< {THRESHOLD}). By true Jaccard: " + ", ".join(
+            L.append(f"  lmforge planted-near-pair analysis (from its sig.npy/bands.npy): {a['lsh_candidates']}/{a['pairs']} "
+                     f"were LSH candidates (shared a band key); {a['lsh_candidates_rejected_by_verify']} of those have a "
+                     f"112-perm signature estimate < {THRESHOLD} (what verify=signature drops). By true Jaccard: " + ", ".join(
                          f"{b['jaccard']}: {b['lsh_candidates']}/{b['pairs']} candidates, {b['estimate_ge_threshold']} "
                          f"estimates >= {THRESHOLD} (estimate − true {b['estimate_minus_true_mean']:+.4f} ± "
                          f"{b['estimate_minus_true_sd']:.4f})" for b in a["by_jaccard"]) + ".")

@@ -136,7 +136,9 @@ class UnitReader:
         if self.stats.read == 0 and self.unit.start == 0:
             self.stats.extra["empty_files"] += 1
 
-    def _lines(self, fh) -> Iterator[Document]:
+    def _text_lines(self, fh) -> Iterator[tuple[int, str]]:
+        """(line number, decoded line without its newline) for each non-empty line of the unit;
+        undecodable, oversized and empty lines are counted and rejected here."""
         u = self.unit
         for i, raw in _iter_lines(fh, u.start, u.end, self.cfg.max_record_bytes):
             line = u.first_line + i
@@ -147,20 +149,16 @@ class UnitReader:
             if not text.strip():
                 self._reject("empty_line", line)
                 continue
-            doc = self._make({self.src.text_field: text}, line)
+            yield line, text
+
+    def _lines(self, fh) -> Iterator[Document]:
+        for line, text in self._text_lines(fh):
+            doc = self._make({self.fields[0]: text}, line)
             if doc is not None:
                 yield doc
 
     def _jsonl(self, fh) -> Iterator[Document]:
-        u = self.unit
-        for i, raw in _iter_lines(fh, u.start, u.end, self.cfg.max_record_bytes):
-            line = u.first_line + i
-            text = self._decode(raw, line)
-            if text is None:
-                continue
-            if not text.strip():
-                self._reject("empty_line", line)
-                continue
+        for line, text in self._text_lines(fh):
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -182,7 +180,7 @@ class UnitReader:
         text = self._decode(raw, 1)
         if text is None:
             return
-        doc = self._make({self.src.text_field: text}, 1)
+        doc = self._make({self.fields[0]: text}, 1)
         if doc is not None:
             yield doc
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from lmforge.config.experiment import set_path
+
 from lmforge.cli import main
 from lmforge.data.shards import LabeledDataset, PackedDataset
 
@@ -60,11 +62,7 @@ def write_config(tmp_path: Path, name="t", labeled=False, **over):
     if labeled:
         cfg["data"]["labels"] = ["pos", "neg"]
     for k, v in over.items():
-        node = cfg
-        keys = k.split(".")
-        for kk in keys[:-1]:
-            node = node.setdefault(kk, {})
-        node[keys[-1]] = v
+        set_path(cfg, k.split("."), v)
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p, Path(cfg["run_dir"])

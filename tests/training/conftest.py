@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from lmforge.cli import main
+from lmforge.config.experiment import set_path
 
 WORDS = "the of and to in is that for it as with was on be by this are or from at which an have not".split() + \
         [f"w{i}" for i in range(150)]
@@ -29,11 +30,7 @@ def make_config(root: Path, name: str, **over) -> Path:
            "pretrain": {"max_steps": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
                         "eval_every": 10, "eval_batches": 2, "save_every": 10, "log_every": 1, "threads": 1}}
     for k, v in over.items():
-        node = cfg
-        keys = k.split(".")
-        for kk in keys[:-1]:
-            node = node.setdefault(kk, {})
-        node[keys[-1]] = v
+        set_path(cfg, k.split("."), v)
     p = root / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p

@@ -14,23 +14,27 @@ from lmforge.data.document import Document, StepStats
 from lmforge.data.text_resources import GOPHER_STOPWORDS
 
 
-def _ngram_char_fraction(words: list[str], n: int, top_only: bool) -> float:
-    """Fraction of word characters in the most frequent n-gram (top_only) or in any repeated n-gram."""
-    if len(words) < n:
+def top_ngram_fraction(words: list[str], total: int, n: int) -> float:
+    """Fraction of word characters covered by the most frequent word n-gram (0 if none repeats)."""
+    if len(words) < n or total == 0:
         return 0.0
-    total = sum(len(w) for w in words)
-    if total == 0:
+    gram, count = Counter(zip(*(words[i:] for i in range(n)))).most_common(1)[0]
+    return 0.0 if count < 2 else count * sum(len(w) for w in gram) / total
+
+
+def dup_ngram_fraction(words: list[str], lens: list[int], total: int, n: int) -> float:
+    """Fraction of word characters inside word n-grams that occur more than once."""
+    if len(words) < n or total == 0:
         return 0.0
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = list(zip(*(words[i:] for i in range(n))))
     counts = Counter(grams)
-    if top_only:
-        gram, c = counts.most_common(1)[0]
-        return 0.0 if c < 2 else c * sum(len(w) for w in gram) / total
+    if len(counts) == len(grams):  # nothing repeats: the common case, no marking needed
+        return 0.0
     covered = bytearray(len(words))
     for i, g in enumerate(grams):
         if counts[g] > 1:
             covered[i:i + n] = b"\x01" * n
-    return sum(len(w) for w, c in zip(words, covered) if c) / total
+    return sum(length for length, c in zip(lens, covered) if c) / total
 
 
 class QualityFilter:
@@ -59,11 +63,14 @@ class QualityFilter:
             return None
         lower = None
         if c.max_top_ngram_frac is not None or c.max_dup_ngram_frac is not None or c.min_stopwords is not None:
-            lower = [w.lower() for w in words]
-        if c.max_top_ngram_frac is not None and _ngram_char_fraction(lower, 2, True) > c.max_top_ngram_frac:
-            return "top_ngram_repetition"
-        if c.max_dup_ngram_frac is not None and _ngram_char_fraction(lower, 5, False) > c.max_dup_ngram_frac:
-            return "duplicate_ngrams"
+            lower = text.lower().split()
+        if c.max_top_ngram_frac is not None or c.max_dup_ngram_frac is not None:
+            lens = [len(w) for w in lower]
+            total = sum(lens)
+            if c.max_top_ngram_frac is not None and top_ngram_fraction(lower, total, 2) > c.max_top_ngram_frac:
+                return "top_ngram_repetition"
+            if c.max_dup_ngram_frac is not None and dup_ngram_fraction(lower, lens, total, 5) > c.max_dup_ngram_frac:
+                return "duplicate_ngrams"
         if c.max_symbol_ratio is not None:
             symbols = text.count("#") + text.count("...") + text.count("\u2026")
             if symbols / n_words > c.max_symbol_ratio:

@@ -29,7 +29,7 @@ from lmforge.data.readers import UnitReader
 from lmforge.data.sources import WorkUnit
 
 BATCH_DOCS = 2048
-BATCH_CHARS = 4 << 20
+BATCH_CHARS = 1 << 20  # bounds the MinHash work arrays (about 40 bytes per character)
 
 
 @dataclass

@@ -41,7 +41,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=1)  # one table at a time: 16 bytes per entry
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """BASE^i and BASE^-i mod 2^64 for i < n (n rounded up to limit recomputation)."""
     inv = pow(int(_BASE), -1, 1 << 64)
@@ -100,7 +100,7 @@ class MinHasher:
         ends = np.flatnonzero(edges == -1)
         if len(starts) == 0:
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        n_pow = 1 << max(int(len(buf) + 1).bit_length(), 16)
+        n_pow = max(1 << int(len(buf)).bit_length(), 1 << 21)  # reuse one 2M-entry table for batches up to 2 MB
         pw, ipw = _powers(n_pow)
         with np.errstate(over="ignore"):
             prefix = np.zeros(len(buf) + 1, dtype=np.uint64)

@@ -69,3 +69,14 @@ def test_property_clean_and_filter_account_for_every_document(texts):
     for s in (c.stats, f.stats):
         assert s.read == s.kept + sum(s.dropped.values())
     assert c.stats.read == len(texts) and f.stats.kept == len(survivors)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=300))
+def test_property_ftfy_shortcut_only_skips_texts_ftfy_leaves_alone(text):
+    import ftfy
+
+    from lmforge.data.clean import ftfy_is_noop
+
+    if ftfy_is_noop(text):
+        assert ftfy.fix_text(text) == text

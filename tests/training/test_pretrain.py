@@ -132,3 +132,15 @@ def test_nonfinite_loss_stops_or_skips(prepared, cfg_for):
     summary = pretrain(load_config(str(cfg_for("nanskip", **{**over, "pretrain.nonfinite": "skip"}))),
                        progress=False)
     assert summary["skipped_steps"] >= 1
+
+
+def test_early_stopping_keeps_best_and_last(prepared, cfg_for):
+    # lr 0: the val loss never improves after the first eval, so patience 2 stops at the third eval
+    cfg = cfg_for("early", **{"pretrain.lr": 0.0, "pretrain.min_lr": 0.0, "pretrain.max_steps": 50,
+                              "pretrain.eval_every": 5, "pretrain.save_every": 5, "pretrain.keep_last": 1,
+                              "pretrain.early_stopping_patience": 2})
+    summary = pretrain(load_config(str(cfg)), progress=False)
+    assert summary["stop_reason"].startswith("early stopping")
+    assert summary["best"]["name"] == "step_0000005"
+    names = [p.name for p in ckpt.list_checkpoints(prepared / "early" / "pretrain" / "checkpoints")]
+    assert names == ["step_0000005", "step_0000015"]  # the best and the last one

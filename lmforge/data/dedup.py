@@ -65,19 +65,34 @@ def exact_pairs(exact: np.ndarray, alive: np.ndarray) -> tuple[np.ndarray, np.nd
     return star_pairs(exact[ids], ids)
 
 
+def _shingle_sets(store: UnitStore, hasher: MinHasher, docs: np.ndarray, max_chars: int = 1 << 20) -> list[np.ndarray]:
+    """Sorted unique shingle hashes of each document, shingled in batches of at most ``max_chars``
+    characters (so the MinHash work arrays stay small whatever the number of documents)."""
+    texts = store.texts(docs)
+    sets: list[np.ndarray] = []
+    start = 0
+    while start < len(texts):
+        end, chars = start, 0
+        while end < len(texts) and (end == start or chars + len(texts[end]) <= max_chars):
+            chars += len(texts[end])
+            end += 1
+        sh, owner = hasher.shingles(texts[start:end])
+        bounds = np.searchsorted(owner, np.arange(end - start + 1))
+        sets += [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(end - start)]
+        start = end
+    return sets
+
+
 def shingle_jaccard(store: UnitStore, hasher: MinHasher, a: np.ndarray, b: np.ndarray,
                     chunk: int = 4096) -> np.ndarray:
     """True Jaccard similarity of the shingle sets of document pairs (a[i], b[i]).
 
-    Texts are read back by byte offset (only the documents in candidate pairs), shingled in
-    batches, and compared as sorted unique hash sets."""
+    Only the documents in candidate pairs are read back (by byte offset) and shingled."""
     out = np.zeros(len(a), dtype=np.float64)
     for s in range(0, len(a), chunk):
         pa, pb = a[s:s + chunk], b[s:s + chunk]
         docs = np.unique(np.concatenate([pa, pb]))
-        sh, owner = hasher.shingles(store.texts(docs))
-        bounds = np.searchsorted(owner, np.arange(len(docs) + 1))
-        sets = [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(len(docs))]
+        sets = _shingle_sets(store, hasher, docs)
         pos = {int(d): i for i, d in enumerate(docs)}
         for k, (x, y) in enumerate(zip(pa.tolist(), pb.tolist())):
             A, B = sets[pos[x]], sets[pos[y]]

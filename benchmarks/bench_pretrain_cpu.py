@@ -6,7 +6,9 @@ Both sides: 4 layers, 4 heads, 128 dim, block 64, batch 12, dropout 0, GPT-2 arc
 betas (0.9, 0.99), weight decay 0.1 on matrices, 100 warmup steps, cosine to 1e-4 over 2000
 iterations, clip 1.0; batches of random 64-character windows (x = data[i:i+64],
 y = data[i+1:i+65]) from the first 90% of the text, the same batches for both sides; val loss
-on 20 batches of the last 10%. The loop code is shared; only the model differs.
+on 20 batches of the last 10%. The loop code is shared; only the model differs. The sides
+step in turn (A B, B A, ...) on each batch, so load from other processes on this shared
+machine falls on both alike; ms/iter is the median over iterations 10+.
 
     python benchmarks/bench_pretrain_cpu.py [--iters 2000] [--sides lmforge,hf,lmforge-compiled]
 """
@@ -70,39 +72,57 @@ def build(side: str, vocab: int):
     return m, fwd
 
 
-def run(side: str, iters: int, train, val, vocab: int) -> dict:
-    from lmforge.training.config import PretrainConfig
-    from lmforge.training.optim import build_optimizer, lr_at
+class Side:
+    """One model with its optimizer, stepping on the shared batches."""
 
-    m, fwd = build(side, vocab)
-    p = PretrainConfig(lr=1e-3, min_lr=1e-4, betas=[0.9, 0.99], weight_decay=0.1, warmup_steps=100,
-                       max_steps=2000, decay_steps=2000, schedule="cosine")
-    opt, _ = build_optimizer(m, p, torch.device("cpu"))
-    m.train()
-    times = []
-    for it, (x, y) in enumerate(batches(train, iters, 12, 64, seed=0)):
+    def __init__(self, name: str, vocab: int):
+        from lmforge.training.config import PretrainConfig
+        from lmforge.training.optim import build_optimizer
+
+        self.name, self.vocab = name, vocab
+        self.model, self.fwd = build(name, vocab)
+        self.p = PretrainConfig(lr=1e-3, min_lr=1e-4, betas=[0.9, 0.99], weight_decay=0.1, warmup_steps=100,
+                                max_steps=2000, decay_steps=2000, schedule="cosine")
+        self.opt, _ = build_optimizer(self.model, self.p, torch.device("cpu"))
+        self.model.train()
+        self.times: list[float] = []
+
+    def step(self, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        from lmforge.training.optim import lr_at
+
         t = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(it, p)
-        logits = fwd(x)
-        loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(it, self.p)
+        loss = F.cross_entropy(self.fwd(x).reshape(-1, self.vocab), y.reshape(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
-    m.eval()
-    with torch.no_grad():
-        vl = [F.cross_entropy(fwd(x).reshape(-1, vocab), y.reshape(-1)).item()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.times.append(time.perf_counter() - t)
+
+    @torch.no_grad()
+    def result(self, val, iters: int) -> dict:
+        self.model.eval()
+        vl = [F.cross_entropy(self.fwd(x).reshape(-1, self.vocab), y.reshape(-1)).item()
               for x, y in batches(val, 20, 12, 64, seed=1)]
-    steady = times[10:] if len(times) > 20 else times
-    ms = 1000 * float(np.median(steady))
-    n_params = sum(q.numel() for q in m.parameters())
-    tokens_per_s = 12 * 64 / (ms / 1000)
-    flops_tok = 6 * n_params + 12 * 4 * 128 * 64
-    return {"side": side, "iters": iters, "ms_per_iter_median": ms, "ms_per_iter_mean": 1000 * float(np.mean(steady)),
-            "tokens_per_s": tokens_per_s, "val_loss": float(np.mean(vl)), "params": n_params,
-            "fraction_of_peak": tokens_per_s * flops_tok / PEAK, "total_s": float(np.sum(times))}
+        steady = self.times[10:] if len(self.times) > 20 else self.times
+        ms = 1000 * float(np.median(steady))
+        n_params = sum(q.numel() for q in self.model.parameters())
+        tokens_per_s = 12 * 64 / (ms / 1000)
+        flops_tok = 6 * n_params + 12 * 4 * 128 * 64
+        return {"side": self.name, "iters": iters, "ms_per_iter_median": ms,
+                "ms_per_iter_mean": 1000 * float(np.mean(steady)), "tokens_per_s": tokens_per_s,
+                "val_loss": float(np.mean(vl)), "params": n_params, "fraction_of_peak": tokens_per_s * flops_tok / PEAK,
+                "total_s": float(np.sum(self.times))}
+
+
+def run_interleaved(names: list[str], iters: int, train, val, vocab: int) -> list[dict]:
+    """All sides step in turn on the same batch, so machine noise hits every side alike."""
+    sides = [Side(n, vocab) for n in names]
+    for it, (x, y) in enumerate(batches(train, iters, 12, 64, seed=0)):
+        for s in (sides if it % 2 == 0 else sides[::-1]):
+            s.step(it, x, y)
+    return [s.result(val, iters) for s in sides]
 
 
 def main():
@@ -117,12 +137,9 @@ def main():
     ACT = args.act
     torch.set_num_threads(args.threads)
     train, val, vocab = load_data()
-    results = []
-    for side in args.sides.split(","):
-        r = run(side, args.iters, train, val, vocab)
-        results.append(r)
+    results = run_interleaved(args.sides.split(","), args.iters, train, val, vocab)
+    for r in results:
         print(json.dumps(r), flush=True)
-    base = {r["side"]: r for r in results}
     print(f"\n{'side':<18}{'ms/iter':>9}{'tok/s':>9}{'val loss':>10}{'% peak':>8}")
     for r in results:
         print(f"{r['side']:<18}{r['ms_per_iter_median']:>9.1f}{r['tokens_per_s']:>9.0f}{r['val_loss']:>10.4f}"

@@ -314,14 +314,14 @@ def verify_value(mode: str):
     return mode
 
 
-def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int,
+def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int | None,
                    verify: str | None = None) -> Path:
     import yaml
 
     cfg = {
         "name": "bench", "run_dir": str(run_dir), "seed": 1234, "workers": workers,
         "data": {
-            "chunk_mb": chunk_mb,
+            **({"chunk_mb": chunk_mb} if chunk_mb else {}),
             "sources": [{"path": str(corpus), "format": "jsonl", "text_field": "text", "id_field": "id"}],
             # same cleaning as the peer: ftfy (which also drops most control chars) + NFC + whitespace
             "clean": {"fix_text": True, "unicode_form": "NFC", "strip_html": False, "control_chars": False,
@@ -357,7 +357,8 @@ def run_lmforge(corpus: Path, tokenizer: Path, tag: str, workers: int, chunk_mb:
                       for k, v in m["steps"].items()},
                splits={s: {k: v[k] for k in ("docs", "chars", "tokens")} for s, v in m["splits"].items()},
                windows={s: v.get("windows") for s, v in m["shards"]["splits"].items()}, leak_check=m["leak_check"],
-               dedup_verify=m["config"]["data"]["dedup"].get("verify"), lmforge_state=lmforge_state())
+               dedup_verify=m["config"]["data"]["dedup"].get("verify"), chunk_mb=m["config"]["data"].get("chunk_mb"),
+               lmforge_state=lmforge_state())
     return res
 
 
@@ -529,7 +530,8 @@ def markdown(R: dict) -> str:
                  f"{'—' if ratio is None else f'{ratio:.2f}x'} |")
     if lm:
         t, e = lm["timings_s"], lm["extra_timings_s"]
-        L.append(f"\nlmforge: data.dedup.verify = {lm.get('dedup_verify')!r} (default), code {lm.get('lmforge_state')}.")
+        L.append(f"\nlmforge: data.dedup.verify = {lm.get('dedup_verify')!r} (default), data.chunk_mb = {lm.get('chunk_mb')} "
+                 f"({lm.get('units')} work units), code {lm.get('lmforge_state')}.")
         for k, v in R.get("lmforge_variants", {}).items():
             e = v["extra_timings_s"]
             L.append(f"lmforge, {k}: dedup_split {v['timings_s']['dedup_split']} s (find_duplicates "
@@ -614,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-variants", default="spacy,whitespace",
                     help="datatrove word tokenizers to run the peer with (comma list of spacy, whitespace)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--chunk-mb", type=int, default=None, help="lmforge data.chunk_mb (default: lmforge's 32; 4 with --quick)")
+    ap.add_argument("--chunk-mb", type=int, default=None, help="lmforge data.chunk_mb (default: lmforge's own; 4 with --quick)")
     ap.add_argument("--tok-sample-mb", type=float, default=20)
     ap.add_argument("--vocab", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=20261122)
@@ -631,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.mb, args.scale_mb = 20, 5
         args.chunk_mb = args.chunk_mb or 4
-    chunk_mb = args.chunk_mb or 32
+    chunk_mb = args.chunk_mb  # None: lmforge's own default
     global QUIET_WAIT_S
     QUIET_WAIT_S = args.wait_quiet
     tag = args.tag or (f"quick{args.mb:g}mb" if args.quick else f"{args.mb:g}mb")

@@ -62,6 +62,15 @@ def clean_batch(batch: dict) -> dict:
     return {"text": texts, "ekey": keys, "nonempty": ok}
 
 
+def vm_hwm_mb() -> float:
+    """Peak RSS of this process so far (VmHWM: unlike ru_maxrss it is not inherited across fork+exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return -1.0
+
+
 def keep_rows(batch: dict, indices: list[int], keep) -> list[bool]:
     return keep[indices].tolist()
 
@@ -113,18 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     datasets.logging.set_verbosity_error()
     timings: dict[str, float] = {}
     counts: dict[str, int] = {}
+    hwm: dict[str, float] = {}  # main process VmHWM after each stage
     t_all = time.time()
 
     # 1. load -----------------------------------------------------------------------------------
     t = time.time()
     ds = load_dataset("json", data_files=args.corpus, split="train", cache_dir=str(out / "hf_cache"))
     timings["load"] = time.time() - t
+    hwm["load"] = vm_hwm_mb()
     counts["docs_in"] = len(ds)
 
     # 2. clean ------------------------------------------------------------------------------------
     t = time.time()
     ds = ds.map(clean_batch, batched=True, batch_size=256, num_proc=W)
     timings["clean"] = time.time() - t
+    hwm["clean"] = vm_hwm_mb()
 
     # 3. exact dedup --------------------------------------------------------------------------------
     t = time.time()
@@ -137,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ds_clean = ds
     ds = ds.filter(keep_rows, with_indices=True, batched=True, num_proc=W, fn_kwargs={"keep": keep})
     timings["exact_dedup"] = time.time() - t
+    hwm["exact_dedup"] = vm_hwm_mb()
     counts["after_exact"] = len(ds)
 
     # 4. hand-off to datatrove ----------------------------------------------------------------------
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for i in range(W):
         ds_out.shard(num_shards=W, index=i, contiguous=True).to_parquet(str(dt_in / f"{i:05d}.parquet"))
     timings["handoff"] = time.time() - t
+    hwm["handoff"] = vm_hwm_mb()
 
     # 5. datatrove MinHash ---------------------------------------------------------------------------
     from datatrove.executor import LocalPipelineExecutor
@@ -173,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers,
                               logging_dir=str(logs / name)).run()
         timings[f"minhash_{name}"] = time.time() - t0
+        hwm[f"minhash_{name}"] = vm_hwm_mb()
 
     def reader():
         return ParquetReader(str(dt_in), text_key="text", id_key="id")
@@ -190,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 6. tokenize + pack --------------------------------------------------------------------------------
     t = time.time()
+    # datasets' map/filter(num_proc=...) set TOKENIZERS_PARALLELISM=false through os.environ (so putenv) and
+    # "restore" it by rebinding os.environ to a saved copy, which leaves the C-level environment at "false":
+    # the Rust tokenizers library then encodes on one thread in this process. Set it again (calls putenv).
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
     import pyarrow.parquet as pq
     import xxhash
     from itertools import chain
@@ -209,11 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     docs = {s: 0 for s in splits}
     cut_val = int(args.val * (1 << 32))
     cut_test = int((args.val + args.test) * (1 << 32))
+    sub = {"read": 0.0, "encode": 0.0, "assign_flatten_write": 0.0}
     for f in kept_files:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=1024, columns=["id", "text"]):
+        batches = pq.ParquetFile(f).iter_batches(batch_size=1024, columns=["id", "text"])
+        while True:
+            t0 = time.time()
+            rb = next(batches, None)
+            if rb is None:
+                break
             ids = rb.column(0).to_pylist()
             texts = rb.column(1).to_pylist()
+            t1 = time.time()
             encs = tok.encode_batch_fast(texts, add_special_tokens=False)
+            t2 = time.time()
             groups = {s: [] for s in splits}
             for i, e in zip(ids, encs):
                 h = xxhash.xxh32_intdigest(i.encode("utf-8"))
@@ -227,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                 mm[s][pos[s]:pos[s] + len(flat)] = flat
                 pos[s] += len(flat)
                 docs[s] += len(g) // 2
+            t3 = time.time()
+            sub["read"] += t1 - t0
+            sub["encode"] += t2 - t1
+            sub["assign_flatten_write"] += t3 - t2
     windows = {}
     for s in splits:
         mm[s].flush()
@@ -238,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         if n_win:  # the packed view a trainer would open
             np.memmap(tok_dir / f"{s}.bin", dtype=dtype, mode="r").reshape(n_win, args.seq_len)
     timings["tokenize_pack"] = time.time() - t
+    timings.update({f"tokenize_pack.{k}": v for k, v in sub.items()})
+    hwm["tokenize_pack"] = vm_hwm_mb()
     timings["total"] = time.time() - t_all
     counts.update({f"{s}_docs": docs[s] for s in splits})
     counts.update({f"{s}_tokens": pos[s] for s in splits})
@@ -268,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps({"id": r["id"], "duplicate_of": rep.get(cid), "reason": "near_duplicate"}) + "\n")
     result = {"timings_s": {k: round(v, 3) for k, v in timings.items()}, "counts": counts,
               "peak_rss_mb": round(rss_self, 1), "peak_rss_children_mb": round(rss_children, 1),
+              "main_vm_hwm_after_stage_mb": hwm,
               "word_tokenizer": args.word_tokenizer, "dt_hash": args.dt_hash, "workers": W,
               "xxhash_version": __import__("xxhash").VERSION, "drops_written_s": round(time.time() - t, 2)}
     (out / "peer_result.json").write_text(json.dumps(result, indent=2))

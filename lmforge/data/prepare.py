@@ -164,14 +164,17 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, cfg.seed)
     leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher, data.dedup.threshold,
                       data.dedup.verify) if data.split.leak_check else None
-    ids_all = store.field("id")
     plan_dir = work / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)
     for i, u in enumerate(units):
         a, b = store.offsets[i], store.offsets[i + 1]
         dup_of = dup["dup_of"][a:b]
-        dup_of_id = np.where(dup_of >= 0, ids_all[np.maximum(dup_of, 0)] if len(ids_all) else "", "")
-        np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b], dup_of_id=dup_of_id, first_doc=a)
+        dup_of_id = np.full(b - a, "", dtype=object)
+        dropped = np.flatnonzero(dup_of >= 0)
+        if len(dropped):  # ids of the kept representatives, read only where needed
+            dup_of_id[dropped] = store.gather("id", dup_of[dropped])
+        np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b],
+                 dup_of_id=dup_of_id.astype(str), first_doc=a)
     timings["dedup_split"] = time.time() - t
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; "
          f"leak check: {leak['total'] if leak else 'off'} ({timings['dedup_split']:.1f}s)")

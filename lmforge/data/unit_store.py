@@ -30,6 +30,20 @@ class UnitStore:
                 parts.append(z[name])
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def gather(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Field ``name`` of ``fp.npz`` for documents ``idx`` only (reads just the units involved)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        unit = np.searchsorted(self.offsets, idx, side="right") - 1
+        out = None
+        for u in np.unique(unit):
+            sel = np.flatnonzero(unit == u)
+            with np.load(self.path(int(u), "fp.npz")) as z:
+                vals = z[name][idx[sel] - self.offsets[u]]
+            if out is None:
+                out = np.empty(len(idx), dtype=object)
+            out[sel] = vals
+        return out if out is not None else np.zeros(0, dtype=object)
+
     def column(self, kind: str, j: int) -> np.ndarray:
         """Column ``j`` of ``<kind>.npy`` (e.g. band key j) for every document."""
         parts = [np.load(self.path(i, f"{kind}.npy"), mmap_mode="r")[:, j] for i in range(len(self.names))

@@ -82,7 +82,7 @@ def test_ddp_two_processes_match_one_process(prepared, cfg_for):
     assert main(["pretrain", str(one), "--no-progress"]) == 0
     two = cfg_for("two", **{"pretrain.max_steps": 12, "pretrain.grad_accum": 1})
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "lmforge", "pretrain", str(two), "--no-progress"], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

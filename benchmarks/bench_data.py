@@ -574,6 +574,13 @@ def markdown(R: dict) -> str:
         L.append("|---|---:|---:|---:|")
         for k in ("encode_batch", "encode_batch_fast", "fast_plus_flatten"):
             L.append(f"| {k} | {tb[k + '_s']:.1f} | {tp:.1f} | {100 * (tp / tb[k + '_s'] - 1):+.0f}% |")
+        rounds = R.get("rounds", {}).get("tok_baseline", [])
+        if len(rounds) > 1:
+            L.append("\nPer round (lmforge run, then the baseline right after it): " + "; ".join(
+                f"round {i + 1}: tokenize_pack {t['lmforge_tokenize_pack_s']:.1f} s vs encode_batch {t['encode_batch_s']:.1f} s "
+                f"({100 * (t['lmforge_tokenize_pack_s'] / t['encode_batch_s'] - 1):+.0f}%), encode_batch_fast "
+                f"{t['encode_batch_fast_s']:.1f} s ({100 * (t['lmforge_tokenize_pack_s'] / t['encode_batch_fast_s'] - 1):+.0f}%)"
+                for i, t in enumerate(rounds)) + ".")
     sc = R.get("scaling")
     if sc:
         L.append("\nlmforge peak memory vs corpus size:\n")
@@ -629,7 +636,13 @@ def main(argv: list[str] | None = None) -> int:
                          "exact, signature, none), for the quality and cost comparison")
     ap.add_argument("--wait-quiet", type=float, default=300,
                     help="before each measured run wait up to this many seconds for other processes to use < 0.3 cores")
+    ap.add_argument("--report", default=None, help="only re-render the Markdown table of an existing results JSON")
     args = ap.parse_args(argv)
+    if args.report:
+        md = markdown(json.loads(Path(args.report).read_text()))
+        Path(args.report).with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     if args.quick:
         args.mb, args.scale_mb = 20, 5
         args.chunk_mb = args.chunk_mb or 4

@@ -4,10 +4,12 @@ corpus-wide stage that the manifest reports only together (``timings_s.dedup_spl
 
     python benchmarks/lmforge_run.py CONFIG.yaml [--set key=value ...]
 
-It wraps ``find_duplicates`` and ``leak_check`` as seen by ``lmforge.data.prepare`` with a
-timer (no change in behaviour) and writes ``<run_dir>/data/bench_extra_timings.json``:
-``{"find_duplicates": s, "leak_check": s, "wrapper_start_s": time from process start to the
-call of prepare (interpreter start-up + imports), ...}``.
+It wraps ``find_duplicates``, ``leak_check``, ``merge`` (the single-process packing into shards)
+and ``write_report`` as seen by ``lmforge.data.prepare`` with a timer (no change in behaviour)
+and writes ``<run_dir>/data/bench_extra_timings.json``: ``{"find_duplicates": s, "leak_check":
+s, "merge": s, "write_report": s, "wrapper_start_s": time from process start to the call of
+prepare (interpreter start-up + imports), "main_vm_hwm_after_mb": {step: the main process's
+VmHWM right after it}}``.
 """
 
 from __future__ import annotations
@@ -24,25 +26,41 @@ def main(argv: list[str]) -> int:
     from lmforge import cli
     from lmforge.config import load_config
 
-    extra: dict[str, float] = {}
+    import lmforge.data.report as report
+
+    extra: dict = {}
+    hwm: dict[str, float] = {}
+
+    def vm_hwm_mb() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        return -1.0
 
     def timed(name, fn):
         def wrapper(*a, **kw):
+            hwm[f"before_{name}"] = vm_hwm_mb()
             t = time.time()
             try:
                 return fn(*a, **kw)
             finally:
                 extra[name] = extra.get(name, 0.0) + time.time() - t
+                hwm[name] = vm_hwm_mb()
         return wrapper
 
-    prep.find_duplicates = timed("find_duplicates", prep.find_duplicates)
-    prep.leak_check = timed("leak_check", prep.leak_check)
+    for name in ("find_duplicates", "leak_check", "merge"):
+        if hasattr(prep, name):
+            setattr(prep, name, timed(name, getattr(prep, name)))
+    report.write_report = timed("write_report", report.write_report)
     args = cli.build_parser().parse_args(["data", "prepare", *argv, "--no-progress"])
     extra["wrapper_start_s"] = time.time() - T0
     rc = args.func(args)
     cfg = load_config(args.config, args.set)
     out = cfg.run_path / "data" / "bench_extra_timings.json"
-    out.write_text(json.dumps({k: round(v, 3) for k, v in extra.items()}, indent=2))
+    extra = {k: round(v, 3) for k, v in extra.items()}
+    extra["main_vm_hwm_after_mb"] = hwm
+    out.write_text(json.dumps(extra, indent=2))
     return rc
 
 

@@ -122,7 +122,7 @@ class DataConfig:
     labels: Optional[list[str]] = field(default=None, metadata={"help": "declared label set; other labels are rejected"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad record instead of rejecting it"})
     max_record_bytes: int = field(default=8_000_000, metadata={"min": 1, "help": "records longer than this are rejected unread"})
-    chunk_mb: int = field(default=16, metadata={"min": 1, "help": "large line-based files are cut into chunks of this size (one work unit each; more units balance the workers better)"})
+    chunk_mb: int = field(default=32, metadata={"min": 1, "help": "large line-based files are cut into chunks of this size (one work unit each)"})
     clean: CleanConfig = field(default_factory=CleanConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

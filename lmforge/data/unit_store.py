@@ -30,19 +30,21 @@ class UnitStore:
                 parts.append(z[name])
         return np.concatenate(parts) if parts else np.zeros(0)
 
-    def gather(self, name: str, idx: np.ndarray) -> np.ndarray:
-        """Field ``name`` of ``fp.npz`` for documents ``idx`` only (reads just the units involved)."""
+    def _by_unit(self, idx: np.ndarray):
+        """For global document numbers ``idx``: (unit, positions in idx, local numbers) per unit."""
         idx = np.asarray(idx, dtype=np.int64)
         unit = np.searchsorted(self.offsets, idx, side="right") - 1
-        out = None
         for u in np.unique(unit):
             sel = np.flatnonzero(unit == u)
-            with np.load(self.path(int(u), "fp.npz")) as z:
-                vals = z[name][idx[sel] - self.offsets[u]]
-            if out is None:
-                out = np.empty(len(idx), dtype=object)
-            out[sel] = vals
-        return out if out is not None else np.zeros(0, dtype=object)
+            yield int(u), sel, idx[sel] - self.offsets[u]
+
+    def gather(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Field ``name`` of ``fp.npz`` for documents ``idx`` only (reads just the units involved)."""
+        out = np.empty(len(idx), dtype=object)
+        for u, sel, local in self._by_unit(idx):
+            with np.load(self.path(u, "fp.npz")) as z:
+                out[sel] = z[name][local]
+        return out
 
     def column(self, kind: str, j: int) -> np.ndarray:
         """Column ``j`` of ``<kind>.npy`` (e.g. band key j) for every document."""
@@ -52,13 +54,9 @@ class UnitStore:
 
     def rows(self, kind: str, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (global document numbers) of ``<kind>.npy``, in the order given."""
-        idx = np.asarray(idx, dtype=np.int64)
-        unit = np.searchsorted(self.offsets, idx, side="right") - 1
         out = None
-        for u in np.unique(unit):
-            sel = np.flatnonzero(unit == u)
-            mm = np.load(self.path(int(u), f"{kind}.npy"), mmap_mode="r")
-            block = mm[idx[sel] - self.offsets[u]]
+        for u, sel, local in self._by_unit(idx):
+            block = np.load(self.path(u, f"{kind}.npy"), mmap_mode="r")[local]
             if out is None:
                 out = np.empty((len(idx),) + block.shape[1:], dtype=block.dtype)
             out[sel] = block
@@ -68,15 +66,12 @@ class UnitStore:
         """Texts of documents ``idx`` (global numbers), read by byte offset from the units' docs.jsonl."""
         import json
 
-        idx = np.asarray(idx, dtype=np.int64)
-        unit = np.searchsorted(self.offsets, idx, side="right") - 1
         out: list[str] = [""] * len(idx)
-        for u in np.unique(unit):
-            sel = np.flatnonzero(unit == u)
-            with np.load(self.path(int(u), "fp.npz")) as z:
-                offs = z["offset"][idx[sel] - self.offsets[u]]
+        for u, sel, local in self._by_unit(idx):
+            with np.load(self.path(u, "fp.npz")) as z:
+                offs = z["offset"][local]
             order = np.argsort(offs)
-            with open(self.path(int(u), "docs.jsonl"), "rb") as fh:
+            with open(self.path(u, "docs.jsonl"), "rb") as fh:
                 for k in order:
                     fh.seek(int(offs[k]))
                     out[sel[k]] = json.loads(fh.readline())["text"]

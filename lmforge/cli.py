@@ -34,6 +34,13 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer(args: argparse.Namespace) -> int:
+    from lmforge.training.transfer import transfer
+
+    transfer(load_config(args.config, args.set))
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from lmforge.evaluation.evaluate import evaluate_cli
 
@@ -92,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     ft.add_argument("--no-progress", action="store_true")
     ft.set_defaults(func=_finetune)
+
+    tr = sub.add_parser("transfer", help="transfer-benefit study: metric vs number of labels for several starting points")
+    with_config(tr)
+    tr.set_defaults(func=_transfer)
 
     ev = sub.add_parser("evaluate", help="metrics + report for a fine-tuned model (or perplexity for a pretrained LM)")
     ev.add_argument("model", help="finetune output folder, HF classification folder, or pretrain folder/checkpoint")

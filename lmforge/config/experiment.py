@@ -18,6 +18,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.training.config import PretrainConfig
 from lmforge.training.finetune_config import FinetuneConfig
+from lmforge.training.transfer_config import TransferConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -33,6 +34,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     @property
     def run_path(self) -> Path:

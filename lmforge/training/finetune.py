@@ -385,9 +385,30 @@ def export(model, folder: Path, labels: list[str], specials, tokenizer_dir: Path
         shutil.rmtree(tmp)
     classifier_to_hf(m, tmp, labels, specials.pad, tokenizer_dir,
                      {"max_length": cfg.finetune.max_length, "pad_id": specials.pad, **extra})
+    add_post_processor(tmp / "tokenizer.json", specials, m.causal)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def add_post_processor(path: Path, specials, causal: bool) -> None:
+    """Make the exported tokenizer add the specials the model was trained with, so HF pipelines
+    on ``best/`` see the same ids as we do (tokenizers that already have a template are kept)."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    if not path.is_file():
+        return
+    tok = Tokenizer.from_file(str(path))
+    if tok.post_processor is not None:
+        return
+    ids = [specials.eos] if causal else [specials.cls, specials.sep]
+    if any(i is None for i in ids):
+        return
+    names = [tok.id_to_token(i) for i in ids]
+    single = f"$A {names[0]}" if causal else f"{names[0]} $A {names[1]}"
+    tok.post_processor = TemplateProcessing(single=single, special_tokens=list(zip(names, ids)))
+    tok.save(str(path))
 
 
 def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, labels: list[str], device,

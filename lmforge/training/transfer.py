@@ -1,0 +1,113 @@
+"""``lmforge transfer``: how much does pretraining buy on *your* task, in numbers?
+
+For every starting point in ``transfer.starts`` and every training-set size in
+``transfer.label_counts`` (a seeded random subset of the training labels; 0 = all), fine-tune
+with the ``finetune`` section and score the **final** model on the validation set (no model
+selection on the set that is reported). Runs are recorded one by one in ``results.jsonl``; a
+rerun skips finished runs, so an interrupted study continues where it stopped.
+
+Outputs under ``<run>/transfer/``: ``results.jsonl``, ``table.md`` and ``transfer.png``
+(validation metric against number of labels, log scale, one line per starting point).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+from lmforge.config.experiment import ExperimentConfig
+from lmforge.training.finetune import finetune, load_examples
+
+
+def _say(msg: str) -> None:
+    print(f"[transfer] {msg}", flush=True)
+
+
+def steps_for(n: int, cfg: ExperimentConfig) -> int:
+    f, t = cfg.finetune, cfg.transfer
+    spe = max(1, math.ceil(n / f.batch_size) // f.grad_accum)
+    steps = max(t.min_steps, math.ceil(f.epochs * spe))
+    return min(steps, t.max_steps) if t.max_steps else steps
+
+
+def transfer(cfg: ExperimentConfig) -> list[dict]:
+    t = cfg.transfer
+    out = Path(t.out_dir) if t.out_dir else cfg.run_path / "transfer"
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.jsonl"
+    done = {}
+    if results_file.exists():
+        for line in results_file.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["start"], r["labels_requested"])] = r
+    n_train = len(load_examples(cfg)["train"])
+    metric = cfg.finetune.metric if cfg.finetune.metric != "auto" else (
+        "entity_f1" if cfg.finetune.task == "token" else "accuracy")
+    for start, init in t.starts.items():
+        for count in t.label_counts:
+            if (start, count) in done:
+                _say(f"{start} × {count or 'all'} labels: done before, skipped")
+                continue
+            n = n_train if count == 0 else min(count, n_train)
+            run = copy.deepcopy(cfg)
+            f = run.finetune
+            f.init = init
+            f.max_train_examples = None if count == 0 else count
+            f.max_steps = steps_for(n, cfg)
+            f.eval_every = f.max_steps  # score the final model only
+            f.test_file = None
+            if start in t.start_lr:
+                f.lr = t.start_lr[start]
+            f.out_dir = str(out / "runs" / f"{start}_{count or 'all'}")
+            _say(f"{start} × {count or 'all'} labels ({n} examples, {f.max_steps} steps)")
+            t0 = time.time()
+            summary = finetune(run, progress=False)
+            rec = {"start": start, "init": init, "labels_requested": count, "train_examples": n,
+                   "steps": f.max_steps, "lr": f.lr, "metric": metric,
+                   "value": summary["results"]["val"][metric], "seconds": round(time.time() - t0, 1)}
+            with open(results_file, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            done[(start, count)] = rec
+    results = [done[(s, c)] for s in t.starts for c in t.label_counts if (s, c) in done]
+    table = write_table(results, list(t.starts), t.label_counts, n_train, metric, out / "table.md")
+    plot(results, list(t.starts), metric, out / "transfer.png")
+    print(table)
+    _say(f"table {out / 'table.md'}, plot {out / 'transfer.png'}")
+    return results
+
+
+def write_table(results: list[dict], starts: list[str], counts: list[int], n_train: int, metric: str, path: Path) -> str:
+    cols = [str(c) if c else f"all ({n_train})" for c in counts]
+    lines = [f"| start \\ labels | {' | '.join(cols)} |", "| --- |" + " --- |" * len(cols)]
+    by = {(r["start"], r["labels_requested"]): r for r in results}
+    for s in starts:
+        cells = [f"{by[(s, c)]['value']:.4f}" if (s, c) in by else "—" for c in counts]
+        lines.append(f"| {s} | {' | '.join(cells)} |")
+    text = f"Validation {metric} of the final model after fine-tuning on N labels.\n\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def plot(results: list[dict], starts: list[str], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for s in starts:
+        pts = sorted((r["train_examples"], r["value"]) for r in results if r["start"] == s)
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=s)
+    ax.set_xscale("log")
+    ax.set_xlabel("labeled training examples")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title("Transfer benefit")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

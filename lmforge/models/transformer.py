@@ -32,7 +32,7 @@ class Embeddings(nn.Module):
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, token_type_ids: Optional[torch.Tensor]) -> torch.Tensor:
         x = self.tok(ids)  # (B, T, C)
         if self.pos is not None:
-            x = x + self.pos(positions)[None]
+            x = x + (self.pos(positions) if positions.dim() == 2 else self.pos(positions)[None])
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids if token_type_ids is not None else torch.zeros_like(ids))
         if self.norm is not None:
@@ -54,15 +54,26 @@ class TransformerBody(nn.Module):
         self.final_norm = make_norm(cfg) if cfg.final_norm else None
 
     def forward(self, ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                token_type_ids: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None) -> torch.Tensor:
-        """ids (B, T) → hidden states (B, T, C). ``attention_mask`` (B, S): 1 = real token, 0 = padding."""
+                token_type_ids: Optional[torch.Tensor] = None, cache: Optional[KVCache] = None,
+                positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ids (B, T) → hidden states (B, T, C).
+
+        ``attention_mask``: (B, S) with 1 = real token, 0 = padding; or a boolean (B, 1, T, S)
+        mask of allowed query→key pairs (packed rows: one block per example), together with
+        ``positions`` (B, T) restarting at 0 for each packed example (learned positions only).
+        """
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.cfg.max_seq_len:
             raise ValueError(f"cannot run a sequence of length {past + T}: the model's max_seq_len is {self.cfg.max_seq_len}")
-        positions = torch.arange(past, past + T, device=ids.device)
+        if positions is not None and self.cfg.pos != "learned":
+            raise ValueError("per-row positions (packed rows) need learned position embeddings")
+        if positions is None:
+            positions = torch.arange(past, past + T, device=ids.device)
         mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dim() == 4:
+            mask = attention_mask.to(torch.bool)
+        elif attention_mask is not None:
             mask = attention_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, S): keys that may be attended
         x = self.embed(ids, positions, token_type_ids)
         for block in self.blocks:

@@ -33,7 +33,7 @@ from lmforge.models.hf_tasks import classifier_to_hf
 from lmforge.models.lora import apply_lora, merge_lora
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.pretrain import MetricsLog
-from lmforge.training.task_data import Encoded, collate, encode_sequences, encode_words, epoch_batches
+from lmforge.training.task_data import Encoded, collate, encode_sequences, encode_words, epoch_batches, pack
 from lmforge.training.task_model import build_start, load_tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -270,6 +270,9 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
     def autocast():
         return torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
 
+    use_pack = f.pack and model.cfg.pos == "learned"
+    if f.pack and not use_pack:
+        _say("finetune.pack needs learned positions; using padded batches")
     batch_cache: dict[int, list[np.ndarray]] = {}
 
     def micro_batch(g: int) -> np.ndarray:
@@ -298,9 +301,14 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
         loss_sum = 0.0
         for a in range(f.grad_accum):
             idx = micro_batch(step * f.grad_accum + a)
-            batch = {k: v.to(device) for k, v in collate(enc["train"], idx, specials.pad).items()}
+            if use_pack:
+                batch = pack(enc["train"], idx, specials.pad, f.max_length, model.causal)
+            else:
+                batch = collate(enc["train"], idx, specials.pad)
+            batch = {k: v.to(device) for k, v in batch.items()}
             with autocast():
-                _, loss = model(batch["ids"], batch["attention_mask"], batch["labels"])
+                _, loss = model(batch["ids"], batch["attention_mask"], batch["labels"],
+                                positions=batch.get("positions"), pool_index=batch.get("pool_index"))
             scaled = loss / f.grad_accum
             (scaler.scale(scaled) if scaler else scaled).backward()
             loss_sum += loss.item()

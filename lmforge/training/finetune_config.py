@@ -51,7 +51,8 @@ class FinetuneConfig:
     class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
     class_weight_values: Optional[list[float]] = None
     reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
-    bucket: bool = field(default=True, metadata={"help": "length bucketing: batches of similar length (less padding)"})
+    bucket: bool = field(default=False, metadata={"help": "length bucketing: batches of similar length (less padding, but batches are no longer random in length)"})
+    pack: bool = field(default=True, metadata={"help": "pack each batch's examples several to a row with block-diagonal attention: no padding compute, same math, same random batches (learned positions only)"})
     eval_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between validations (default: once per epoch)"})
     metric: str = field(default="auto", metadata={"help": "validation metric for best/early stopping: accuracy, f1_macro, f1_micro, f1_weighted, roc_auc, entity_f1, loss (auto: accuracy / entity_f1)"})
     early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1})

@@ -275,6 +275,22 @@ def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                   "merges.txt", "added_tokens.json")
+
+
+def save_with_tokenizer(hf_model, out: Path, tokenizer_dir: Optional[str | Path]) -> None:
+    """``save_pretrained`` plus the tokenizer's files (only those; a model folder used as the
+    tokenizer source brings no stray configs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    hf_model.save_pretrained(str(out), safe_serialization=True)
+    if tokenizer_dir is not None:
+        for name in TOKENIZER_FILES:
+            f = Path(tokenizer_dir) / name
+            if f.is_file():
+                shutil.copy2(f, out / name)
+
+
 def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str | Path] = None):
     """Write ``model`` as an HF directory loadable by ``AutoModelForCausalLM``/``AutoModelForMaskedLM``."""
     from transformers import BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM
@@ -298,11 +314,6 @@ def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str
         if unexpected:
             raise RuntimeError(f"unexpected keys exporting to BERT: {unexpected}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out), safe_serialization=True)
-    if tokenizer_dir is not None:
-        for f in Path(tokenizer_dir).iterdir():
-            if f.is_file() and f.suffix in (".json", ".txt") and not f.name.startswith("lmforge"):
-                shutil.copy2(f, out / f.name)
+    save_with_tokenizer(hf, out, tokenizer_dir)
     (out / "lmforge_model.json").write_text(json.dumps({"model": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}}, indent=2))
     return hf

@@ -10,7 +10,6 @@ Key layout (HF → ours): ``bert.*``/``transformer.*`` → ``body.*`` (via the L
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +18,7 @@ import torch
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import Classifier, Task, build_classifier
 from lmforge.models.hf_interop import (_load_state_dict, bert_to_ours, config_from_hf, config_to_hf, gpt2_to_ours,
-                                       ours_to_bert, ours_to_gpt2)
+                                       ours_to_bert, ours_to_gpt2, save_with_tokenizer)
 from lmforge.models.transformer import TransformerBody
 
 _HF_CLASSES = {("bert", "sequence"): "BertForSequenceClassification", ("bert", "token"): "BertForTokenClassification",
@@ -112,13 +111,7 @@ def classifier_to_hf(model: Classifier, out_dir: str | Path, labels: list[str], 
     if missing or unexpected:
         raise RuntimeError(f"export to {cls_name} does not line up: missing {missing[:5]}, unexpected {unexpected[:5]}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out), safe_serialization=True)
-    if tokenizer_dir is not None:
-        for f in Path(tokenizer_dir).iterdir():
-            if f.is_file() and f.suffix in (".json", ".txt") and not f.name.startswith("lmforge") \
-                    and f.name not in ("config.json", "model.safetensors"):
-                shutil.copy2(f, out / f.name)
+    save_with_tokenizer(hf, out, tokenizer_dir)
     meta = {"task": model.task, "labels": labels, "model": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
             "hf_class": cls_name, **(extra or {})}
     (out / "lmforge_task.json").write_text(json.dumps(meta, indent=2))

@@ -313,3 +313,28 @@ def test_config_problems_are_reported_together(tmp_path, capsys):
     assert main(["finetune", str(p)]) == 2
     err = capsys.readouterr().err
     assert "finetune.task" in err and "finetune.lora.r" in err
+
+
+def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path, prepared, cfg_for, capsys):
+    pre = cfg_for("tr_pre", **{"model": TINY, "pretrain.objective": "mlm", "pretrain.max_steps": 5})
+    assert main(["pretrain", str(pre), "--no-progress"]) == 0
+    cfg = {"name": "tr", "run_dir": str(tmp_path / "tr"), "seed": 3, "model": TINY,
+           "finetune": {"train_file": str(task_files["train"]), "val_file": str(task_files["val"]),
+                        "tokenizer": str(tokenizer_dir), "max_length": 32, "batch_size": 16, "lr": 3e-3,
+                        "epochs": 1, "threads": 1},
+           "transfer": {"label_counts": [30, 0], "starts": {"random": "random",
+                                                            "own": str(prepared / "tr_pre" / "pretrain")},
+                        "min_steps": 4, "max_steps": 8, "start_lr": {"own": 1e-3}}}
+    p = tmp_path / "tr.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["transfer", str(p)]) == 0
+    out = tmp_path / "tr" / "transfer"
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["start"], r["train_examples"], r["steps"]) for r in rows] == \
+        [("random", 30, 4), ("random", 360, 8), ("own", 30, 4), ("own", 360, 8)]
+    assert rows[2]["lr"] == 1e-3 and all(0 <= r["value"] <= 1 for r in rows)
+    table = (out / "table.md").read_text()
+    assert "| random |" in table and "all (360)" in table and (out / "transfer.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["transfer", str(p)]) == 0  # everything done: nothing is trained again
+    assert capsys.readouterr().out.count("skipped") == 4

@@ -52,7 +52,7 @@ def evaluate_classifier(model_dir: str, file: str | None, data_dir: str | None, 
     tm.model.to(device)
     m = evaluate_split(tm.model, enc, examples, tm.labels, task, batch_size, tm.specials.pad, device, progress)
     out_dir = Path(out) if out else tm.folder / "eval" / name
-    report = write_report(out_dir, m, tm.labels if task == "sequence" else None, f"{tm.folder.name} on {name}",
+    report = write_report(out_dir, m, tm.labels, f"{tm.folder.name} on {name}",
                           {"model": str(tm.folder), "data": file or f"{data_dir} ({split})", "max_length": max_length})
     return m, report
 

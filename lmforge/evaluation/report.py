@@ -72,7 +72,8 @@ def write_report(out_dir: Path, metrics: dict, labels: Optional[list[str]], titl
         lines.append("")
     if "confusion_matrix" in metrics and labels:
         plot_confusion(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", title)
-        lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
+        what = "word tags" if "per_type" in metrics else "labels"
+        lines += [f"## Confusion matrix ({what}; rows = gold)", "", "![confusion matrix](confusion_matrix.png)", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

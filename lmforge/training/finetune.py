@@ -185,8 +185,13 @@ def evaluate_split(model, enc: Encoded, examples: list[Example], labels: list[st
         pred, _ = word_tags(enc, probs, labels)
         missing = sum(t is None for s in pred for t in s)
         pred = [[t or "O" for t in s] for s in pred]
-        m = entity_metrics([list(ex.label) for ex in examples], pred)
+        gold = [list(ex.label) for ex in examples]
+        m = entity_metrics(gold, pred)
         m["words_truncated_predicted_O"] = missing
+        from sklearn.metrics import confusion_matrix  # word-level tag confusion (gold rows)
+
+        m["confusion_matrix"] = confusion_matrix([t for s in gold for t in s], [t for s in pred for t in s],
+                                                 labels=labels).tolist()
     m["truncated"] = enc.truncated
     return m
 
@@ -407,16 +412,30 @@ def add_post_processor(path: Path, specials, causal: bool) -> None:
 
     if not path.is_file():
         return
+    from tokenizers.processors import Sequence
+
     tok = Tokenizer.from_file(str(path))
-    if tok.post_processor is not None:
-        return
+    existing = tok.post_processor
+    if existing is not None and existing.num_special_tokens_to_add(False) > 0:
+        return  # e.g. BERT's [CLS] $A [SEP] template
     ids = [specials.eos] if causal else [specials.cls, specials.sep]
     if any(i is None for i in ids):
         return
     names = [tok.id_to_token(i) for i in ids]
     single = f"$A {names[0]}" if causal else f"{names[0]} $A {names[1]}"
-    tok.post_processor = TemplateProcessing(single=single, special_tokens=list(zip(names, ids)))
+    template = TemplateProcessing(single=single, special_tokens=list(zip(names, ids)))
+    tok.post_processor = template if existing is None else Sequence([existing, template])  # keep e.g. ByteLevel offsets
     tok.save(str(path))
+    # transformers 5 rebuilds the template of a generic fast tokenizer from add_bos/eos_token
+    # flags, so state it there too: encoders wrap with cls/sep, decoders append eos
+    conf = path.parent / "tokenizer_config.json"
+    if conf.is_file():
+        tc = json.loads(conf.read_text())
+        if causal:
+            tc.update(add_bos_token=False, add_eos_token=True, eos_token=names[0])
+        else:
+            tc.update(add_bos_token=True, add_eos_token=True, bos_token=names[0], eos_token=names[1])
+        conf.write_text(json.dumps(tc, indent=2))
 
 
 def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, labels: list[str], device,
@@ -443,7 +462,7 @@ def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, label
         else:
             enc = encode(cfg, tok, specials, model.causal, examples[split], labels)
             m = evaluate_split(model, enc, examples[split], labels, f.task, f.eval_batch_size, specials.pad, device)
-        path = write_report(out_dir / "eval" / split, m, labels if f.task == "sequence" else None,
+        path = write_report(out_dir / "eval" / split, m, labels,
                             f"{cfg.name}: {split}", {"model": str(out_dir / "best"), "split": split})
         results[split] = {k: m[k] for k in ("accuracy", "f1_macro", "roc_auc", "entity_f1", "entity_precision",
                                             "entity_recall", "loss", "examples") if k in m}

@@ -92,3 +92,21 @@ def test_lora_bad_target_names_the_choices():
     model = _model(BERT, "sequence")
     with pytest.raises(ValueError, match="qkv_proj"):
         apply_lora(model.body, ["query"], r=2, alpha=4, dropout=0.0)
+
+
+def test_gpt2_lm_folder_as_a_starting_point(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.models.hf_tasks import load_hf_start
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_positions=40, n_embd=32, n_layer=2, n_head=2)).eval()
+    hf.save_pretrained(str(tmp_path / "g"))
+    body, pooler, kind = load_hf_start(tmp_path / "g")
+    assert kind == "gpt2" and pooler is None and body.causal
+    ids, mask = _batch()
+    with torch.no_grad():
+        theirs = hf.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        ours = body.eval()(ids, mask)
+    keep = mask.bool()
+    torch.testing.assert_close(ours[keep], theirs[keep], atol=1e-4, rtol=1e-4)

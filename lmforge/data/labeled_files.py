@@ -34,12 +34,14 @@ class Example:
     line: int
 
 
-def _check_field(rec: dict, key: str, where: str, required: bool) -> Optional[object]:
-    if key not in rec or rec[key] is None or (isinstance(rec[key], str) and not rec[key].strip() and key != "label"):
+def _check_field(rec: dict, key: str, where: str, required: bool, blank_ok: bool = False) -> Optional[object]:
+    """The value of ``key``; absent/None (or blank, unless ``blank_ok``) is missing: an error when required."""
+    value = rec.get(key)
+    if value is None or (isinstance(value, str) and not value.strip() and not blank_ok):
         if required:
             raise LabeledDataError(f"{where}: missing {key!r} (fields: {sorted(rec)}); set finetune.text_field/label_field")
         return None
-    return rec[key]
+    return value
 
 
 def read_records(path: str | Path, text_field: str = "text", label_field: str = "label",
@@ -63,7 +65,7 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
                     raise LabeledDataError(f"{path}:{lineno}: expected a JSON object")
                 where = f"{path}:{lineno}"
                 text = _check_field(rec, text_field, where, True)
-                label = _check_field(rec, label_field, where, need_label)
+                label = _check_field(rec, label_field, where, need_label, blank_ok=True)
                 out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
     elif suffix in (".csv", ".tsv"):
         csv.field_size_limit(sys.maxsize)
@@ -81,7 +83,7 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
                     raise LabeledDataError(f"{path}:{lineno}: more columns than the header")
                 where = f"{path}:{lineno}"
                 text = _check_field(rec, text_field, where, True)
-                label = _check_field(rec, label_field, where, need_label)
+                label = _check_field(rec, label_field, where, need_label, blank_ok=True)
                 out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
     elif suffix in (".txt", ".text") and not need_label:
         with open(path, encoding="utf-8") as fh:

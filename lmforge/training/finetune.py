@@ -348,8 +348,7 @@ def finetune(cfg: ExperimentConfig, resume: bool = False, progress: bool = True)
             m = evaluate_split(model, enc["val"], examples["val"], labels, f.task, f.eval_batch_size, specials.pad, device)
             evaluated = True
             value = metric_value(m, metric)
-            headline = {k: m[k] for k in (metric if metric != "loss" else "loss", "loss", "accuracy", "f1_macro",
-                                          "entity_f1") if k in m}
+            headline = {k: m[k] for k in (metric, "loss", "accuracy", "f1_macro", "entity_f1") if k in m}
             log.write({"kind": "eval", "step": done, **headline})
             _say(f"step {done}/{total}: val " + ", ".join(f"{k} {v:.4f}" for k, v in headline.items()))
             if value > best["value"]:
@@ -449,10 +448,10 @@ def final_evaluation(out_dir: Path, cfg: ExperimentConfig, examples: dict, label
     f = cfg.finetune
     if in_memory is not None:
         model, specials, val_metrics = in_memory
+        tok, _ = load_tokenizer(out_dir / "best")
     else:
         tm = load_task_model(out_dir / "best")
-        model, specials, val_metrics = tm.model.to(device), tm.specials, None
-    tok, _ = load_tokenizer(out_dir / "best")
+        model, specials, val_metrics, tok = tm.model.to(device), tm.specials, None, tm.tokenizer
     results = {}
     for split in ("val", "test"):
         if not examples[split]:

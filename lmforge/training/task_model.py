@@ -102,9 +102,9 @@ def build_start(init: str, model_cfg: ModelConfig, task: str, labels: list[str],
 
         lm, state = load_checkpoint_model(ck)
         body = lm.body
-        cfg = lm.cfg if dropout is None else replace(lm.cfg, dropout=dropout)
-        _set_dropout(body, cfg.dropout)
-        body.cfg = cfg
+        if dropout is not None:
+            _set_dropout(body, dropout)
+        cfg = body.cfg
         tok_dir = (ck / state.get("tokenizer_dir", "../../tokenizer")).resolve()
         return Start(build_classifier(cfg, body, task, K, classifier_dropout), tok_dir,
                      f"our {state.get('objective', 'pretrained')} checkpoint {ck}")

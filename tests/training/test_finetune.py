@@ -293,8 +293,6 @@ def test_unknown_label_in_evaluation_data(task_files, tokenizer_dir, tmp_path, c
     empty.write_text("")
     assert main(["evaluate", str(tmp_path / "lab" / "finetune"), "--file", str(empty), "--no-progress"]) == 1
     assert "empty" in capsys.readouterr().err
-    cfg2 = ft_config(tmp_path, "lab2", tokenizer_dir, **seq_files(task_files), max_steps=2,
-                     init=str(tmp_path / "lab" / "finetune" / "best"), labels=["x", "y"])
     (task_files["dir"] / "xy.jsonl").write_text("".join(json.dumps({"text": f"w{i}", "label": "xy"[i % 2]}) + "\n"
                                                         for i in range(20)))
     over = {"train_file": str(task_files["dir"] / "xy.jsonl"), "val_file": None, "test_file": None}

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from lmforge.config import ConfigError, load_config
+from lmforge.errors import LmforgeError
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -146,20 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors a user can fix (:class:`LmforgeError`) print one ``lmforge:`` message
+    and return their exit code (2 configuration/usage, 1 other, 130 interrupted); anything else is
+    a bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"lmforge: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+    except LmforgeError as exc:
         from lmforge.data.document import RecordError
 
-        if isinstance(exc, RecordError):
-            print(f"lmforge: strict mode: {exc}", file=sys.stderr)
-            return 1
-        print(f"lmforge: error: {exc}", file=sys.stderr)
-        return 1
+        prefix = "strict mode: " if isinstance(exc, RecordError) else ("" if exc.exit_code == 2 else "error: ")
+        print(f"lmforge: {prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from lmforge.errors import LmforgeError
 
-class ConfigError(ValueError):
+
+class ConfigError(LmforgeError, ValueError):
     """Raised with a list of problems; each problem is ``(key_path, message)``."""
+
+    exit_code = 2
 
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
         self.problems = problems

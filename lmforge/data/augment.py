@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmforge.data.config import AugmentConfig
 from lmforge.data.text_resources import SYNONYMS_EN
+from lmforge.errors import DataError
 
 
 def load_lexicon(path: str | None) -> dict[str, list[str]]:
@@ -17,7 +18,7 @@ def load_lexicon(path: str | None) -> dict[str, list[str]]:
         return SYNONYMS_EN
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise ValueError(f"data.augment.lexicon: {path} must hold a JSON object mapping words to lists of synonyms")
+        raise DataError(f"data.augment.lexicon: {path} must hold a JSON object mapping words to lists of synonyms")
     return {k.lower(): [str(s) for s in v] for k, v in data.items()}
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.errors import ArtifactError, LmforgeError
 
-class CoNLLError(ValueError):
+
+class CoNLLError(LmforgeError, ValueError):
     pass
 
 
@@ -25,7 +27,7 @@ def read_conll(path: str | Path, sep: str | None = None) -> list[Sentence]:
     """Sentences of a CoNLL file. ``sep`` None splits on any whitespace (CoNLL-2003), '\\t' for TSV."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no CoNLL file at {path}")
+        raise ArtifactError(f"no CoNLL file at {path}")
     out: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from lmforge.errors import LmforgeError
+
 
 @dataclass(slots=True)
 class Document:
@@ -110,5 +112,5 @@ class RejectWriter:
             self._fh = None
 
 
-class RecordError(ValueError):
+class RecordError(LmforgeError, ValueError):
     """A bad record under ``strict: true``."""

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 from lmforge.data.conll import read_conll
+from lmforge.errors import ArtifactError, LmforgeError
 
 
-class LabeledDataError(ValueError):
+class LabeledDataError(LmforgeError, ValueError):
     pass
 
 
@@ -49,7 +50,7 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
     """Sequence examples from a .jsonl/.json, .csv, .tsv or (prediction only) .txt file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no data file at {path}")
+        raise ArtifactError(f"no data file at {path}")
     suffix = path.suffix.lower()
     out: list[Example] = []
     if suffix in (".jsonl", ".json"):
@@ -111,7 +112,7 @@ def read_prepared_split(data_dir: str | Path, split: str) -> list[Example]:
     """The ``split`` of a prepared folder, in file order."""
     d = Path(data_dir) / "splits" / split
     if not d.is_dir():
-        raise FileNotFoundError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.train_file)")
+        raise ArtifactError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.train_file)")
     out: list[Example] = []
     for f in sorted(d.glob("*.jsonl")):
         with open(f, encoding="utf-8") as fh:

@@ -35,11 +35,12 @@ from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
 from lmforge.data.sources import SourceError, WorkUnit, plan_units
 from lmforge.data.split import SPLITS, assign_splits, components, leak_check
 from lmforge.data.unit_store import UnitStore
+from lmforge.errors import LmforgeError
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
 from lmforge.tokenizer import train as tok_train
 
 
-class PipelineError(RuntimeError):
+class PipelineError(LmforgeError, RuntimeError):
     """The pipeline cannot produce a usable dataset (nothing kept, empty train split, ...)."""
 
 

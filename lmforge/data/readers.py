@@ -119,7 +119,13 @@ class UnitReader:
         if fmt == "builtin":
             from lmforge.data import stdlib_corpus
 
-            yield from stdlib_corpus.read(self)
+            for item in stdlib_corpus.read(self.unit.files or [], self.unit.path.endswith("stdlib_packages")):
+                if isinstance(item, stdlib_corpus.Unparsable):
+                    self._reject("unparsable_source", 1, None, item.detail, source=item.path)
+                    continue
+                doc = self._make(*item)
+                if doc is not None:
+                    yield doc
             return
         import fsspec
 

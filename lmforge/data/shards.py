@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.errors import ArtifactError, DataError
+
 FORMAT = "lmforge-tokens-v1"
 
 
@@ -90,10 +92,10 @@ def write_index(tokens_dir: Path, index: dict) -> None:
 def read_index(tokens_dir: Path) -> dict:
     path = Path(tokens_dir) / "index.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no token index at {path}; run `lmforge data prepare` first")
+        raise ArtifactError(f"no token index at {path}; run `lmforge data prepare` first")
     index = json.loads(path.read_text())
     if index.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {index.get('format')!r}, expected {FORMAT}")
+        raise DataError(f"{path}: unknown format {index.get('format')!r}, expected {FORMAT}")
     return index
 
 
@@ -106,9 +108,9 @@ class PackedDataset:
         self.dir = Path(tokens_dir)
         self.index = read_index(self.dir)
         if self.index["kind"] != "packed":
-            raise ValueError(f"{self.dir} holds {self.index['kind']} data, not packed LM windows")
+            raise DataError(f"{self.dir} holds {self.index['kind']} data, not packed LM windows")
         if split not in self.index["splits"]:
-            raise KeyError(f"split {split!r} not in {sorted(self.index['splits'])}")
+            raise DataError(f"split {split!r} not in {sorted(self.index['splits'])}")
         info = self.index["splits"][split]
         self.seq_len = self.index["seq_len"]
         self.per_shard = info["windows_per_shard"]
@@ -140,7 +142,7 @@ class LabeledDataset:
         self.dir = Path(tokens_dir)
         self.index = read_index(self.dir)
         if self.index["kind"] != "labeled":
-            raise ValueError(f"{self.dir} holds {self.index['kind']} data, not labeled examples")
+            raise DataError(f"{self.dir} holds {self.index['kind']} data, not labeled examples")
         info = self.index["splits"][split]
         self.labels_names = self.index["labels"]
         d = self.dir / split

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from lmforge.data.config import DataConfig, SourceConfig
+from lmforge.errors import LmforgeError
 
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4")
 EXTENSION_FORMATS = {
@@ -22,7 +23,7 @@ EXTENSION_FORMATS = {
 }
 
 
-class SourceError(ValueError):
+class SourceError(LmforgeError, ValueError):
     """A source that cannot be read at all (missing path, unknown format, ...)."""
 
 

@@ -13,10 +13,7 @@ import inspect
 import os
 import sysconfig
 import warnings
-from typing import TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:
-    from lmforge.data.readers import UnitReader
+from typing import Iterator, NamedTuple
 
 SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "dist-packages"}
 FILES_PER_SLICE = 64
@@ -57,10 +54,17 @@ def _docstrings(tree: ast.Module, module: str) -> Iterator[tuple[str, int, str]]
                 stack.append((child, name))
 
 
-def read(reader: "UnitReader") -> Iterator:
+class Unparsable(NamedTuple):
+    """A source file that could not be parsed (the reader counts it as a reject)."""
+    path: str
+    detail: str
+
+
+def read(paths: list[str], labeled: bool) -> Iterator[tuple[dict, int, str] | Unparsable]:
+    """Raw records ``(record, line, path)`` of the docstrings in ``paths``, or :class:`Unparsable`
+    for a file that cannot be parsed. Validation into Documents is the reader's job."""
     root = stdlib_root()
-    labeled = reader.unit.path.endswith("stdlib_packages")
-    for path in reader.unit.files or []:
+    for path in paths:
         rel = os.path.relpath(path, root)
         module = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
         top = module.split(".")[0]
@@ -69,10 +73,8 @@ def read(reader: "UnitReader") -> Iterator:
                 warnings.simplefilter("ignore")
                 tree = ast.parse(fh.read())
         except (SyntaxError, ValueError, OSError) as exc:
-            reader._reject("unparsable_source", 1, None, str(exc), source=path)
+            yield Unparsable(path, str(exc))
             continue
         items = sorted(_docstrings(tree, module), key=lambda t: (t[1], t[0]))
         for qualname, line, text in items:
-            doc = reader._make({"text": text, "id": qualname, "label": top if labeled else None}, line, source=path)
-            if doc is not None:
-                yield doc
+            yield {"text": text, "id": qualname, "label": top if labeled else None}, line, path

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.errors import ArtifactError, DataError, UsageError
 from lmforge.evaluation.report import summary_table, write_report
 
 
@@ -41,9 +42,9 @@ def evaluate_classifier(model_dir: str, file: str | None, data_dir: str | None, 
         examples = read_prepared_split(data_dir, split)
         name = split
     else:
-        raise ValueError("give --file or --data-dir (with --split)")
+        raise UsageError("give --file or --data-dir (with --split)")
     if not examples:
-        raise ValueError(f"the evaluation set is empty ({file or f'{data_dir} split {split}'})")
+        raise DataError(f"the evaluation set is empty ({file or f'{data_dir} split {split}'})")
     max_length = max_length or tm.meta.get("max_length") or tm.model.cfg.max_seq_len
     label_ids = {n: i for i, n in enumerate(tm.labels)}
     fn = encode_words if task == "token" else encode_sequences
@@ -66,11 +67,11 @@ def evaluate_lm(model_path: str, data_dir: str, split: str, batch_size: int, out
 
     model, state = load_checkpoint_model(model_path)
     if not model.causal:
-        raise ValueError(f"{model_path}: perplexity is defined for decoders; for an MLM encoder see the pretrain "
+        raise DataError(f"{model_path}: perplexity is defined for decoders; for an MLM encoder see the pretrain "
                          "log's val_loss / val_masked_acc")
     ds = PackedDataset(Path(data_dir) / "tokens" if (Path(data_dir) / "tokens").is_dir() else data_dir, split)
     if len(ds) == 0:
-        raise ValueError(f"{data_dir}: split {split!r} has no windows")
+        raise DataError(f"{data_dir}: split {split!r} has no windows")
     device = _device()
     model.to(device)
     total, n_tok = 0.0, 0
@@ -93,10 +94,10 @@ def _is_lm(path: Path) -> bool:
 def evaluate_cli(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.exists():
-        raise FileNotFoundError(f"no model at {path}")
+        raise ArtifactError(f"no model at {path}")
     if _is_lm(path):
         if not args.data_dir:
-            raise ValueError("perplexity needs --data-dir (a prepared folder with packed tokens) and --split")
+            raise UsageError("perplexity needs --data-dir (a prepared folder with packed tokens) and --split")
         m, report = evaluate_lm(str(path), args.data_dir, args.split, min(args.batch_size, 32), args.out)
     else:
         m, report = evaluate_classifier(str(path), args.file, args.data_dir, args.split, args.text_field,

@@ -13,12 +13,14 @@ import math
 
 import numpy as np
 
+from lmforge.errors import DataError
+
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     if len(y_true) == 0:
-        raise ValueError("cannot evaluate an empty set")
+        raise DataError("cannot evaluate an empty set")
     K = len(labels)
     y_pred = probs.argmax(1)
     ks = list(range(K))
@@ -48,7 +50,7 @@ def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> di
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
     if not true_tags:
-        raise ValueError("cannot evaluate an empty set")
+        raise DataError("cannot evaluate an empty set")
     out: dict = {"examples": len(true_tags),
                  "entity_precision": float(precision_score(true_tags, pred_tags)),
                  "entity_recall": float(recall_score(true_tags, pred_tags)),

@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from lmforge.errors import DataError
+
 
 def predict_records(model_dir: str, file: str, text_field: str = "text", max_length: int | None = None,
                     batch_size: int = 128, progress: bool = True) -> Iterator[dict]:
@@ -24,7 +26,7 @@ def predict_records(model_dir: str, file: str, text_field: str = "text", max_len
     examples = read_token_file(file, need_label=False) if task == "token" else \
         read_records(file, text_field, "label", need_label=False)
     if not examples:
-        raise ValueError(f"{file}: no records to predict")
+        raise DataError(f"{file}: no records to predict")
     max_length = max_length or tm.meta.get("max_length") or tm.model.cfg.max_seq_len
     fn = encode_words if task == "token" else encode_sequences
     enc = fn(tm.tokenizer, examples, None, tm.specials, tm.model.causal, max_length)

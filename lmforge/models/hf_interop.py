@@ -17,6 +17,7 @@ import torch
 
 from lmforge.models.config import ModelConfig
 from lmforge.models.transformer import LanguageModel, TransformerBody, build_decoder_lm, build_encoder_mlm
+from lmforge.errors import ArtifactError, ModelError
 
 # -- configs ------------------------------------------------------------------------------------
 
@@ -26,7 +27,7 @@ def config_from_hf(hf_cfg) -> ModelConfig:
     if t == "gpt2":
         act = hf_cfg.activation_function
         if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
-            raise ValueError(f"unsupported GPT-2 activation {act!r}")
+            raise ModelError(f"unsupported GPT-2 activation {act!r}")
         return ModelConfig(arch="decoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.n_layer, n_head=hf_cfg.n_head,
                            d_model=hf_cfg.n_embd, d_ff=hf_cfg.n_inner or 4 * hf_cfg.n_embd,
                            max_seq_len=hf_cfg.n_positions, pos="learned",
@@ -36,7 +37,7 @@ def config_from_hf(hf_cfg) -> ModelConfig:
     if t == "bert":
         act = hf_cfg.hidden_act
         if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
-            raise ValueError(f"unsupported BERT activation {act!r}")
+            raise ModelError(f"unsupported BERT activation {act!r}")
         return ModelConfig(arch="encoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.num_hidden_layers,
                            n_head=hf_cfg.num_attention_heads, d_model=hf_cfg.hidden_size, d_ff=hf_cfg.intermediate_size,
                            max_seq_len=hf_cfg.max_position_embeddings, pos="learned",
@@ -46,13 +47,13 @@ def config_from_hf(hf_cfg) -> ModelConfig:
                            final_norm=False)
     if t == "llama":
         if hf_cfg.num_key_value_heads != hf_cfg.num_attention_heads:
-            raise ValueError("Llama checkpoints with grouped-query attention (num_key_value_heads < num_attention_heads) "
+            raise ModelError("Llama checkpoints with grouped-query attention (num_key_value_heads < num_attention_heads) "
                              "are not supported yet")
         scaling = getattr(hf_cfg, "rope_scaling", None) or {}
         if scaling.get("rope_type", scaling.get("type", "default")) != "default":
-            raise ValueError(f"Llama rope scaling {scaling} is not supported yet (only plain RoPE)")
+            raise ModelError(f"Llama rope scaling {scaling} is not supported yet (only plain RoPE)")
         if hf_cfg.hidden_act != "silu":
-            raise ValueError(f"unsupported Llama activation {hf_cfg.hidden_act!r}")
+            raise ModelError(f"unsupported Llama activation {hf_cfg.hidden_act!r}")
         return ModelConfig(arch="decoder", vocab_size=hf_cfg.vocab_size, n_layer=hf_cfg.num_hidden_layers,
                            n_head=hf_cfg.num_attention_heads, d_model=hf_cfg.hidden_size, d_ff=hf_cfg.intermediate_size,
                            max_seq_len=hf_cfg.max_position_embeddings, pos="rope",
@@ -60,7 +61,7 @@ def config_from_hf(hf_cfg) -> ModelConfig:
                            norm_position="pre", norm_eps=hf_cfg.rms_norm_eps,
                            bias=bool(getattr(hf_cfg, "attention_bias", False)), dropout=0.0,
                            tie_embeddings=bool(hf_cfg.tie_word_embeddings))
-    raise ValueError(f"unsupported Hugging Face model_type {t!r} (supported: gpt2, bert, llama)")
+    raise ModelError(f"unsupported Hugging Face model_type {t!r} (supported: gpt2, bert, llama)")
 
 
 def _rope_theta(hf_cfg) -> float:
@@ -76,7 +77,7 @@ def config_to_hf(cfg: ModelConfig):
 
     if cfg.arch == "decoder" and cfg.pos == "rope":
         if cfg.mlp != "swiglu" or cfg.norm != "rmsnorm" or cfg.norm_position != "pre" or cfg.bias:
-            raise ValueError("only Llama-shaped RoPE decoders (SwiGLU, RMSNorm, pre-norm, no biases) can be exported "
+            raise ModelError("only Llama-shaped RoPE decoders (SwiGLU, RMSNorm, pre-norm, no biases) can be exported "
                              "as HF Llama")
         return LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ff_dim,
                            num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
@@ -86,7 +87,7 @@ def config_to_hf(cfg: ModelConfig):
     if cfg.arch == "decoder":
         if cfg.pos != "learned" or cfg.norm != "layernorm" or cfg.norm_position != "pre" or cfg.mlp == "swiglu" \
                 or not cfg.bias or not cfg.tie_embeddings:
-            raise ValueError("only GPT-2-shaped decoders (learned positions, pre-LayerNorm, GELU MLP, biases, tied "
+            raise ModelError("only GPT-2-shaped decoders (learned positions, pre-LayerNorm, GELU MLP, biases, tied "
                              "embeddings) can be exported as HF GPT-2")
         return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.max_seq_len, n_embd=cfg.d_model,
                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.ff_dim,
@@ -97,7 +98,7 @@ def config_to_hf(cfg: ModelConfig):
                           bos_token_id=None, eos_token_id=None)
     if cfg.pos != "learned" or cfg.norm_position != "post" or cfg.norm != "layernorm" or not cfg.embedding_norm \
             or cfg.mlp == "swiglu":
-        raise ValueError("only BERT-shaped encoders (learned positions, post-LayerNorm, embedding LayerNorm, GELU MLP) "
+        raise ModelError("only BERT-shaped encoders (learned positions, post-LayerNorm, embedding LayerNorm, GELU MLP) "
                          "can be exported as HF BERT")
     return BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layer,
                       num_attention_heads=cfg.n_head, intermediate_size=cfg.ff_dim,
@@ -272,7 +273,7 @@ def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     pt = folder / "pytorch_model.bin"
     if pt.is_file():
         return torch.load(str(pt), map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    raise ArtifactError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",

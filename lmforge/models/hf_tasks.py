@@ -20,6 +20,7 @@ from lmforge.models.heads import Classifier, Task, build_classifier
 from lmforge.models.hf_interop import (_load_state_dict, bert_to_ours, config_from_hf, config_to_hf, gpt2_to_ours,
                                        ours_to_bert, ours_to_gpt2, save_with_tokenizer)
 from lmforge.models.transformer import TransformerBody
+from lmforge.errors import ModelError
 
 _HF_CLASSES = {("bert", "sequence"): "BertForSequenceClassification", ("bert", "token"): "BertForTokenClassification",
                ("gpt2", "sequence"): "GPT2ForSequenceClassification", ("gpt2", "token"): "GPT2ForTokenClassification"}
@@ -29,7 +30,7 @@ def _hf_kind(cfg: ModelConfig) -> str:
     if cfg.arch == "encoder":
         return "bert"
     if cfg.pos == "rope":
-        raise ValueError("exporting RoPE (Llama-style) classifiers to Hugging Face is not supported; "
+        raise ModelError("exporting RoPE (Llama-style) classifiers to Hugging Face is not supported; "
                          "use a GPT-2-style (learned positions) decoder or a BERT-style encoder")
     return "gpt2"
 
@@ -41,7 +42,7 @@ def body_state_from_hf(sd: dict[str, torch.Tensor], model_type: str, cfg: ModelC
     elif model_type == "gpt2":
         ours = gpt2_to_ours(sd, cfg)
     else:
-        raise ValueError(f"fine-tuning from Hugging Face model_type {model_type!r} is not supported (bert, gpt2)")
+        raise ModelError(f"fine-tuning from Hugging Face model_type {model_type!r} is not supported (bert, gpt2)")
     return {k.removeprefix("body."): v for k, v in ours.items() if k.startswith("body.")}
 
 
@@ -92,7 +93,7 @@ def classifier_to_hf(model: Classifier, out_dir: str | Path, labels: list[str], 
     from lmforge.models.lora import LoRALinear
 
     if any(isinstance(m, LoRALinear) for m in model.modules()):
-        raise ValueError("merge LoRA weights before export (lmforge.models.lora.merge_lora)")
+        raise ModelError("merge LoRA weights before export (lmforge.models.lora.merge_lora)")
     cfg = model.cfg
     kind = _hf_kind(cfg)
     hf_cfg = config_to_hf(cfg)
@@ -130,7 +131,7 @@ def classifier_from_hf(folder: str | Path) -> tuple[Classifier, list[str], dict]
     elif arch.endswith("ForTokenClassification"):
         task = "token"
     else:
-        raise ValueError(f"{folder}: config.json architectures={hf_cfg.architectures}; expected a "
+        raise ModelError(f"{folder}: config.json architectures={hf_cfg.architectures}; expected a "
                          "*ForSequenceClassification or *ForTokenClassification model")
     cfg = config_from_hf(hf_cfg)
     sd = _load_state_dict(folder)

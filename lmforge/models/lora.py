@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from lmforge.errors import ModelError
+
 
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float):
@@ -49,7 +51,7 @@ def apply_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropo
                 setattr(module, name, LoRALinear(child, r, alpha, dropout))
                 count += 1
     if count == 0:
-        raise ValueError(f"finetune.lora.targets: no Linear layer named any of {targets} "
+        raise ModelError(f"finetune.lora.targets: no Linear layer named any of {targets} "
                          "(attention: qkv_proj, o_proj; MLP: up, down, gate)")
     return count
 

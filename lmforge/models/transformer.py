@@ -16,6 +16,7 @@ from torch import nn
 from lmforge.models.config import ModelConfig
 from lmforge.models.layers import (MLP, Block, KVCache, MultiHeadAttention, RotaryEmbedding, SwiGLU, init_weights,
                                    make_norm, scaled_residual_init)
+from lmforge.errors import ModelError
 
 
 class Embeddings(nn.Module):
@@ -65,9 +66,9 @@ class TransformerBody(nn.Module):
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.cfg.max_seq_len:
-            raise ValueError(f"cannot run a sequence of length {past + T}: the model's max_seq_len is {self.cfg.max_seq_len}")
+            raise ModelError(f"cannot run a sequence of length {past + T}: the model's max_seq_len is {self.cfg.max_seq_len}")
         if positions is not None and self.cfg.pos != "learned":
-            raise ValueError("per-row positions (packed rows) need learned position embeddings")
+            raise ModelError("per-row positions (packed rows) need learned position embeddings")
         if positions is None:
             positions = torch.arange(past, past + T, device=ids.device)
         mask = None

@@ -20,10 +20,11 @@ from typing import Iterable, Iterator
 
 import xxhash
 
+from lmforge.errors import LmforgeError
 from lmforge.tokenizer.config import TokenizerConfig
 
 
-class TokenizerError(ValueError):
+class TokenizerError(LmforgeError, ValueError):
     pass
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from lmforge.data.shards import PackedDataset
+from lmforge.errors import DataError
 
 
 class BatchPlan:
@@ -23,7 +24,7 @@ class BatchPlan:
         self.ds, self.micro, self.accum, self.world, self.rank, self.seed = ds, micro, accum, world, rank, seed
         self.n = len(ds)
         if self.n == 0:
-            raise ValueError("the train split has no windows: prepare more data or lower data.pack.seq_len")
+            raise DataError("the train split has no windows: prepare more data or lower data.pack.seq_len")
 
     @property
     def global_batch(self) -> int:

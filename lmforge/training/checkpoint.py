@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmforge.errors import LmforgeError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(LmforgeError, RuntimeError):
     pass
 
 

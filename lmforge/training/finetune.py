@@ -28,6 +28,7 @@ import torch
 
 from lmforge.config.experiment import ExperimentConfig
 from lmforge.data.labeled_files import (Example, prepared_labels, read_prepared_split, read_records, read_token_file)
+from lmforge.errors import LmforgeError
 from lmforge.evaluation.metrics import metric_value
 from lmforge.models.hf_tasks import classifier_to_hf
 from lmforge.models.lora import apply_lora, merge_lora
@@ -39,7 +40,7 @@ from lmforge.training.task_model import build_start, load_tokenizer
 SPLITS = ("train", "val", "test")
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(LmforgeError, RuntimeError):
     pass
 
 

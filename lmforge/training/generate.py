@@ -13,6 +13,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.layers import KVCache
 from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.training import checkpoint as ckpt
+from lmforge.errors import ArtifactError, ModelError
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[LanguageModel, dict]:
@@ -56,10 +57,10 @@ def generate(model: LanguageModel, ids: torch.Tensor, max_new_tokens: int, tempe
              seed: int = 0) -> torch.Tensor:
     """ids (B, T) → (B, T + new). Stops early when every row produced ``eos_id``."""
     if not model.causal:
-        raise ValueError("generation needs a decoder (causal LM) checkpoint")
+        raise ModelError("generation needs a decoder (causal LM) checkpoint")
     limit = model.cfg.max_seq_len - ids.shape[1]
     if limit <= 0:
-        raise ValueError(f"the prompt has {ids.shape[1]} tokens; the model's max_seq_len is {model.cfg.max_seq_len}")
+        raise ModelError(f"the prompt has {ids.shape[1]} tokens; the model's max_seq_len is {model.cfg.max_seq_len}")
     g = torch.Generator().manual_seed(seed)
     cache = KVCache(model.cfg.n_layer)
     logits, _ = model(ids, cache=cache)
@@ -85,7 +86,7 @@ def generate_text(checkpoint: str, prompt: str, max_new_tokens: int = 100, tempe
     tok_dir = Path(tokenizer) if tokenizer else (state["path"] / state.get("tokenizer_dir", "../../tokenizer")).resolve()
     tok_file = tok_dir / "tokenizer.json" if tok_dir.is_dir() else tok_dir
     if not tok_file.is_file():
-        raise FileNotFoundError(f"no tokenizer at {tok_dir}: pass --tokenizer")
+        raise ArtifactError(f"no tokenizer at {tok_dir}: pass --tokenizer")
     tok = Tokenizer.from_file(str(tok_file))
     ids = tok.encode(prompt, add_special_tokens=False).ids
     if not ids:

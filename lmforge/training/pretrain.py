@@ -20,6 +20,7 @@ from torch import nn
 
 from lmforge.config.experiment import ExperimentConfig
 from lmforge.data.shards import PackedDataset
+from lmforge.errors import LmforgeError
 from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.batches import BatchPlan, mask_tokens
@@ -28,7 +29,7 @@ from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.optim import build_optimizer, lr_at, penalty
 
 
-class TrainingError(RuntimeError):
+class TrainingError(LmforgeError, RuntimeError):
     pass
 
 

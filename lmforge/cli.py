@@ -20,45 +20,72 @@ def _data_prepare(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from lmforge.training.pretrain import pretrain
+    from lmforge.recipes.pretrain import pretrain
 
     cfg = load_config(args.config, args.set)
-    pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=args.resume, overwrite=args.overwrite,
+             resume_changed=args.resume_changed, progress=not args.no_progress)
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from lmforge.training.finetune import finetune
+    from lmforge.recipes.finetune import finetune
 
     cfg = load_config(args.config, args.set)
-    finetune(cfg, resume=args.resume, progress=not args.no_progress)
+    finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
+             overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress)
     return 0
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from lmforge.training.transfer import transfer
+    from lmforge.recipes.transfer import transfer
 
-    transfer(load_config(args.config, args.set))
+    cfg = load_config(args.config, args.set)
+    transfer(cfg.transfer, cfg.finetune, cfg.model, cfg.paths, cfg.seed)
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from lmforge.evaluation.evaluate import evaluate_cli
+def command_config(cls, args: argparse.Namespace):
+    """A command's typed config from its flags (only those given; the dataclass holds the defaults),
+    validated by the config schema: every problem at once, named by its flag."""
+    from dataclasses import fields
 
-    return evaluate_cli(args)
+    from lmforge.config.schema import build
+
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    try:
+        return build(cls, given)
+    except ConfigError as exc:
+        raise ConfigError([(f"--{k.replace('_', '-')}" if k else k, m) for k, m in exc.problems],
+                          "the command line") from None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import math
+
+    from lmforge.evaluation.config import EvaluateConfig
+    from lmforge.evaluation.evaluate import evaluate
+    from lmforge.evaluation.report import summary_table
+
+    m, report = evaluate(command_config(EvaluateConfig, args), progress=not args.no_progress)
+    print(summary_table(m), end="")
+    print(f"report: {report}")
+    return 0 if math.isfinite(m.get("loss", 0.0)) else 1
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from lmforge.evaluation.predict import predict_cli
+    from lmforge.inference.config import PredictConfig
+    from lmforge.inference.predict import predict
 
-    return predict_cli(args)
+    predict(command_config(PredictConfig, args), progress=not args.no_progress)
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from lmforge.training.generate import generate_text
+    from lmforge.inference.config import GenerateConfig
+    from lmforge.inference.generate import generate_text
 
-    print(generate_text(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                        args.top_p, args.seed, args.tokenizer))
+    print(generate_text(command_config(GenerateConfig, args)))
     return 0
 
 
@@ -79,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set data.split.val=0.05 (repeatable)")
 
+    def train_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        sp.add_argument("--overwrite", action="store_true",
+                        help="start over even though the output folder holds checkpoints (deletes them)")
+        sp.add_argument("--resume-changed", action="store_true",
+                        help="with --resume: accept config changes that break an exact continuation")
+        sp.add_argument("--no-progress", action="store_true")
+
     data = sub.add_parser("data", help="data preparation").add_subparsers(dest="action", required=True)
     prep = data.add_parser("prepare", help="read, clean, filter, dedup, split, tokenize and pack a corpus")
     with_config(prep)
@@ -90,53 +125,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser("pretrain", help="pretrain a decoder (clm) or encoder (mlm) from scratch")
     with_config(pre)
-    pre.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    pre.add_argument("--no-progress", action="store_true")
+    train_flags(pre)
     pre.set_defaults(func=_pretrain)
 
     ft = sub.add_parser("finetune", help="fine-tune a classifier (sequence) or tagger (token) from random, "
                                          "our checkpoint, or a Hugging Face model")
     with_config(ft)
-    ft.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    ft.add_argument("--no-progress", action="store_true")
+    train_flags(ft)
     ft.set_defaults(func=_finetune)
 
     tr = sub.add_parser("transfer", help="transfer-benefit study: metric vs number of labels for several starting points")
     with_config(tr)
     tr.set_defaults(func=_transfer)
 
-    ev = sub.add_parser("evaluate", help="metrics + report for a fine-tuned model (or perplexity for a pretrained LM)")
+    S = argparse.SUPPRESS  # command flags left out take the typed config's default (see --help of each)
+    ev = sub.add_parser("evaluate", help="metrics + report for a fine-tuned model (or perplexity for a pretrained LM)",
+                        argument_default=S)
     ev.add_argument("model", help="finetune output folder, HF classification folder, or pretrain folder/checkpoint")
     ev.add_argument("--file", help="labeled file (.jsonl/.csv/.tsv; CoNLL for taggers)")
     ev.add_argument("--data-dir", help="prepared data folder (with --split)")
-    ev.add_argument("--split", default="test", help="split of --data-dir (default test)")
-    ev.add_argument("--text-field", default="text")
-    ev.add_argument("--label-field", default="label")
-    ev.add_argument("--max-length", type=int, default=None, help="default: the model's fine-tuning max_length")
-    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--split", help="split of --data-dir (default test)")
+    ev.add_argument("--text-field", help="default text")
+    ev.add_argument("--label-field", help="default label")
+    ev.add_argument("--max-length", type=int, help="default: the model's fine-tuning max_length")
+    ev.add_argument("--batch-size", type=int, help="default 128")
     ev.add_argument("--out", help="report folder (default <model>/eval/<name>)")
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--no-progress", action="store_true", default=False)
     ev.set_defaults(func=_evaluate)
 
-    pr = sub.add_parser("predict", help="labels + probabilities (or entities) for a file, as JSONL")
+    pr = sub.add_parser("predict", help="labels + probabilities (or entities) for a file, as JSONL", argument_default=S)
     pr.add_argument("model", help="finetune output folder or HF classification folder")
     pr.add_argument("--file", required=True, help="input: .jsonl/.csv/.tsv (text field) or .txt (one text per line)")
-    pr.add_argument("--text-field", default="text")
+    pr.add_argument("--text-field", help="default text")
     pr.add_argument("--out", help="output JSONL (default: stdout)")
-    pr.add_argument("--max-length", type=int, default=None)
-    pr.add_argument("--batch-size", type=int, default=128)
-    pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--max-length", type=int)
+    pr.add_argument("--batch-size", type=int, help="default 128")
+    pr.add_argument("--no-progress", action="store_true", default=False)
     pr.set_defaults(func=_predict)
 
-    gen = sub.add_parser("generate", help="sample text from a decoder checkpoint")
+    gen = sub.add_parser("generate", help="sample text from a decoder checkpoint", argument_default=S)
     gen.add_argument("checkpoint", help="checkpoint folder (step_NNNNNNN) or a pretrain output folder (latest)")
-    gen.add_argument("--prompt", default="")
-    gen.add_argument("--max-new-tokens", type=int, default=100)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=50)
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--tokenizer", default=None, help="tokenizer folder/file (default: the one recorded in the checkpoint)")
+    gen.add_argument("--prompt")
+    gen.add_argument("--max-new-tokens", type=int, help="default 100")
+    gen.add_argument("--temperature", type=float, help="default 0.8 (0 = greedy)")
+    gen.add_argument("--top-k", type=int, help="default 50")
+    gen.add_argument("--top-p", type=float, help="default 0.95")
+    gen.add_argument("--seed", type=int, help="default 0")
+    gen.add_argument("--tokenizer", help="tokenizer folder/file (default: the one recorded in the checkpoint)")
     gen.set_defaults(func=_generate)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)

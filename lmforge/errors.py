@@ -40,3 +40,7 @@ class DataError(LmforgeError, ValueError):
 
 class ModelError(LmforgeError, ValueError):
     """A model that cannot do what was asked (unsupported layout, too-long input, wrong kind)."""
+
+
+class TrainingError(LmforgeError, RuntimeError):
+    """A training run that cannot start or go on (model/data mismatch, non-finite loss, ...)."""

@@ -1,11 +1,17 @@
-"""Shared fixtures; slow tests run only with LMFORGE_SLOW=1."""
+"""Shared fixtures (a tiny prepared corpus, a tiny trained decoder); slow tests run only with LMFORGE_SLOW=1."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
 from pathlib import Path
 
 import pytest
+import yaml
+
+from lmforge.cli import main
+from lmforge.config.experiment import set_path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,3 +30,56 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+WORDS = "the of and to in is that for it as with was on be by this are or from at which an have not".split() + \
+        [f"w{i}" for i in range(150)]
+
+
+def _corpus(path: Path, n=400, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(30, 90)))}) + "\n")
+
+
+def make_config(root: Path, name: str, **over) -> Path:
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 11, "workers": 1,
+           "data": {"sources": [{"path": str(root / "corpus.jsonl")}], "dedup": {"near": False},
+                    "split": {"val": 0.1, "test": 0.05}, "pack": {"seq_len": 32}},
+           "tokenizer": {"type": "bpe", "vocab_size": 300},
+           "model": {"arch": "decoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64},
+           "pretrain": {"max_steps": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+                        "eval_every": 10, "eval_batches": 2, "save_every": 10, "log_every": 1, "threads": 1}}
+    for k, v in over.items():
+        set_path(cfg, k.split("."), v)
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """(root, data config path): one corpus prepared once; tests point pretrain.data_dir at it."""
+    root = tmp_path_factory.mktemp("train")
+    _corpus(root / "corpus.jsonl")
+    cfg = make_config(root, "data")
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
+    return root
+
+
+@pytest.fixture
+def cfg_for(prepared):
+    """cfg_for(name, **overrides) → a config path training on the shared prepared corpus."""
+    def make(name: str, **over) -> Path:
+        over.setdefault("pretrain.data_dir", str(prepared / "data" / "data" / "tokens"))
+        return make_config(prepared, name, **over)
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(prepared):
+    """A pretrain folder: a 2-layer decoder trained 20 steps on the shared corpus."""
+    cfg = make_config(prepared, "tiny_decoder", **{"pretrain.data_dir": str(prepared / "data" / "data" / "tokens")})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 0
+    return prepared / "tiny_decoder" / "pretrain"

@@ -14,6 +14,7 @@ import yaml
 from lmforge.config.errors import ConfigError
 from lmforge.config.schema import build, to_dict
 from lmforge.data.config import DataConfig
+from lmforge.layout import RunPaths
 from lmforge.models.config import ModelConfig
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.training.config import PretrainConfig
@@ -39,6 +40,15 @@ class ExperimentConfig:
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+    @property
+    def paths(self) -> RunPaths:
+        """The run folder and its stage folders (explicit ``*.out_dir`` / ``*.data_dir`` keys win)."""
+        opt = lambda v: Path(v) if v else None  # noqa: E731
+        return RunPaths(self.run_path, data_override=opt(self.finetune.data.data_dir),
+                        pretrain_tokens_override=opt(self.pretrain.data_dir),
+                        pretrain_override=opt(self.pretrain.out_dir), finetune_override=opt(self.finetune.out_dir),
+                        transfer_override=opt(self.transfer.out_dir))
 
     @property
     def num_workers(self) -> int:

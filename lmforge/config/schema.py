@@ -134,8 +134,12 @@ def _build(cls: type, raw: dict, path: str, problems: Problems) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     n_before = len(problems)
+    renamed = getattr(cls, "__renamed__", {})
     for key in raw:
-        if key not in fields:
+        if key not in fields and key in renamed:
+            new = _join(path, renamed[key])
+            problems.append((_join(path, key), f"renamed: this key is now {new} (see README, 'Renamed keys')"))
+        elif key not in fields:
             hint = difflib.get_close_matches(str(key), list(fields), n=1)
             extra = f"did you mean {hint[0]!r}? " if hint else ""
             problems.append((_join(path, key), f"unknown key; {extra}valid keys: {', '.join(sorted(fields))}"))

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,7 +35,9 @@ from lmforge.data.sources import SourceError, WorkUnit, plan_units
 from lmforge.data.split import SPLITS, assign_splits, components, leak_check
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError
+from lmforge.layout import ensure_dir
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
+from lmforge.tokenizer import io as tok_io
 from lmforge.tokenizer import train as tok_train
 
 
@@ -103,7 +104,7 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     work = out / "work"
     reject_dir = out / "rejected"
     for d in (work, reject_dir):
-        d.mkdir(parents=True, exist_ok=True)
+        ensure_dir(d, "data")
     ex = LocalExecutor(cfg.num_workers, progress=progress)
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
     fingerprints = data.dedup.near or data.split.leak_check
@@ -218,17 +219,11 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     t = time.time()
     tok_dir = cfg.run_path / "tokenizer"
     if cfg.tokenizer.path:
-        tok = tok_train.load(cfg.tokenizer.path)
+        tok = tok_io.load(cfg.tokenizer.path)
         src_dir = Path(cfg.tokenizer.path) if Path(cfg.tokenizer.path).is_dir() else None
-        tok_dir.mkdir(parents=True, exist_ok=True)
-        if src_dir is not None:
-            for f in src_dir.iterdir():
-                if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.txt")):
-                    shutil.copy2(f, tok_dir / f.name)
-        else:
-            shutil.copy2(cfg.tokenizer.path, tok_dir / "tokenizer.json")
+        tok_io.copy_files(cfg.tokenizer.path, tok_dir)
         tok_info = {"trained": False, "source": str(cfg.tokenizer.path)}
-        special = tok_train.special_ids(tok, src_dir, cfg.tokenizer)
+        special = tok_io.special_ids(tok, src_dir, cfg.tokenizer)
     else:
         def train_docs():
             for u in units:
@@ -239,8 +234,8 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
 
         texts = tok_train.sample_texts(train_docs(), split_chars["train"], cfg.tokenizer.max_train_chars, cfg.seed)
         tok_info = tok_train.train(cfg.tokenizer, texts, tok_dir)
-        tok = tok_train.load(tok_dir)
-        special = tok_train.special_ids(tok, tok_dir, cfg.tokenizer)
+        tok = tok_io.load(tok_dir)
+        special = tok_io.special_ids(tok, tok_dir, cfg.tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
     if eos is None and not labeled:

@@ -73,7 +73,6 @@ class Classifier(nn.Module):
         self.pooler = pooler
         self.dropout = nn.Dropout(dropout)
         self.classifier = classifier
-        self.class_weights: Optional[torch.Tensor] = None  # set by the trainer for imbalanced data
 
     @property
     def causal(self) -> bool:
@@ -82,16 +81,14 @@ class Classifier(nn.Module):
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, labels: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None,
                 pool_index: Optional[torch.Tensor] = None):
-        """``positions``/``pool_index`` come with packed rows (see ``task_data.pack``)."""
+        """``positions``/``pool_index`` come with packed rows (see :func:`lmforge.tasks.batching.pack`)."""
         h = self.body(ids, attention_mask, token_type_ids, positions=positions)  # (B, T, C)
         if self.task == "sequence":
             h = (self.pooler if self.pooler is not None else _LAST)(h, attention_mask, pool_index)  # (N, C)
         logits = self.classifier(self.dropout(h))  # (B, K) or (B, T, K)
         loss = None
         if labels is not None:
-            w = self.class_weights.to(logits.device) if self.class_weights is not None else None
-            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=w,
-                                   ignore_index=-100)
+            loss = F.cross_entropy(logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), ignore_index=-100)
         return logits, loss
 
 

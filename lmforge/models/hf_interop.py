@@ -9,15 +9,16 @@ is our ``norm1``, ``output.LayerNorm`` our ``norm2``) with a LayerNorm on the em
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from lmforge.models.config import ModelConfig
+from lmforge.errors import ModelError
 from lmforge.models.transformer import LanguageModel, TransformerBody, build_decoder_lm, build_encoder_mlm
-from lmforge.errors import ArtifactError, ModelError
+from lmforge.models.weights import read_state_dict
+from lmforge.tokenizer.io import copy_files
 
 # -- configs ------------------------------------------------------------------------------------
 
@@ -244,7 +245,7 @@ def from_hf(path_or_model) -> LanguageModel | TransformerBody:
         from transformers import AutoConfig
 
         hf_cfg = AutoConfig.from_pretrained(str(path_or_model))
-        sd = _load_state_dict(Path(path_or_model))
+        sd = read_state_dict(Path(path_or_model))
     else:
         hf_cfg = path_or_model.config
         sd = path_or_model.state_dict()
@@ -264,32 +265,13 @@ def from_hf(path_or_model) -> LanguageModel | TransformerBody:
     return body
 
 
-def _load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    st = folder / "model.safetensors"
-    if st.is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(st))
-    pt = folder / "pytorch_model.bin"
-    if pt.is_file():
-        return torch.load(str(pt), map_location="cpu", weights_only=True)
-    raise ArtifactError(f"{folder}: no model.safetensors or pytorch_model.bin")
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
-                   "merges.txt", "added_tokens.json")
-
-
 def save_with_tokenizer(hf_model, out: Path, tokenizer_dir: Optional[str | Path]) -> None:
     """``save_pretrained`` plus the tokenizer's files (only those; a model folder used as the
     tokenizer source brings no stray configs)."""
     out.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(str(out), safe_serialization=True)
     if tokenizer_dir is not None:
-        for name in TOKENIZER_FILES:
-            f = Path(tokenizer_dir) / name
-            if f.is_file():
-                shutil.copy2(f, out / name)
+        copy_files(tokenizer_dir, out)
 
 
 def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str | Path] = None):

@@ -17,10 +17,12 @@ import torch
 
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import Classifier, Task, build_classifier
-from lmforge.models.hf_interop import (_load_state_dict, bert_to_ours, config_from_hf, config_to_hf, gpt2_to_ours,
+from lmforge.models.hf_interop import (bert_to_ours, config_from_hf, config_to_hf, gpt2_to_ours,
                                        ours_to_bert, ours_to_gpt2, save_with_tokenizer)
 from lmforge.models.transformer import TransformerBody
 from lmforge.errors import ModelError
+from lmforge.layout import TASK_META_FILE
+from lmforge.models.weights import read_state_dict
 
 _HF_CLASSES = {("bert", "sequence"): "BertForSequenceClassification", ("bert", "token"): "BertForTokenClassification",
                ("gpt2", "sequence"): "GPT2ForSequenceClassification", ("gpt2", "token"): "GPT2ForTokenClassification"}
@@ -53,7 +55,7 @@ def load_hf_start(folder: str | Path) -> tuple[TransformerBody, Optional[dict[st
     folder = Path(folder)
     hf_cfg = AutoConfig.from_pretrained(str(folder))
     cfg = config_from_hf(hf_cfg)
-    sd = _load_state_dict(folder)
+    sd = read_state_dict(folder)
     body = TransformerBody(cfg, causal=cfg.arch == "decoder")
     body.load_state_dict(body_state_from_hf(sd, hf_cfg.model_type, cfg), strict=True)
     pooler = None
@@ -115,7 +117,7 @@ def classifier_to_hf(model: Classifier, out_dir: str | Path, labels: list[str], 
     save_with_tokenizer(hf, out, tokenizer_dir)
     meta = {"task": model.task, "labels": labels, "model": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
             "hf_class": cls_name, **(extra or {})}
-    (out / "lmforge_task.json").write_text(json.dumps(meta, indent=2))
+    (out / TASK_META_FILE).write_text(json.dumps(meta, indent=2))
     return hf
 
 
@@ -134,7 +136,7 @@ def classifier_from_hf(folder: str | Path) -> tuple[Classifier, list[str], dict]
         raise ModelError(f"{folder}: config.json architectures={hf_cfg.architectures}; expected a "
                          "*ForSequenceClassification or *ForTokenClassification model")
     cfg = config_from_hf(hf_cfg)
-    sd = _load_state_dict(folder)
+    sd = read_state_dict(folder)
     labels = [hf_cfg.id2label[i] for i in range(hf_cfg.num_labels)]
     body = TransformerBody(cfg, causal=cfg.arch == "decoder")
     model = build_classifier(cfg, body, task, len(labels), dropout=0.0)
@@ -146,7 +148,7 @@ def classifier_from_hf(folder: str | Path) -> tuple[Classifier, list[str], dict]
     else:
         ours["classifier.weight"], ours["classifier.bias"] = sd["classifier.weight"], sd["classifier.bias"]
     model.load_state_dict(ours, strict=True)
-    meta_file = folder / "lmforge_task.json"
+    meta_file = folder / TASK_META_FILE
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"task": task, "labels": labels}
     meta.setdefault("pad_id", hf_cfg.pad_token_id if hf_cfg.pad_token_id is not None else 0)
     return model, labels, meta

@@ -20,12 +20,7 @@ from typing import Iterable, Iterator
 
 import xxhash
 
-from lmforge.errors import LmforgeError
 from lmforge.tokenizer.config import TokenizerConfig
-
-
-class TokenizerError(LmforgeError, ValueError):
-    pass
 
 
 def special_token_list(cfg: TokenizerConfig) -> list[str]:
@@ -104,44 +99,3 @@ def save_hf(tok, cfg: TokenizerConfig, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
     (out_dir / "lmforge_tokenizer.json").write_text(json.dumps({"config": asdict(cfg)}, indent=2))
-
-
-def load(path: str | Path):
-    """A ``tokenizers.Tokenizer`` from a tokenizer.json file or an HF tokenizer directory."""
-    from tokenizers import Tokenizer
-
-    p = Path(path)
-    file = p / "tokenizer.json" if p.is_dir() else p
-    if not file.is_file():
-        raise TokenizerError(f"tokenizer.path: no tokenizer.json at {p} (give an HF tokenizer folder or a tokenizer.json file)")
-    try:
-        return Tokenizer.from_file(str(file))
-    except Exception as exc:
-        raise TokenizerError(f"tokenizer.path: cannot load {file}: {exc}") from None
-
-
-def special_ids(tok, folder: Path | None, cfg: TokenizerConfig) -> dict[str, int | None]:
-    """Ids of the special tokens, from our config names or the HF folder's special_tokens_map."""
-    names = asdict(cfg.special_tokens)
-    hf_map = {}
-    if folder is not None:
-        for fname in ("special_tokens_map.json", "tokenizer_config.json"):
-            f = folder / fname
-            if f.is_file():
-                try:
-                    data = json.loads(f.read_text())
-                except json.JSONDecodeError:
-                    continue
-                for k in names:
-                    v = data.get(f"{k}_token")
-                    if isinstance(v, dict):
-                        v = v.get("content")
-                    if isinstance(v, str) and k not in hf_map:
-                        hf_map[k] = v
-    out: dict[str, int | None] = {}
-    for k, name in names.items():
-        tid = tok.token_to_id(hf_map.get(k, name))
-        if tid is None:
-            tid = tok.token_to_id(name)
-        out[k] = tid
-    return out

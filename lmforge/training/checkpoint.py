@@ -1,106 +1,78 @@
-"""Atomic, verified checkpoints: safetensors weights + optimizer + RNG + loop state.
+"""Atomic, verified training checkpoints; resume-latest; save-and-prune; the fresh-start guard.
 
 A checkpoint is a folder ``step_NNNNNNN/`` holding ``model.safetensors``, ``optimizer.pt``,
-``rng.pt`` and ``state.json`` (step, metrics, model config, sha256 of every other file). It is
-written to ``.tmp-step_NNNNNNN/`` and renamed into place, so a crash never leaves a half-written
-checkpoint under a real name. Loading verifies every checksum and reads tensors only
-(safetensors, ``torch.load(weights_only=True)``) — no arbitrary unpickling.
+``rng.pt`` and ``state.json`` (step, loop state, the resolved config, the sha256 of every other
+file). It is written to ``.tmp-step_NNNNNNN/`` and renamed into place, so a crash never leaves a
+half-written checkpoint under a real name. Loading verifies every checksum and reads tensors
+only (safetensors, ``torch.load(weights_only=True)``) — no arbitrary unpickling.
+
+Resuming compares the config stored in the checkpoint with the current one: keys that cannot
+change without breaking the run's exactness (model shape, batch size, learning rate, data, ...)
+stop the resume with the list of changes unless the user accepts them (``--resume-changed``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, TrainingError
+from lmforge.layout import checkpoint_name, list_checkpoints
+from lmforge.models.load import read_checkpoint_state
+from lmforge.models.weights import CheckpointError, load_into, sha256, unique_state
+
+__all__ = ["CheckpointError", "ResumeError", "check_fresh_start", "config_changes", "list_checkpoints", "load",
+           "prune", "resume_latest", "save"]
 
 
-class CheckpointError(LmforgeError, RuntimeError):
-    pass
+class ResumeError(TrainingError):
+    """Starting over existing checkpoints, resuming without one, or resuming with a changed config."""
+
+    exit_code = 2
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict without tied duplicates (safetensors refuses shared storage)."""
-    out, seen = {}, {}
-    for k, v in model.state_dict().items():
-        key = (v.data_ptr(), v.shape, v.dtype)
-        if v.numel() and key in seen:
-            continue
-        seen[key] = k
-        out[k] = v.detach().cpu().contiguous()
-    return out
-
-
-def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+         _before_rename=None) -> Path:
+    """Write checkpoint ``step`` atomically (an existing one of that step is replaced).
+    ``_before_rename`` is a test hook called with the temporary folder just before the rename."""
     from safetensors.torch import save_file
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / f"step_{step:07d}"
-    tmp = ckpt_dir / f".tmp-step_{step:07d}"
+    final = ckpt_dir / checkpoint_name(step)
+    tmp = ckpt_dir / f".tmp-{final.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(_unique_state(model), str(tmp / "model.safetensors"))
+    save_file(unique_state(model), str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
-    files = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+    files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
     with open(tmp / "state.json", "w") as fh:
         json.dump({"step": step, "files": files, **state}, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
+    if _before_rename is not None:
+        _before_rename(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
 
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    if not ckpt_dir.is_dir():
-        return []
-    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step_"))
-
-
 def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
          restore_rng: bool = True) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    state_file = path / "state.json"
-    if not state_file.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint (no state.json)")
-    try:
-        state = json.loads(state_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{state_file}: corrupted ({exc})") from None
-    for name, digest in state.get("files", {}).items():
-        f = path / name
-        if not f.is_file():
-            raise CheckpointError(f"{path}: missing {name}")
-        if _sha256(f) != digest:
-            raise CheckpointError(f"{f}: checksum mismatch — the checkpoint is corrupted")
-    weights = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {k for k in missing if k.endswith("head.proj.weight")}
-    if set(missing) - tied or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]})")
+    """Verify and load a checkpoint into ``model`` (and ``optimizer``); returns its state."""
+    state = read_checkpoint_state(path)
+    load_into(model, path / "model.safetensors", path)
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     if restore_rng:
@@ -111,9 +83,76 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
     return state
 
 
-def prune(ckpt_dir: Path, keep_last: int, keep: set[str]) -> None:
+def prune(ckpt_dir: Path, keep_last: int, keep: Iterable[str] = ()) -> None:
     """Delete all but the newest ``keep_last`` checkpoints and those named in ``keep`` (the best)."""
+    keep = set(keep)
     cks = list_checkpoints(ckpt_dir)
     for p in cks[:-keep_last] if keep_last else cks:
         if p.name not in keep:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def check_fresh_start(out_dir: Path, ckpt_dir: Path, overwrite: bool) -> None:
+    """A run without ``--resume`` must not mix with an earlier run's checkpoints: refuse, or (with
+    ``--overwrite``) delete them first."""
+    cks = list_checkpoints(ckpt_dir)
+    if not cks:
+        return
+    if not overwrite:
+        raise ResumeError(f"{out_dir} already holds checkpoints of an earlier run ({cks[0].name} … {cks[-1].name}); "
+                          "continue it with --resume, or start over with --overwrite (deletes them)")
+    shutil.rmtree(ckpt_dir)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(saved: dict, now: dict) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for every dotted key that differs."""
+    a, b = flatten(saved), flatten(now)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict,
+                  safe_keys: Iterable[str], accept_changes: bool, say) -> tuple[Path, dict]:
+    """Load the newest checkpoint after comparing its stored config with ``config``.
+
+    Changed keys in ``safe_keys`` (dotted; a trailing ``.`` matches a prefix) are reported and
+    accepted; any other change stops the resume unless ``accept_changes``."""
+    cks = list_checkpoints(ckpt_dir)
+    if not cks:
+        raise ResumeError(f"--resume: no checkpoint in {ckpt_dir}")
+    last = cks[-1]
+    saved = read_checkpoint_state(last).get("config")
+    if saved is not None:
+        changes = config_changes(saved, config)
+        safe = tuple(safe_keys)
+
+        def is_safe(k: str) -> bool:
+            return any(k == s or (s.endswith(".") and k.startswith(s)) for s in safe)
+
+        risky = [c for c in changes if not is_safe(c[0])]
+        for k, old, new in changes:
+            say(f"config changed since {last.name}: {k}: {old!r} → {new!r}" + ("" if is_safe(k) else " (not resume-safe)"))
+        if risky and not accept_changes:
+            keys = ", ".join(k for k, _, _ in risky)
+            raise ResumeError(f"--resume: the config changed since {last} in keys that break an exact resume: {keys}; "
+                              "restore them, or pass --resume-changed to continue anyway")
+    try:
+        state = load(last, model, optimizer)
+    except (RuntimeError, ValueError) as exc:  # e.g. a size mismatch after a model change
+        if isinstance(exc, LmforgeError):
+            raise
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{last}: cannot load into the current model/optimizer ({first[-1] if first else exc}); "
+                              "did the model section change?") from None
+    return last, state
+

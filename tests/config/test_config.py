@@ -56,7 +56,7 @@ def test_unknown_preset_lists_presets():
 @pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_loads(path: Path):
     cfg = load_config(str(path))
-    assert cfg.data.sources or cfg.finetune.train_file, f"{path} has neither data sources nor finetune files"
+    assert cfg.data.sources or cfg.finetune.data.train_file, f"{path} has neither data sources nor finetune files"
 
 
 def test_config_hash_changes_with_content():

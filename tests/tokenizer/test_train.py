@@ -2,6 +2,7 @@
 
 import pytest
 
+from lmforge.tokenizer import io as tio
 from lmforge.tokenizer import train as tt
 from lmforge.tokenizer.config import TokenizerConfig
 
@@ -16,8 +17,8 @@ def test_train_save_and_load_with_transformers(tmp_path, kind):
     cfg = TokenizerConfig(type=kind, vocab_size=200, min_frequency=1)
     info = tt.train(cfg, iter(TEXTS), tmp_path)
     assert info["train_docs"] == len(TEXTS)
-    tok = tt.load(tmp_path)
-    ids = tt.special_ids(tok, tmp_path, cfg)
+    tok = tio.load(tmp_path)
+    ids = tio.special_ids(tok, tmp_path, cfg)
     assert [ids[k] for k in ("pad", "unk", "bos", "eos", "mask", "cls", "sep")] == list(range(7))
     hf = PreTrainedTokenizerFast.from_pretrained(str(tmp_path))
     assert hf.eos_token == "</s>" and hf.pad_token_id == 0 and hf.mask_token_id == 4
@@ -36,5 +37,5 @@ def test_sample_texts_caps_characters():
 
 
 def test_load_errors_name_the_path(tmp_path):
-    with pytest.raises(tt.TokenizerError, match="no tokenizer.json"):
-        tt.load(tmp_path / "nowhere")
+    with pytest.raises(tio.TokenizerError, match="no tokenizer.json"):
+        tio.load(tmp_path / "nowhere")

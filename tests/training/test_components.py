@@ -1,13 +1,21 @@
-"""Schedules, parameter groups, batch plans and MLM masking."""
+"""Training library pieces: schedules, parameter groups, batch plans, MLM masking, early stopping."""
 
 import numpy as np
+import pytest
 import torch
 
 from lmforge.models.config import ModelConfig
 from lmforge.models.transformer import build_decoder_lm
-from lmforge.training.batches import BatchPlan, mask_tokens
 from lmforge.training.config import PretrainConfig
-from lmforge.training.optim import lr_at, param_groups
+from lmforge.training.objectives import mask_tokens
+from lmforge.training.optim import build_optimizer, param_groups
+from lmforge.training.sampling import BatchPlan
+from lmforge.training.schedules import WarmupDecay
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """The pretrain recipe's schedule for ``cfg``."""
+    return WarmupDecay(cfg.warmup_steps, cfg.decay_steps or cfg.max_steps, cfg.schedule, cfg.min_lr, "nanogpt")(step, cfg.lr)
 
 
 def test_warmup_then_cosine_to_min():
@@ -20,9 +28,10 @@ def test_warmup_then_cosine_to_min():
 
 def test_no_decay_on_norms_biases_embeddings():
     m = build_decoder_lm(ModelConfig(vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8))
-    groups, decayed = param_groups(m, PretrainConfig())
-    assert all(p.ndim == 2 for p in groups[0]["params"])
-    ids = {id(p) for p in groups[0]["params"]}
+    groups, decayed = param_groups(m, 1e-3, 0.1)
+    decay_group = [g for g in groups if g["weight_decay"] > 0][0]
+    assert all(p.ndim == 2 for p in decay_group["params"])
+    ids = {id(p) for p in decay_group["params"]}
     assert id(m.body.embed.tok.weight) not in ids and id(m.body.embed.pos.weight) not in ids
     assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in m.parameters())
 
@@ -65,23 +74,48 @@ def test_mlm_masking_80_10_10_and_deterministic():
 
 
 def test_sgd_option_and_linear_schedule():
-    from lmforge.training.optim import build_optimizer
-
     m = build_decoder_lm(ModelConfig(vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8))
     cfg = PretrainConfig(optimizer="sgd", momentum=0.8, schedule="linear", lr=1.0, min_lr=0.0, warmup_steps=0,
                          max_steps=10)
-    opt, _ = build_optimizer(m, cfg, torch.device("cpu"))
+    opt = build_optimizer(param_groups(m, cfg.lr, cfg.weight_decay)[0], cfg.optimizer, cfg.lr, momentum=cfg.momentum)
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.8
     assert [round(lr_at(s, cfg), 3) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
 
 
-def test_sampling_filters():
-    from lmforge.training.generate import sample_next
+def test_decay_embeddings_option():
+    m = build_decoder_lm(ModelConfig(vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8))
+    _, decayed = param_groups(m, 1e-3, 0.1, decay_embeddings=True)
+    ids = {id(p) for p in decayed}
+    assert id(m.body.embed.tok.weight) in ids and id(m.body.embed.pos.weight) in ids
+    assert all(p.ndim == 2 for p in decayed)  # norms and biases still not decayed
 
-    g = torch.Generator().manual_seed(0)
-    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
-    assert all(sample_next(logits, 1.0, 1, None, g).item() == 1 for _ in range(20))  # top-k 1 = greedy
-    assert all(sample_next(logits, 1.0, None, 0.01, g).item() == 1 for _ in range(20))  # tiny top-p = greedy
-    picks = {sample_next(logits, 1.0, 2, None, g).item() for _ in range(200)}
-    assert picks == {1, 3}  # top-k 2 keeps the two best
-    assert sample_next(logits, 0.0, None, None, g).item() == 1  # temperature 0 = argmax
+
+def test_head_params_get_their_own_lr():
+    from lmforge.models.heads import build_classifier
+    from lmforge.models.transformer import TransformerBody
+
+    cfg = ModelConfig(arch="encoder", vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8)
+    clf = build_classifier(cfg, TransformerBody(cfg, causal=False), "sequence", 3)
+    groups, _ = param_groups(clf, 1e-4, 0.01, head_lr=1e-2, head_prefixes=("classifier", "pooler"))
+    head = {id(p) for g in groups if g["lr"] == 1e-2 for p in g["params"]}
+    assert head == {id(p) for p in list(clf.classifier.parameters()) + list(clf.pooler.parameters())}
+    assert all(g["base_lr"] == g["lr"] for g in groups)
+
+
+def test_finetune_schedule_starts_at_zero_and_decays_to_zero():
+    s = WarmupDecay(4, 20, "linear", 0.0, "from_zero")
+    assert s(0, 1.0) == 0.0 and s(2, 1.0) == 0.5 and s(4, 1.0) == 1.0 and s(19, 1.0) == pytest.approx(1 / 16)
+
+
+def test_best_tracks_mode_patience_and_survives_a_state_round_trip():
+    from lmforge.training.early_stopping import Best
+
+    b = Best("min", patience=2)
+    assert b.update(1.0, 10) and not b.update(1.0, 20) and not b.should_stop
+    assert not b.update(2.0, 30) and b.should_stop and b.step == 10
+    again = Best("min", patience=2)
+    again.load_state_dict(b.state_dict())
+    assert (again.value, again.step, again.bad_evals) == (1.0, 10, 2)
+    old = Best("min")
+    old.load_state_dict({"val_loss": 0.5, "name": "step_0000040", "bad_evals": 1})  # pre-refactor checkpoints
+    assert (old.value, old.step) == (0.5, 40)

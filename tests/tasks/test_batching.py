@@ -9,7 +9,10 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import build_classifier
 from lmforge.models.layers import init_weights
 from lmforge.models.transformer import TransformerBody
-from lmforge.training.task_data import Encoded, Specials, collate, encode_words, epoch_batches, pack
+from lmforge.tasks.batching import collate, pack
+from lmforge.tasks.encoding import Encoded, encode_words
+from lmforge.tokenizer.io import Specials
+from lmforge.training.sampling import epoch_batches
 
 
 class CharTok:

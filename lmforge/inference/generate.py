@@ -3,34 +3,18 @@ using the KV cache (one new token per forward pass after the prompt)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from lmforge.models.config import ModelConfig
+from lmforge.errors import ModelError
+from lmforge.inference.config import GenerateConfig
+from lmforge.layout import checkpoint_tokenizer
 from lmforge.models.layers import KVCache
-from lmforge.models.transformer import LanguageModel, build_lm
-from lmforge.training import checkpoint as ckpt
-from lmforge.errors import ArtifactError, ModelError
-
-
-def load_checkpoint_model(path: str | Path) -> tuple[LanguageModel, dict]:
-    path = Path(path)
-    if path.is_dir() and not (path / "state.json").exists():
-        cks = ckpt.list_checkpoints(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
-        if not cks:
-            raise ckpt.CheckpointError(f"{path}: no checkpoint found (expected step_NNNNNNN/ folders)")
-        path = cks[-1]
-    if not (path / "state.json").is_file():
-        raise ckpt.CheckpointError(f"{path}: not a checkpoint (no state.json)")
-    state = json.loads((path / "state.json").read_text())
-    model = build_lm(ModelConfig(**state["model"]))
-    ckpt.load(path, model, None, restore_rng=False)
-    model.eval()
-    state["path"] = path
-    return model, state
+from lmforge.models.load import load_checkpoint_model
+from lmforge.models.transformer import LanguageModel
+from lmforge.tokenizer.io import load_folder
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], top_p: Optional[float],
@@ -77,21 +61,15 @@ def generate(model: LanguageModel, ids: torch.Tensor, max_new_tokens: int, tempe
     return torch.cat(out, dim=1)
 
 
-def generate_text(checkpoint: str, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8,
-                  top_k: Optional[int] = 50, top_p: Optional[float] = 0.95, seed: int = 0,
-                  tokenizer: Optional[str] = None) -> str:
-    from tokenizers import Tokenizer
-
-    model, state = load_checkpoint_model(checkpoint)
-    tok_dir = Path(tokenizer) if tokenizer else (state["path"] / state.get("tokenizer_dir", "../../tokenizer")).resolve()
-    tok_file = tok_dir / "tokenizer.json" if tok_dir.is_dir() else tok_dir
-    if not tok_file.is_file():
-        raise ArtifactError(f"no tokenizer at {tok_dir}: pass --tokenizer")
-    tok = Tokenizer.from_file(str(tok_file))
-    ids = tok.encode(prompt, add_special_tokens=False).ids
+def generate_text(cfg: GenerateConfig) -> str:
+    """Sample a continuation of ``cfg.prompt``; an empty prompt starts from the tokenizer's BOS.
+    The begin/end tokens are the tokenizer's own special tokens (read from its folder)."""
+    model, state = load_checkpoint_model(cfg.checkpoint)
+    tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else checkpoint_tokenizer(state["path"], state)
+    tok, special = load_folder(tok_dir)
+    ids = tok.encode(cfg.prompt, add_special_tokens=False).ids
     if not ids:
-        bos = tok.token_to_id("<s>")
-        ids = [bos if bos is not None else 0]
-    eos = tok.token_to_id("</s>")
-    out = generate(model, torch.tensor([ids]), max_new_tokens, temperature, top_k, top_p, eos, seed)
+        ids = [special["bos"] if special.get("bos") is not None else 0]
+    out = generate(model, torch.tensor([ids]), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                   special.get("eos"), cfg.seed)
     return tok.decode(out[0].tolist(), skip_special_tokens=True)

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from lmforge.cli import main
-from lmforge.training import checkpoint as ckpt
+from lmforge.layout import list_checkpoints
 
 FILLER = "the of and to in is that for it as with was on be by this are or from at".split()
 CLASSES = ["alpha", "beta", "gamma"]
@@ -64,12 +64,23 @@ def task_files(tmp_path_factory):
             "dir": d}
 
 
+def nest(flat: dict) -> dict:
+    """Short finetune keys (``lr``, ``epochs``, ...) placed in their sub-section (``optim.lr``, ...)."""
+    from lmforge.config.experiment import set_path
+    from lmforge.training.finetune_config import RENAMED
+
+    out: dict = {}
+    for k, v in flat.items():
+        set_path(out, RENAMED.get(k, k).split("."), v)
+    return out
+
+
 def ft_config(root: Path, name: str, tokenizer: Path | None, **ft) -> Path:
     base = {"init": "random", "max_length": 64, "epochs": 5, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.1,
             "threads": 1, "log_every": 1, "classifier_dropout": 0.0}
     if tokenizer is not None:
         base["tokenizer"] = str(tokenizer)
-    cfg = {"name": name, "run_dir": str(root / name), "seed": 5, "model": TINY, "finetune": {**base, **ft}}
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 5, "model": TINY, "finetune": nest({**base, **ft})}
     p = root / f"{name}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -118,9 +129,10 @@ def test_sequence_classification_from_random_init(task_files, tokenizer_dir, tmp
     # the exported folder is a real HF classifier: same predictions through transformers
     from transformers import AutoModelForSequenceClassification
 
-    from lmforge.training.task_model import load_task_model
-    from lmforge.training.task_data import collate, encode_sequences
     from lmforge.data.labeled_files import read_records
+    from lmforge.models.load import load_task_model
+    from lmforge.tasks.batching import collate
+    from lmforge.tasks.encoding import encode_sequences
 
     tm = load_task_model(out)
     hf = AutoModelForSequenceClassification.from_pretrained(str(out / "best")).eval()
@@ -191,11 +203,12 @@ def test_from_our_pretrained_checkpoint(prepared, cfg_for, task_files, tmp_path)
     pre = cfg_for("enc_pre", **{"model": TINY, "pretrain.objective": "mlm", "pretrain.max_steps": 10})
     assert main(["pretrain", str(pre), "--no-progress"]) == 0
     pre_dir = prepared / "enc_pre" / "pretrain"
-    from lmforge.training.task_model import build_start
     from lmforge.models.config import ModelConfig
-    from lmforge.training.generate import load_checkpoint_model
+    from lmforge.models.load import load_checkpoint_model
+    from lmforge.training.finetune_config import FinetuneConfig
+    from lmforge.training.starts import start_from
 
-    start = build_start(str(pre_dir), ModelConfig(), "sequence", CLASSES, None, 0, None, 0.1, False)
+    start = start_from(FinetuneConfig(init=str(pre_dir), classifier_dropout=0.1), ModelConfig(), CLASSES, None)
     lm, _ = load_checkpoint_model(pre_dir)
     for k, v in lm.body.state_dict().items():  # the body starts as the pretrained one
         torch.testing.assert_close(start.model.body.state_dict()[k], v)
@@ -211,10 +224,12 @@ def test_from_hugging_face_minilm(task_files, tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from lmforge.models.config import ModelConfig
-    from lmforge.training.task_model import build_start, resolve_init
+    from lmforge.models.load import resolve_init
+    from lmforge.training.finetune_config import FinetuneConfig
+    from lmforge.training.starts import start_from
 
     path = resolve_init("minilm")
-    start = build_start("minilm", ModelConfig(), "sequence", CLASSES, None, 0, None, 0.1, False)
+    start = start_from(FinetuneConfig(init="minilm", classifier_dropout=0.1), ModelConfig(), CLASSES, None)
     hf = AutoModel.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
     batch = tok(["a short one", "and a somewhat longer sentence here"], padding=True, return_tensors="pt")
@@ -246,7 +261,7 @@ def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not any(int(p.name[5:]) >= 10 for p in ckpt.list_checkpoints(ck_dir)):
+    while time.time() < deadline and not any(int(p.name[5:]) >= 10 for p in list_checkpoints(ck_dir)):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -262,13 +277,13 @@ def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
 
 def test_freeze_and_lora_train_only_what_they_should(task_files, tokenizer_dir, tmp_path):
     from lmforge.config.experiment import load_config
-    from lmforge.training.finetune import finetune
+    from lmforge.recipes.finetune import finetune
 
     for name, ft, expect in (("frozen", {"freeze_body": True}, "head"),
                              ("lora", {"lora": {"r": 4, "alpha": 8}}, "lora"),
                              ("layers", {"freeze_embeddings": True, "freeze_layers": 1}, "upper")):
         cfg = load_config(str(ft_config(tmp_path, name, tokenizer_dir, **seq_files(task_files), max_steps=3, **ft)))
-        summary = finetune(cfg, progress=False)
+        summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, progress=False)
         assert summary["trainable_params"] < summary["params"]
         if expect == "head":  # pooler (32*32+32) + classifier (32*3+3)
             assert summary["trainable_params"] == 32 * 32 + 32 + 32 * 3 + 3
@@ -325,19 +340,25 @@ def test_conll_wrong_columns_and_too_long_text(task_files, tokenizer_dir, tmp_pa
 
 def test_config_problems_are_reported_together(tmp_path, capsys):
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump({"finetune": {"metric": "acc", "task": "tokens", "lora": {"r": -1}}}))
+    p.write_text(yaml.safe_dump({"finetune": {"loop": {"metric": "acc"}, "task": "tokens", "peft": {"lora": {"r": -1}}}}))
     assert main(["finetune", str(p)]) == 2
     err = capsys.readouterr().err
-    assert "finetune.task" in err and "finetune.lora.r" in err
+    assert "finetune.task" in err and "finetune.peft.lora.r" in err and "finetune.loop.metric" in err
+    p.write_text(yaml.safe_dump({"finetune": {"lr": 1e-4, "epochs": 2, "lora": {"r": 4}}}))  # the earlier flat layout
+    assert main(["finetune", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "finetune.lr: renamed: this key is now finetune.optim.lr" in err
+    assert "finetune.epochs: renamed: this key is now finetune.loop.epochs" in err and "finetune.peft.lora" in err
 
 
 def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path, prepared, cfg_for, capsys):
     pre = cfg_for("tr_pre", **{"model": TINY, "pretrain.objective": "mlm", "pretrain.max_steps": 5})
     assert main(["pretrain", str(pre), "--no-progress"]) == 0
     cfg = {"name": "tr", "run_dir": str(tmp_path / "tr"), "seed": 3, "model": TINY,
-           "finetune": {"train_file": str(task_files["train"]), "val_file": str(task_files["val"]),
-                        "tokenizer": str(tokenizer_dir), "max_length": 32, "batch_size": 16, "lr": 3e-3,
-                        "epochs": 1, "threads": 1},
+           "finetune": {"tokenizer": str(tokenizer_dir),
+                        "data": {"train_file": str(task_files["train"]), "val_file": str(task_files["val"]),
+                                 "max_length": 32},
+                        "optim": {"lr": 3e-3}, "loop": {"batch_size": 16, "epochs": 1, "threads": 1}},
            "transfer": {"label_counts": [30, 0], "starts": {"random": "random",
                                                             "own": str(prepared / "tr_pre" / "pretrain")},
                         "min_steps": 4, "max_steps": 8, "start_lr": {"own": 1e-3}}}

@@ -1,11 +1,18 @@
-"""Deterministic, position-addressable batches for pretraining.
+"""Deterministic, position-addressable batch orders: packed windows (pretraining) and labeled
+examples (fine-tuning).
+
+Pretraining (:class:`BatchPlan`).
 
 The sample order is a seeded permutation of the windows per epoch. Optimizer step ``s``
 consumes the global sample range ``[s*G, (s+1)*G)`` with ``G = world * accum * micro``;
 micro-batch ``a`` of rank ``r`` takes ``micro`` samples at offset ``(a*world + r)*micro``.
 So the loader's whole state is the step number: resume is O(1), and 1 process with
 ``accum = k`` sees exactly the samples that k processes with ``accum = 1`` see together.
-MLM masks come from a generator seeded by (seed, step, micro-batch, rank): no RNG state.
+
+Fine-tuning (:func:`epoch_batches`): each epoch is a seeded permutation; with bucketing, windows
+of 50 batches are sorted by length before being cut, and the batch order is shuffled again — so
+batches hold similar lengths (little padding) but the order stays random. The order is a pure
+function of (seed, epoch), which makes resume exact without saving sampler state.
 """
 
 from __future__ import annotations
@@ -48,20 +55,17 @@ class BatchPlan:
         return step * self.global_batch / self.n
 
 
-def mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, special_ids: list[int], prob: float,
-                seed: int, step: int, micro_index: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: ``prob`` of non-special tokens are targets; of those 80% → [MASK],
-    10% → a random token, 10% unchanged. Returns (inputs, labels with -100 elsewhere)."""
-    g = torch.Generator().manual_seed(hash((seed, step, micro_index, rank)) & ((1 << 62) - 1))
-    labels = ids.clone()
-    can = torch.ones_like(ids, dtype=torch.bool)
-    for s in special_ids:
-        can &= ids != s
-    target = (torch.rand(ids.shape, generator=g) < prob) & can
-    labels[~target] = -100
-    inputs = ids.clone()
-    r = torch.rand(ids.shape, generator=g)
-    inputs[target & (r < 0.8)] = mask_id
-    rand_pos = target & (r >= 0.8) & (r < 0.9)
-    inputs[rand_pos] = torch.randint(0, vocab_size, ids.shape, generator=g)[rand_pos]
-    return inputs, labels
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, bucket: bool) -> list[np.ndarray]:
+    """Index arrays of one epoch's batches (the last may be smaller)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if bucket:
+        window = batch_size * 50
+        order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                                for chunk in np.array_split(order, max(1, -(-len(order) // window)))]) \
+            if len(order) else order
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if bucket:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches

@@ -15,7 +15,14 @@ import torch
 from lmforge.cli import main
 from lmforge.config import load_config
 from lmforge.training import checkpoint as ckpt
-from lmforge.training.pretrain import TrainingError, pretrain
+from lmforge.errors import TrainingError
+from lmforge.recipes.pretrain import pretrain
+
+
+def run_pretrain(cfg_path, **kw) -> dict:
+    """The pretrain recipe on a config file's sections."""
+    cfg = load_config(str(cfg_path))
+    return pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, **kw)
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -40,9 +47,10 @@ def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for):
     assert rec["tokens_per_s"] > 0 and 0 < rec["mfu"] < 1 and "data_wait_s" in rec
     evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals[-1]["val_ppl"] == pytest.approx(2.718281828 ** evals[-1]["val_loss"], rel=1e-6)
-    from lmforge.training.generate import generate_text
+    from lmforge.inference.config import GenerateConfig
+    from lmforge.inference.generate import generate_text
 
-    text = generate_text(str(out), "the", max_new_tokens=10, seed=1)
+    text = generate_text(GenerateConfig(checkpoint=str(out), prompt="the", max_new_tokens=10, seed=1))
     assert text.startswith("the") and len(text) > 3
 
 
@@ -107,9 +115,9 @@ def test_corrupted_checkpoint_is_detected(prepared, cfg_for):
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(ckpt.CheckpointError, match="checksum mismatch"):
-        pretrain(load_config(str(cfg)), resume=True, progress=False)
+        run_pretrain(cfg, resume=True, progress=False)
     with pytest.raises(TrainingError, match="no checkpoint"):
-        pretrain(load_config(str(cfg_for("never", **{"pretrain.max_steps": 1}))), resume=True, progress=False)
+        run_pretrain(cfg_for("never", **{"pretrain.max_steps": 1}), resume=True, progress=False)
 
 
 def test_clear_errors_for_mismatched_model(prepared, cfg_for, capsys):
@@ -128,9 +136,8 @@ def test_nonfinite_loss_stops_or_skips(prepared, cfg_for):
     over = {"pretrain.lr": 1e30, "pretrain.min_lr": 1e29, "pretrain.warmup_steps": 0, "pretrain.grad_clip": None,
             "pretrain.max_steps": 6}
     with pytest.raises(TrainingError, match="non-finite loss"):
-        pretrain(load_config(str(cfg_for("nan", **over))), progress=False)
-    summary = pretrain(load_config(str(cfg_for("nanskip", **{**over, "pretrain.nonfinite": "skip"}))),
-                       progress=False)
+        run_pretrain(cfg_for("nan", **over), progress=False)
+    summary = run_pretrain(cfg_for("nanskip", **{**over, "pretrain.nonfinite": "skip"}), progress=False)
     assert summary["skipped_steps"] >= 1
 
 
@@ -139,7 +146,7 @@ def test_early_stopping_keeps_best_and_last(prepared, cfg_for):
     cfg = cfg_for("early", **{"pretrain.lr": 0.0, "pretrain.min_lr": 0.0, "pretrain.max_steps": 50,
                               "pretrain.eval_every": 5, "pretrain.save_every": 5, "pretrain.keep_last": 1,
                               "pretrain.early_stopping_patience": 2})
-    summary = pretrain(load_config(str(cfg)), progress=False)
+    summary = run_pretrain(cfg, progress=False)
     assert summary["stop_reason"].startswith("early stopping")
     assert summary["best"]["name"] == "step_0000005"
     names = [p.name for p in ckpt.list_checkpoints(prepared / "early" / "pretrain" / "checkpoints")]

@@ -12,30 +12,42 @@ Outputs under ``<run>/transfer/``: ``results.jsonl``, ``table.md`` and ``transfe
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from lmforge.config.experiment import ExperimentConfig
-from lmforge.training.finetune import finetune, load_examples
+from lmforge.layout import RunPaths
+from lmforge.models.config import ModelConfig
+from lmforge.recipes.finetune import finetune, load_examples
+from lmforge.tasks import get_task
+from lmforge.training.finetune_config import FinetuneConfig
+from lmforge.training.transfer_config import TransferConfig
 
 
 def _say(msg: str) -> None:
     print(f"[transfer] {msg}", flush=True)
 
 
-def steps_for(n: int, cfg: ExperimentConfig) -> int:
-    f, t = cfg.finetune, cfg.transfer
-    spe = max(1, math.ceil(n / f.batch_size) // f.grad_accum)
-    steps = max(t.min_steps, math.ceil(f.epochs * spe))
+def steps_for(n: int, ft: FinetuneConfig, t: TransferConfig) -> int:
+    """Steps for ``n`` training examples: ``loop.epochs`` of them, within [min_steps, max_steps]."""
+    spe = max(1, math.ceil(n / ft.loop.batch_size) // ft.loop.grad_accum)
+    steps = max(t.min_steps, math.ceil(ft.loop.epochs * spe))
     return min(steps, t.max_steps) if t.max_steps else steps
 
 
-def transfer(cfg: ExperimentConfig) -> list[dict]:
-    t = cfg.transfer
-    out = Path(t.out_dir) if t.out_dir else cfg.run_path / "transfer"
+def run_config(ft: FinetuneConfig, t: TransferConfig, start: str, init: str, count: int, n: int) -> FinetuneConfig:
+    """The fine-tuning section of one run: the study's, with this start, subset and budget."""
+    steps = steps_for(n, ft, t)
+    return replace(ft, init=init,
+                   data=replace(ft.data, max_train_examples=None if count == 0 else count, test_file=None),
+                   loop=replace(ft.loop, max_steps=steps, eval_every=steps),  # score the final model only
+                   optim=replace(ft.optim, lr=t.start_lr.get(start, ft.optim.lr)))
+
+
+def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int) -> list[dict]:
+    out = paths.transfer
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
     done = {}
@@ -43,30 +55,24 @@ def transfer(cfg: ExperimentConfig) -> list[dict]:
         for line in results_file.read_text().splitlines():
             r = json.loads(line)
             done[(r["start"], r["labels_requested"])] = r
-    n_train = len(load_examples(cfg)["train"])
-    metric = cfg.finetune.metric if cfg.finetune.metric != "auto" else (
-        "entity_f1" if cfg.finetune.task == "token" else "accuracy")
+    task = get_task(ft.task)
+    n_train = len(load_examples(ft, task, paths.finetune_data)["train"])
+    metric = ft.selection_metric()
     for start, init in t.starts.items():
         for count in t.label_counts:
             if (start, count) in done:
                 _say(f"{start} × {count or 'all'} labels: done before, skipped")
                 continue
             n = n_train if count == 0 else min(count, n_train)
-            run = copy.deepcopy(cfg)
-            f = run.finetune
-            f.init = init
-            f.max_train_examples = None if count == 0 else count
-            f.max_steps = steps_for(n, cfg)
-            f.eval_every = f.max_steps  # score the final model only
-            f.test_file = None
-            if start in t.start_lr:
-                f.lr = t.start_lr[start]
-            f.out_dir = str(out / "runs" / f"{start}_{count or 'all'}")
-            _say(f"{start} × {count or 'all'} labels ({n} examples, {f.max_steps} steps)")
+            run = run_config(ft, t, start, init, count, n)
+            run_paths = replace(paths, finetune_override=out / "runs" / f"{start}_{count or 'all'}")
+            _say(f"{start} × {count or 'all'} labels ({n} examples, {run.loop.max_steps} steps)")
             t0 = time.time()
-            summary = finetune(run, progress=False)
+            # an unfinished run (not in results.jsonl) starts over: overwrite its checkpoints
+            summary = finetune(run, model_cfg, run_paths, seed, name=f"transfer {start}", overwrite=True,
+                               progress=False)
             rec = {"start": start, "init": init, "labels_requested": count, "train_examples": n,
-                   "steps": f.max_steps, "lr": f.lr, "metric": metric,
+                   "steps": run.loop.max_steps, "lr": run.optim.lr, "metric": metric,
                    "value": summary["results"]["val"][metric], "seconds": round(time.time() - t0, 1)}
             with open(results_file, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")

@@ -1,0 +1,1 @@
+"""Export trained models to other formats (Hugging Face folders; ONNX to come)."""

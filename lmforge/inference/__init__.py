@@ -1,0 +1,1 @@
+"""Inference: batched prediction for task models and sampling from language models."""

@@ -1,0 +1,45 @@
+"""``lmforge predict``: labels with probabilities (classifiers) or tagged entities (taggers) for
+every record of a file, as JSONL — one output line per input record, with its source line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from lmforge.errors import DataError
+from lmforge.inference.config import PredictConfig
+from lmforge.inference.predictor import default_device, predict_probs
+from lmforge.models.load import load_task_model
+from lmforge.tasks import get_task
+
+
+def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]:
+    tm = load_task_model(cfg.model)
+    task = get_task(tm.model.task)
+    examples = task.read(cfg.file, cfg.text_field, "label", need_label=False)
+    if not examples:
+        raise DataError(f"{cfg.file}: no records to predict")
+    max_length = cfg.max_length or tm.meta.get("max_length") or tm.model.cfg.max_seq_len
+    enc = task.encode(tm.tokenizer, examples, None, tm.specials, tm.model.causal, max_length)
+    device = default_device()
+    tm.model.to(device)
+    probs = predict_probs(tm.model, enc, cfg.batch_size, tm.specials.pad, device, progress)
+    yield from task.format(examples, enc, probs, tm.labels)
+
+
+def predict(cfg: PredictConfig, progress: bool = True) -> int:
+    """Write the predictions (``cfg.out`` or stdout); returns how many were written."""
+    out = open(cfg.out, "w", encoding="utf-8") if cfg.out else sys.stdout
+    n = 0
+    try:
+        for rec in predict_records(cfg, progress):
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    finally:
+        if cfg.out:
+            out.close()
+    if cfg.out:
+        print(f"{n} predictions → {Path(cfg.out)}", file=sys.stderr)
+    return n

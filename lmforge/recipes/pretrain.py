@@ -1,0 +1,249 @@
+"""``lmforge pretrain``: train a decoder (CLM) or encoder (MLM) from scratch on packed shards.
+
+One linear recipe over the training library: setup (devices, data, objective, model, optimizer,
+resume or fresh-start guard) → loop (accumulate, clip, step, log) → validate every
+``eval_every`` → checkpoint (best, every ``save_every``, at the end, on early stop or on
+SIGINT/SIGTERM) → summary and loss curve. Outputs: see :class:`lmforge.layout.TrainPaths`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, replace
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from lmforge.config.schema import to_dict
+from lmforge.data.shards import PackedDataset
+from lmforge.errors import Interrupted, TrainingError
+from lmforge.layout import CHECKPOINT_TOKENIZER, RunPaths, checkpoint_name, ensure_dir, tokenizer_of_tokens
+from lmforge.models.config import ModelConfig
+from lmforge.models.transformer import LanguageModel, build_lm
+from lmforge.tokenizer.io import copy_files
+from lmforge.training import checkpoint as ckpt
+from lmforge.training.config import PretrainConfig
+from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, setup, teardown, wrap
+from lmforge.training.early_stopping import Best
+from lmforge.training.flops import detect_peak, flops_per_token
+from lmforge.training.interrupt import StopRequest
+from lmforge.training.metric_logging import MetricsLog
+from lmforge.training.objectives import build_objective
+from lmforge.training.optim import apply_lr, build_optimizer, param_groups, penalty
+from lmforge.training.plots import plot_curves
+from lmforge.training.precision import Precision
+from lmforge.training.sampling import BatchPlan
+from lmforge.training.schedules import WarmupDecay
+
+OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
+
+# keys that may change between a run and its --resume without breaking the exact continuation
+RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_every", "pretrain.keep_last",
+               "pretrain.log_every", "pretrain.early_stopping_patience", "pretrain.threads", "pretrain.compile",
+               "pretrain.out_dir", "pretrain.data_dir", "pretrain.peak_flops", "pretrain.nonfinite")
+
+
+def _say(msg: str) -> None:
+    print(f"[pretrain] {msg}", flush=True)
+
+
+def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, index: dict, seq_len: int) -> LanguageModel:
+    """The model, checked against the tokenizer, the window length and the objective."""
+    vocab = index["vocab_size"]
+    if model_cfg.vocab_size and model_cfg.vocab_size != vocab:
+        raise TrainingError(f"model.vocab_size={model_cfg.vocab_size} does not match the tokenizer's vocabulary "
+                            f"({vocab}); set model.vocab_size: 0 to take it from the tokenizer")
+    if seq_len > model_cfg.max_seq_len:
+        raise TrainingError(f"data windows have seq_len {seq_len} but model.max_seq_len is {model_cfg.max_seq_len}; "
+                            f"raise model.max_seq_len to at least {seq_len}")
+    if model_cfg.arch != arch:
+        raise TrainingError(f"pretrain.objective={objective} needs model.arch={arch}; got {model_cfg.arch}")
+    return build_lm(replace(model_cfg, vocab_size=vocab))
+
+
+@torch.no_grad()
+def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d: Dist, precision: Precision) -> dict:
+    """Mean loss over the first ``eval_batches`` batches of val (fixed masks for MLM)."""
+    net.eval()
+    n = min(len(val), p.eval_batches * p.batch_size)
+    if n == 0:
+        net.train()
+        return {}
+    losses, correct, total = [], 0, 0
+    raw = net.module if hasattr(net, "module") else net
+    for b in range(d.rank * p.batch_size, n, p.batch_size * d.world):
+        ids = torch.stack([val[i] for i in range(b, min(b + p.batch_size, n))]).to(d.device)
+        inputs, labels = objective.eval_batch(ids, b)
+        inputs, labels = inputs.to(d.device), labels.to(d.device)
+        with precision.autocast():
+            logits, loss = raw(inputs, labels)
+        losses.append(loss.float())
+        c, t = objective.eval_counts(logits, labels)
+        correct, total = correct + c, total + t
+    loss = all_reduce_mean(torch.stack(losses).mean() if losses else torch.zeros((), device=d.device), d).item()
+    net.train()
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), **objective.eval_extra(correct, total)}
+
+
+def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, resume: bool = False,
+             overwrite: bool = False, resume_changed: bool = False, progress: bool = True,
+             on_eval: Optional[OnEval] = None) -> dict:
+    """Run pretraining; returns the summary (also written to ``summary.json``)."""
+    d = setup()
+    try:
+        with StopRequest() as stop:
+            return _pretrain(p, model_cfg, paths, seed, d, stop, resume, overwrite, resume_changed, progress, on_eval)
+    finally:
+        teardown(d)
+
+
+def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, d: Dist, stop: StopRequest,
+              resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval]) -> dict:
+    out, data_dir = paths.pretrain, paths.pretrain_tokens
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    elif d.device.type == "cpu" and d.world > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // d.world))
+
+    # -- data, objective, model, optimizer -----------------------------------------------------
+    train = PackedDataset(data_dir, "train")
+    val = PackedDataset(data_dir, "val")
+    special = train.index["special_ids"]
+    objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed)
+    torch.manual_seed(seed)  # same initial weights on every rank
+    model = build_model_for_data(model_cfg, objective.arch, p.objective, train.index, train.seq_len).to(d.device)
+    groups, decayed = param_groups(model, p.lr, p.weight_decay,
+                                   decay_embeddings=p.decay_embeddings or p.decay_norms_biases_embeddings,
+                                   decay_norms_biases=p.decay_norms_biases_embeddings)
+    optimizer = build_optimizer(groups, p.optimizer, p.lr, tuple(p.betas), momentum=p.momentum)
+    trainable = [x for x in model.parameters() if x.requires_grad]
+
+    # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
+    config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed}
+    safe = RESUME_SAFE + (("pretrain.max_steps",) if p.decay_steps or p.schedule == "constant" else ())
+    best = Best("min", p.early_stopping_patience)
+    start_step = 0
+    if resume:
+        last, state = ckpt.resume_latest(out.checkpoints, model, optimizer, config, safe, resume_changed, _say)
+        start_step = state["step"]
+        best.load_state_dict(state["best"])
+    elif d.main:
+        ckpt.check_fresh_start(out.root, out.checkpoints, overwrite)
+    if d.main:
+        ensure_dir(out.root, "pretrain output")
+        tok = tokenizer_of_tokens(data_dir)
+        if tok is not None and tok.is_dir():
+            copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
+    log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None, d.main)
+    net = wrap(model, d, "ddp", p.compile)
+    plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
+    precision = Precision(d.device, p.precision)
+    schedule = WarmupDecay(p.warmup_steps, p.decay_steps or p.max_steps, p.schedule, p.min_lr, ramp="nanogpt")
+    n_params = sum(x.numel() for x in model.parameters())
+    fpt = flops_per_token(model.cfg, n_params, train.seq_len)
+    peak = p.peak_flops or detect_peak(d.device)
+    tokens_per_step = plan.global_batch * train.seq_len
+    if d.main:
+        _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
+             f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}, "
+             f"steps {start_step}→{p.max_steps}" + (f", resumed from {last}" if resume else ""))
+
+    def save(step: int) -> None:
+        if d.main:
+            ckpt.save(out.checkpoints, step, model, optimizer,
+                      {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
+                       "objective": p.objective, "seed": seed, "config": config})
+            ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step else [])
+
+    # -- the loop ------------------------------------------------------------------------------
+    bar = None
+    if d.main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=p.max_steps, initial=start_step, desc="pretrain", disable=not sys.stderr.isatty())
+    net.train()
+    t_log, tokens_since, wait_since, skipped = time.time(), 0, 0.0, 0
+    last_loss = float("nan")
+    stop_reason = "max_steps"
+    done = start_step
+    for step in range(start_step, p.max_steps):
+        # dropout randomness is a function of (seed, rank, step): resume needs no RNG state
+        torch.manual_seed((seed * 1_000_003 + d.rank) * 1_000_003 + step)
+        lr = apply_lr(optimizer, schedule, step)
+        loss_sum = torch.zeros((), device=d.device)
+        for a in range(p.grad_accum):
+            tw = time.time()
+            inputs, labels = objective.train_batch(plan.batch(step, a), step, a, d.rank)
+            inputs, labels = inputs.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+            wait_since += time.time() - tw
+            sync = contextlib.nullcontext() if (a == p.grad_accum - 1 or not d.enabled) else net.no_sync()
+            with sync:
+                with precision.autocast():
+                    _, loss = net(inputs, labels)
+                    loss = loss + penalty(decayed, p.l1, p.l2)
+                precision.backward(loss / p.grad_accum)
+            loss_sum += loss.detach()
+        step_loss = all_reduce_mean(loss_sum / p.grad_accum, d)
+        if not torch.isfinite(step_loss):
+            if p.nonfinite == "stop":
+                raise TrainingError(f"non-finite loss ({step_loss.item()}) at step {step}: lower pretrain.lr "
+                                    f"(now {lr:.2e}), enable grad_clip, or set pretrain.nonfinite: skip")
+            Precision.skip(optimizer)
+            skipped += 1
+            continue
+        grad_norm = precision.step(optimizer, trainable, p.grad_clip)
+        tokens_since += tokens_per_step
+        done = step + 1
+        if done % p.log_every == 0 or done == p.max_steps:
+            last_loss = step_loss.item()
+            dt = time.time() - t_log
+            tps = tokens_since / max(dt, 1e-9)
+            log.write({"kind": "train", "step": done, "loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
+                       "tokens_per_s": tps, "ms_per_step": 1000 * dt / max(tokens_since / tokens_per_step, 1),
+                       "mfu": (tps * fpt / (peak * d.world)) if peak else None, "data_wait_s": wait_since,
+                       "epoch": plan.epoch_of(done), "skipped_steps": skipped})
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tps:,.0f}")
+            t_log, tokens_since, wait_since = time.time(), 0, 0.0
+        if bar is not None:
+            bar.update(1)
+        improved = finished = False
+        if done % p.eval_every == 0 or done == p.max_steps:
+            ev = validate(net, val, objective, p, d, precision)
+            if ev:
+                log.write({"kind": "eval", "step": done, **ev})
+                if d.main:
+                    _say(f"step {done}: train loss {step_loss.item():.4f}, "
+                         + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+                improved = best.update(ev["val_loss"], done)
+                if best.should_stop:
+                    stop_reason, finished = f"early stopping: no val improvement in {best.bad_evals} evals", True
+                elif on_eval is not None and on_eval(done, ev):
+                    stop_reason, finished = "stopped by on_eval", True
+        interrupted = any_rank(stop.requested, d)
+        if interrupted:
+            stop_reason, finished = f"interrupted ({stop.signal_name or 'signal'}) at step {done}", True
+        if improved or finished or done % p.save_every == 0 or done == p.max_steps:
+            save(done)
+        if finished:
+            break
+    if bar is not None:
+        bar.close()
+    log.close()
+    summary = {"stop_reason": stop_reason,
+               "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step else None,
+                        "step": best.step, "bad_evals": best.bad_evals},
+               "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done}
+    if d.main:
+        out.summary.write_text(json.dumps(summary, indent=2))
+        plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")
+        _say(f"done ({stop_reason}); best val loss {best.value:.4f} at {summary['best']['name']}; "
+             f"metrics {out.metrics}")
+    if stop_reason.startswith("interrupted"):
+        raise Interrupted(f"interrupted at step {done}; continue with --resume")
+    return summary

@@ -1,0 +1,81 @@
+"""Pretraining objectives: what a batch of packed windows becomes (inputs, labels) and what an
+evaluation reports beyond the loss.
+
+* :class:`CausalLM` (``clm``) — next-token prediction on a decoder; inputs = labels = the window
+  (the model shifts).
+* :class:`MaskedLM` (``mlm``) — BERT masking on an encoder; masks come from a generator seeded by
+  (seed, step, micro-batch, rank), so no RNG state is needed to resume; validation uses fixed
+  masks (seed + 1) so evaluations are comparable.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+def mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, special_ids: list[int], prob: float,
+                seed: int, step: int, micro_index: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: ``prob`` of non-special tokens are targets; of those 80% → [MASK],
+    10% → a random token, 10% unchanged. Returns (inputs, labels with -100 elsewhere)."""
+    g = torch.Generator().manual_seed(hash((seed, step, micro_index, rank)) & ((1 << 62) - 1))
+    labels = ids.clone()
+    can = torch.ones_like(ids, dtype=torch.bool)
+    for s in special_ids:
+        can &= ids != s
+    target = (torch.rand(ids.shape, generator=g) < prob) & can
+    labels[~target] = -100
+    inputs = ids.clone()
+    r = torch.rand(ids.shape, generator=g)
+    inputs[target & (r < 0.8)] = mask_id
+    rand_pos = target & (r >= 0.8) & (r < 0.9)
+    inputs[rand_pos] = torch.randint(0, vocab_size, ids.shape, generator=g)[rand_pos]
+    return inputs, labels
+
+
+class CausalLM:
+    name = "clm"
+    arch = "decoder"
+
+    def train_batch(self, ids: torch.Tensor, step: int, micro: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return ids, ids
+
+    def eval_batch(self, ids: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return ids, ids
+
+    def eval_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+        return 0, 0
+
+    def eval_extra(self, correct: int, total: int) -> dict:
+        return {}
+
+
+class MaskedLM:
+    name = "mlm"
+    arch = "encoder"
+
+    def __init__(self, special: dict, vocab_size: int, prob: float, seed: int):
+        if special.get("mask") is None:
+            raise LmforgeError("pretrain.objective=mlm needs a mask token in the tokenizer "
+                               "(tokenizer.special_tokens.mask)")
+        self.mask_id, self.vocab_size, self.prob, self.seed = special["mask"], vocab_size, prob, seed
+        self.specials = [v for k, v in special.items() if v is not None and k != "unk"]
+
+    def train_batch(self, ids: torch.Tensor, step: int, micro: int, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(ids, self.mask_id, self.vocab_size, self.specials, self.prob, self.seed, step, micro, rank)
+
+    def eval_batch(self, ids: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(ids.cpu(), self.mask_id, self.vocab_size, self.specials, self.prob, self.seed + 1, 0,
+                           offset, 0)
+
+    def eval_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+        m = labels != -100
+        return int((logits.argmax(-1)[m] == labels[m]).sum()), int(m.sum())
+
+    def eval_extra(self, correct: int, total: int) -> dict:
+        return {"val_masked_acc": correct / max(total, 1)}
+
+
+def build_objective(name: str, special: dict, vocab_size: int, mlm_probability: float, seed: int):
+    return CausalLM() if name == "clm" else MaskedLM(special, vocab_size, mlm_probability, seed)

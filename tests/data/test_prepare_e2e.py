@@ -166,6 +166,11 @@ def test_clear_errors(tmp_path, capsys):
     cfg, _ = write_config(tmp_path, "badcfg", **{"data.dedup.thresold": 0.5})
     assert main(["data", "prepare", str(cfg)]) == 2
     assert "data.dedup.thresold" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")  # a run_dir that cannot be created (root ignores chmod, not this)
+    cfg, _ = write_config(tmp_path, "ro", **{"run_dir": str(tmp_path / "a_file" / "run")})
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the data folder {tmp_path / 'a_file' / 'run' / 'data'}" in err and "Traceback" not in err
 
 
 def test_existing_tokenizer_and_augmentation(tmp_path):

@@ -375,3 +375,53 @@ def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path
     capsys.readouterr()
     assert main(["transfer", str(p)]) == 0  # everything done: nothing is trained again
     assert capsys.readouterr().out.count("skipped") == 4
+
+
+# -- a used output folder, Ctrl-C, a damaged model, no validation set ---------------------------------
+
+
+def test_sigint_then_resume_and_rerun_guard(task_files, tokenizer_dir, tmp_path, capsys):
+    over = dict(**seq_files(task_files), max_steps=300, eval_every=1000, save_every=1000)
+    cfg = ft_config(tmp_path, "sig", tokenizer_dir, **over)
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "sig" / "finetune" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 10):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "continue with --resume" in err and "Traceback" not in err, err[-2000:]
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert [p.name for p in list_checkpoints(tmp_path / "sig" / "finetune" / "checkpoints")] == [f"step_{step:07d}"]
+    assert main(["finetune", str(cfg), "--no-progress"]) == 2  # not over the interrupted run's checkpoints
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["finetune", str(cfg), "--resume", "--no-progress"]) == 0
+    assert sorted(_losses(tmp_path / "sig" / "finetune")) == list(range(1, 301))
+
+
+def test_damaged_model_file_is_reported_by_name(task_files, tokenizer_dir, tmp_path, capsys):
+    cfg = ft_config(tmp_path, "dmg", tokenizer_dir, **seq_files(task_files), max_steps=2)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    best = tmp_path / "dmg" / "finetune" / "best"
+    assert json.loads((best / "lmforge_checksums.json").read_text()).keys() >= {"model.safetensors", "config.json"}
+    weights = best / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, as by a full disk or an interrupted copy
+    capsys.readouterr()
+    for cmd in (["evaluate", str(best.parent), "--file", str(task_files["test"])],
+                ["predict", str(best.parent), "--file", str(task_files["test"])]):
+        assert main([*cmd, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert f"{weights}: checksum mismatch" in err and "Traceback" not in err
+    (best / "lmforge_checksums.json").unlink()  # an HF folder without our checksums: still a clear error
+    assert main(["evaluate", str(best), "--file", str(task_files["test"]), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{weights}: cannot read the weights" in err and "Traceback" not in err
+
+
+def test_no_validation_set_checkpoints_only_at_the_end(task_files, tokenizer_dir, tmp_path):
+    cfg = ft_config(tmp_path, "noval", tokenizer_dir, train_file=str(task_files["train"]), epochs=3, keep_last=5)
+    assert main(["finetune", str(cfg), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "noval" / "finetune" / "summary.json").read_text())
+    names = [p.name for p in list_checkpoints(tmp_path / "noval" / "finetune" / "checkpoints")]
+    assert names == [f"step_{summary['steps']:07d}"] and summary["steps"] == 3 * 23  # 360 examples / 16 per batch

@@ -151,3 +151,83 @@ def test_early_stopping_keeps_best_and_last(prepared, cfg_for):
     assert summary["best"]["name"] == "step_0000005"
     names = [p.name for p in ckpt.list_checkpoints(prepared / "early" / "pretrain" / "checkpoints")]
     assert names == ["step_0000005", "step_0000015"]  # the best and the last one
+
+
+# -- a used output folder, a changed config, Ctrl-C --------------------------------------------------
+
+
+def test_rerun_over_existing_checkpoints_needs_resume_or_overwrite(prepared, cfg_for, capsys):
+    cfg = cfg_for("rerun", **{"pretrain.max_steps": 10})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 0
+    ck = prepared / "rerun" / "pretrain" / "checkpoints" / "step_0000010"
+    before = (ck / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["pretrain", str(cfg), "--no-progress", "--set", "seed=12"]) == 2  # refused: nothing touched
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "--resume" in err and "--overwrite" in err
+    assert (ck / "model.safetensors").read_bytes() == before
+    assert main(["pretrain", str(cfg), "--no-progress", "--overwrite", "--set", "seed=12"]) == 0
+    assert (ck / "model.safetensors").read_bytes() != before  # the new run's weights, not the old ones
+    assert json.loads((ck / "state.json").read_text())["seed"] == 12
+
+
+def test_resume_with_a_changed_config(prepared, cfg_for, capsys):
+    cfg = cfg_for("changed", **{"pretrain.max_steps": 10, "pretrain.save_every": 5, "pretrain.decay_steps": 10})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 0
+    capsys.readouterr()
+    # keys that break exactness: refused, each named
+    assert main(["pretrain", str(cfg), "--resume", "--no-progress", "--set", "pretrain.lr=1e-2",
+                 "--set", "pretrain.batch_size=8"]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain.batch_size, pretrain.lr" in err and "--resume-changed" in err
+    # resume-safe keys (a longer run under a fixed decay horizon, logging) are reported and accepted
+    assert main(["pretrain", str(cfg), "--resume", "--no-progress", "--set", "pretrain.max_steps=14",
+                 "--set", "pretrain.log_every=2"]) == 0
+    assert "pretrain.max_steps: 10 → 14" in capsys.readouterr().out
+    assert max(_losses(prepared / "changed")) == 14
+    # accepted on request
+    assert main(["pretrain", str(cfg), "--resume", "--resume-changed", "--no-progress",
+                 "--set", "pretrain.max_steps=16", "--set", "pretrain.lr=1e-3"]) == 0
+    # a model of another width cannot take the weights: a clear message, no traceback
+    capsys.readouterr()
+    assert main(["pretrain", str(cfg), "--resume", "--resume-changed", "--no-progress",
+                 "--set", "pretrain.max_steps=18", "--set", "model.d_model=48"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error:") and "did the model section change?" in err and "Traceback" not in err
+
+
+def test_sigint_stops_with_a_checkpoint_and_resume_is_exact(prepared, cfg_for):
+    over = {"pretrain.max_steps": 400, "pretrain.save_every": 1000, "pretrain.eval_every": 1000,
+            "model.dropout": 0.1}
+    ref = cfg_for("sigref", **{**over, "pretrain.max_steps": 400})
+    cfg = cfg_for("sigint", **over)
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "pretrain", str(cfg), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = prepared / "sigint" / "pretrain" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "continue with --resume" in err
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert 20 <= step < 400
+    assert [p.name for p in ckpt.list_checkpoints(prepared / "sigint" / "pretrain" / "checkpoints")] == \
+        [f"step_{step:07d}"]
+    summary = json.loads((prepared / "sigint" / "pretrain" / "summary.json").read_text())
+    assert summary["stop_reason"].startswith("interrupted (SIGINT)") and summary["steps"] == step
+    assert main(["pretrain", str(cfg), "--resume", "--no-progress"]) == 0
+    assert main(["pretrain", str(ref), "--no-progress"]) == 0
+    got, want = _losses(prepared / "sigint"), _losses(prepared / "sigref")
+    assert sorted(got) == sorted(want) == list(range(1, 401))
+    assert max(abs(got[s] - want[s]) for s in want) <= 1e-6
+
+
+def test_unwritable_output_folder_is_a_clear_error(prepared, cfg_for, capsys):
+    blocker = prepared / "a_file"
+    blocker.write_text("not a folder")
+    cfg = cfg_for("nowrite", **{"pretrain.max_steps": 2, "pretrain.out_dir": str(blocker / "pretrain")})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write the pretrain output folder {blocker / 'pretrain'}" in err and "Traceback" not in err

@@ -15,7 +15,8 @@ def _data_prepare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     if not 0 <= args.rank < args.world_size:
         raise ConfigError([("--rank", f"must be in [0, --world-size={args.world_size}); got {args.rank}")])
-    prepare(cfg, progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
+    prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
+            progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
     return 0
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.config.experiment import ExperimentConfig
 from lmforge.config.schema import to_dict
+from lmforge.data.config import DataConfig
 from lmforge.data.dedup import KEEP, find_duplicates
 from lmforge.data.document import StepStats
 from lmforge.data.executor import LocalExecutor
@@ -35,9 +35,10 @@ from lmforge.data.sources import SourceError, WorkUnit, plan_units
 from lmforge.data.split import SPLITS, assign_splits, components, leak_check
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError
-from lmforge.layout import ensure_dir
+from lmforge.layout import RunPaths, ensure_dir
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
 from lmforge.tokenizer import io as tok_io
+from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer import train as tok_train
 
 
@@ -93,22 +94,23 @@ def _say(msg: str) -> None:
     print(f"[data] {msg}", flush=True)
 
 
-def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
-    """Run the whole flow. With ``world_size > 1`` only the per-unit ingest of this rank's units
+def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, seed: int, workers: int,
+            name: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
+    """Run the whole flow into ``paths.data`` (and the tokenizer into ``paths.tokenizer``) with
+    ``workers`` processes. With ``world_size > 1`` only the per-unit ingest of this rank's units
     (``unit.index % world_size == rank``) runs, so several machines sharing ``run_dir`` can split
     the heaviest stage; a final run without ranks reuses their completion markers and finishes."""
     t_start = time.time()
     timings: dict[str, float] = {}
-    data = cfg.data
-    out = cfg.run_path / "data"
+    out = paths.data
     work = out / "work"
     reject_dir = out / "rejected"
     for d in (work, reject_dir):
         ensure_dir(d, "data")
-    ex = LocalExecutor(cfg.num_workers, progress=progress)
+    ex = LocalExecutor(workers, progress=progress)
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
     fingerprints = data.dedup.near or data.split.leak_check
-    hasher = make_hasher(data, cfg.seed) if fingerprints else None
+    hasher = make_hasher(data, seed) if fingerprints else None
 
     # -- plan --------------------------------------------------------------------------------
     t = time.time()
@@ -124,8 +126,8 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     t = time.time()
     d = data
     h_ingest = _hash([to_dict(x) for x in (d.sources, d.labels, d.strict, d.max_record_bytes, d.clean, d.filter, d.dedup)]
-                     + [cfg.seed, fingerprints])
-    ictx = IngestContext(data, cfg.seed, work / "ingest", reject_dir, fingerprints)
+                     + [seed, fingerprints])
+    ictx = IngestContext(data, seed, work / "ingest", reject_dir, fingerprints)
     if world_size > 1:
         mine = [u for u in units if u.index % world_size == rank]
         ex.map(ingest_unit, mine, ictx, work / "ingest", h_ingest, f"ingest {rank}/{world_size}")
@@ -163,7 +165,7 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     group = store.field("group").astype(np.uint64)
     comp = components(store.n, dup["dup_root"], group, kept)
     stratify = data.split.stratify if data.split.stratify is not None else labeled
-    split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, cfg.seed)
+    split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, seed)
     leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher, data.dedup.threshold,
                       data.dedup.verify) if data.split.leak_check else None
     plan_dir = work / "plan"
@@ -185,8 +187,8 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     # -- stage 2: write splits (+ augment) -------------------------------------------------
     t = time.time()
     split_dir = out / "splits"
-    h_split = _hash([to_dict(data), cfg.seed])
-    sctx = SplitContext(data, cfg.seed, work / "ingest", plan_dir, split_dir, reject_dir)
+    h_split = _hash([to_dict(data), seed])
+    sctx = SplitContext(data, seed, work / "ingest", plan_dir, split_dir, reject_dir)
     r2 = ex.map(write_unit, units, sctx, work / "split", h_split, "split")
     split_docs, split_chars = Counter(), Counter()
     char_hist = {s: np.zeros(len(CHAR_BINS) - 1, dtype=np.int64) for s in SPLITS}
@@ -217,13 +219,13 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
 
     # -- tokenizer -----------------------------------------------------------------------------
     t = time.time()
-    tok_dir = cfg.run_path / "tokenizer"
-    if cfg.tokenizer.path:
-        tok = tok_io.load(cfg.tokenizer.path)
-        src_dir = Path(cfg.tokenizer.path) if Path(cfg.tokenizer.path).is_dir() else None
-        tok_io.copy_files(cfg.tokenizer.path, tok_dir)
-        tok_info = {"trained": False, "source": str(cfg.tokenizer.path)}
-        special = tok_io.special_ids(tok, src_dir, cfg.tokenizer)
+    tok_dir = paths.tokenizer
+    if tokenizer.path:
+        tok = tok_io.load(tokenizer.path)
+        src_dir = Path(tokenizer.path) if Path(tokenizer.path).is_dir() else None
+        tok_io.copy_files(tokenizer.path, tok_dir)
+        tok_info = {"trained": False, "source": str(tokenizer.path)}
+        special = tok_io.special_ids(tok, src_dir, tokenizer)
     else:
         def train_docs():
             for u in units:
@@ -232,10 +234,10 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
                     for line in fh:
                         yield json.loads(line)
 
-        texts = tok_train.sample_texts(train_docs(), split_chars["train"], cfg.tokenizer.max_train_chars, cfg.seed)
-        tok_info = tok_train.train(cfg.tokenizer, texts, tok_dir)
+        texts = tok_train.sample_texts(train_docs(), split_chars["train"], tokenizer.max_train_chars, seed)
+        tok_info = tok_train.train(tokenizer, texts, tok_dir)
         tok = tok_io.load(tok_dir)
-        special = tok_io.special_ids(tok, tok_dir, cfg.tokenizer)
+        special = tok_io.special_ids(tok, tok_dir, tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
     if eos is None and not labeled:
@@ -248,7 +250,7 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     t = time.time()
     pctx = PackContext(tok_dir / "tokenizer.json", split_dir, work / "tokens", labeled, special.get("bos"),
                        eos if eos is not None else -1, vocab_size, data.pack)
-    h_pack = _hash([to_dict(data), to_dict(cfg.tokenizer), cfg.seed, vocab_size])
+    h_pack = _hash([to_dict(data), to_dict(tokenizer), seed, vocab_size])
     r4 = ex.map(tokenize_unit, units, pctx, work / "tokens_done", h_pack, "tokenize")
     label_names = None
     if labeled:
@@ -272,9 +274,9 @@ def prepare(cfg: ExperimentConfig, progress: bool = True, rank: int = 0, world_s
     timings["total"] = time.time() - t_start
     manifest = {
         "format": "lmforge-data-manifest-v1",
-        "name": cfg.name,
-        "config_hash": cfg.hash("data", "tokenizer", "seed"),
-        "config": {"seed": cfg.seed, "data": to_dict(data), "tokenizer": to_dict(cfg.tokenizer)},
+        "name": name,
+        "config_hash": _hash({"data": to_dict(data), "tokenizer": to_dict(tokenizer), "seed": seed}),
+        "config": {"seed": seed, "data": to_dict(data), "tokenizer": to_dict(tokenizer)},
         "inputs": inputs,
         "units": len(units),
         "steps": {k: v.to_json() for k, v in steps.items()},

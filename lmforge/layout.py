@@ -116,48 +116,25 @@ def tokenizer_of_tokens(tokens: Path) -> Optional[Path]:
     return (index.parent / rel).resolve() if rel else None
 
 
-@dataclass(frozen=True)
 class TrainPaths:
     """A training output folder (pretrain or finetune)."""
 
-    root: Path
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"  # step_NNNNNNN/ for exact resume
+        self.tokenizer = self.root / "tokenizer"  # copied beside the checkpoints: a pretrain folder is self-contained
+        self.metrics = self.root / "metrics.jsonl"
+        self.tensorboard = self.root / "tb"
+        self.summary = self.root / "summary.json"
+        self.loss_curve = self.root / "loss_curve.png"  # pretraining
+        self.curves = self.root / "curves.png"  # fine-tuning: losses and the selection metric
+        self.best = self.root / "best"  # fine-tuning: the selected model as a Hugging Face folder
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TrainPaths) and other.root == self.root
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)
-
-    @property
-    def tokenizer(self) -> Path:
-        """The tokenizer copied beside the checkpoints (a pretrain folder is self-contained)."""
-        return self.root / "tokenizer"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tb"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def loss_curve(self) -> Path:
-        return self.root / "loss_curve.png"
-
-    @property
-    def curves(self) -> Path:
-        return self.root / "curves.png"
-
-    @property
-    def best(self) -> Path:
-        """The selected model as a Hugging Face folder (fine-tuning)."""
-        return self.root / "best"
 
     def eval(self, name: str) -> Path:
         return self.root / "eval" / name

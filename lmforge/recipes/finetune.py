@@ -178,14 +178,8 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
     config = {"finetune": to_dict(ft), "model": to_dict(model_cfg), "seed": seed}
     best = Best("max", L.early_stopping_patience)
-    start_step = 0
-    if resume:
-        last, state = ckpt.resume_latest(out.checkpoints, model, optimizer, config, RESUME_SAFE, resume_changed, _say)
-        start_step = state["step"]
-        best.load_state_dict(state["best"])
-        _say(f"resumed from {last}")
-    else:
-        ckpt.check_fresh_start(out.root, out.checkpoints, overwrite)
+    start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
+                                      resume_changed=resume_changed, safe_keys=RESUME_SAFE, say=_say)
     ensure_dir(out.root, "finetune output")
     log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None)
     precision = Precision(device, L.precision)

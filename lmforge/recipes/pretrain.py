@@ -52,6 +52,10 @@ def _say(msg: str) -> None:
     print(f"[pretrain] {msg}", flush=True)
 
 
+def _quiet(msg: str) -> None:  # ranks other than 0 say nothing
+    pass
+
+
 def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, index: dict, seq_len: int) -> LanguageModel:
     """The model, checked against the tokenizer, the window length and the objective."""
     vocab = index["vocab_size"]
@@ -127,13 +131,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed}
     safe = RESUME_SAFE + (("pretrain.max_steps",) if p.decay_steps or p.schedule == "constant" else ())
     best = Best("min", p.early_stopping_patience)
-    start_step = 0
-    if resume:
-        last, state = ckpt.resume_latest(out.checkpoints, model, optimizer, config, safe, resume_changed, _say)
-        start_step = state["step"]
-        best.load_state_dict(state["best"])
-    elif d.main:
-        ckpt.check_fresh_start(out.root, out.checkpoints, overwrite)
+    start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
+                                      resume_changed=resume_changed, safe_keys=safe, say=_say if d.main else _quiet,
+                                      main=d.main)
     if d.main:
         ensure_dir(out.root, "pretrain output")
         tok = tokenizer_of_tokens(data_dir)
@@ -151,7 +151,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     if d.main:
         _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
              f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}, "
-             f"steps {start_step}→{p.max_steps}" + (f", resumed from {last}" if resume else ""))
+             f"steps {start_step}→{p.max_steps}")
 
     def save(step: int) -> None:
         if d.main:

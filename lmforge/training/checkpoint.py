@@ -28,7 +28,7 @@ from lmforge.models.load import read_checkpoint_state
 from lmforge.models.weights import CheckpointError, load_into, sha256, unique_state
 
 __all__ = ["CheckpointError", "ResumeError", "check_fresh_start", "config_changes", "list_checkpoints", "load",
-           "prune", "resume_latest", "save"]
+           "prune", "resume_latest", "save", "start_or_resume"]
 
 
 class ResumeError(TrainingError):
@@ -119,6 +119,21 @@ def config_changes(saved: dict, now: dict) -> list[tuple[str, Any, Any]]:
     """``(key, saved value, current value)`` for every dotted key that differs."""
     a, b = flatten(saved), flatten(now)
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def start_or_resume(out, model: nn.Module, optimizer: torch.optim.Optimizer, best, config: dict, *,
+                    resume: bool, overwrite: bool, resume_changed: bool, safe_keys: Iterable[str], say,
+                    main: bool = True) -> int:
+    """The step a run starts at: 0 for a fresh run (after :func:`check_fresh_start` on the main
+    process), or the latest checkpoint's, with model, optimizer, RNG and ``best`` restored."""
+    if not resume:
+        if main:
+            check_fresh_start(out.root, out.checkpoints, overwrite)
+        return 0
+    last, state = resume_latest(out.checkpoints, model, optimizer, config, safe_keys, resume_changed, say)
+    best.load_state_dict(state["best"])
+    say(f"resumed from {last}")
+    return state["step"]
 
 
 def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: dict,

@@ -7,6 +7,10 @@ dropped with a reason (malformed_json, invalid_utf8, record_too_large, missing_t
 label_not_declared, ...); dropped records go to the unit's ``rejected`` file with their
 source and line. Memory per record is bounded by ``max_record_bytes``: an oversized line is
 skipped in pieces, never held whole.
+
+Format readers (``_lines``, ``_jsonl``, ``_csv``, ..., and the built-in corpora, a source kind
+of their own) only parse: they yield raw records ``(fields, line)``. One validation step,
+``UnitReader._make``, turns a record into a :class:`Document` or a counted reject.
 """
 
 from __future__ import annotations
@@ -115,6 +119,16 @@ class UnitReader:
 
     # -- formats -------------------------------------------------------------------------
     def documents(self) -> Iterator[Document]:
+        """The unit's records, each validated into a Document by :meth:`_make` (the one step that
+        turns raw records into Documents); rejects are counted and written as they are met."""
+        for rec, line, source in self.records():
+            doc = self._make(rec, line, source)
+            if doc is not None:
+                yield doc
+
+    def records(self) -> Iterator[tuple[dict, int, Optional[str]]]:
+        """Raw records ``(fields, line, source or None for the unit's file)`` from the unit's format
+        reader; records that cannot even be parsed are rejected here."""
         fmt = self.unit.format
         if fmt == "builtin":
             from lmforge.data import stdlib_corpus
@@ -122,10 +136,8 @@ class UnitReader:
             for item in stdlib_corpus.read(self.unit.files or [], self.unit.path.endswith("stdlib_packages")):
                 if isinstance(item, stdlib_corpus.Unparsable):
                     self._reject("unparsable_source", 1, None, item.detail, source=item.path)
-                    continue
-                doc = self._make(*item)
-                if doc is not None:
-                    yield doc
+                else:
+                    yield item
             return
         import fsspec
 
@@ -133,7 +145,8 @@ class UnitReader:
                    "csv": self._csv, "tsv": self._csv, "parquet": self._parquet}
         try:
             with fsspec.open(self.unit.path, "rb", compression="infer") as fh:
-                yield from readers[fmt](fh)
+                for rec, line in readers[fmt](fh):
+                    yield rec, line, None
         except RecordError:
             raise
         except Exception as exc:  # a file we cannot open or parse at all: one counted reject
@@ -157,13 +170,11 @@ class UnitReader:
                 continue
             yield line, text
 
-    def _lines(self, fh) -> Iterator[Document]:
+    def _lines(self, fh) -> Iterator[tuple[dict, int]]:
         for line, text in self._text_lines(fh):
-            doc = self._make({self.fields[0]: text}, line)
-            if doc is not None:
-                yield doc
+            yield {self.fields[0]: text}, line
 
-    def _jsonl(self, fh) -> Iterator[Document]:
+    def _jsonl(self, fh) -> Iterator[tuple[dict, int]]:
         for line, text in self._text_lines(fh):
             try:
                 rec = json.loads(text)
@@ -173,11 +184,9 @@ class UnitReader:
             if not isinstance(rec, dict):
                 self._reject("not_an_object", line, text, f"expected a JSON object, got {type(rec).__name__}")
                 continue
-            doc = self._make(rec, line)
-            if doc is not None:
-                yield doc
+            yield rec, line
 
-    def _text(self, fh) -> Iterator[Document]:
+    def _text(self, fh) -> Iterator[tuple[dict, int]]:
         raw = fh.read(self.cfg.max_record_bytes + 1)
         if len(raw) > self.cfg.max_record_bytes:
             raw = None
@@ -186,11 +195,9 @@ class UnitReader:
         text = self._decode(raw, 1)
         if text is None:
             return
-        doc = self._make({self.fields[0]: text}, 1)
-        if doc is not None:
-            yield doc
+        yield {self.fields[0]: text}, 1
 
-    def _csv(self, fh) -> Iterator[Document]:
+    def _csv(self, fh) -> Iterator[tuple[dict, int]]:
         delimiter = "\t" if self.unit.format == "tsv" else ","
         stream = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
         csv.field_size_limit(self.cfg.max_record_bytes)
@@ -227,11 +234,9 @@ class UnitReader:
             if any(_has_surrogates(c) for c in row):
                 self._reject("invalid_utf8", line, delimiter.join(row).encode("utf-8", "replace")[:200].decode("utf-8", "replace"))
                 continue
-            doc = self._make(dict(zip(names, row)), line)
-            if doc is not None:
-                yield doc
+            yield dict(zip(names, row)), line
 
-    def _parquet(self, fh) -> Iterator[Document]:
+    def _parquet(self, fh) -> Iterator[tuple[dict, int]]:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(fh)
@@ -243,9 +248,7 @@ class UnitReader:
         for g in groups:
             table = pf.read_row_group(g, columns=cols)
             for i, rec in enumerate(table.to_pylist()):
-                doc = self._make(rec, row0 + i + 1)
-                if doc is not None:
-                    yield doc
+                yield rec, row0 + i + 1
             row0 += table.num_rows
 
 

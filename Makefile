@@ -18,9 +18,9 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(VENV)/bin/lmforge data prepare quickstart
 	$(VENV)/bin/lmforge data prepare quickstart_labeled
-	$(VENV)/bin/lmforge pretrain quickstart
+	$(VENV)/bin/lmforge pretrain quickstart --overwrite
 	$(VENV)/bin/lmforge generate runs/quickstart/pretrain --prompt "Return the" --max-new-tokens 60
-	$(VENV)/bin/lmforge finetune quickstart_labeled
+	$(VENV)/bin/lmforge finetune quickstart_labeled --overwrite
 	$(VENV)/bin/lmforge evaluate runs/quickstart_labeled/finetune --data-dir runs/quickstart_labeled/data --split test
 
 test: $(STAMP)

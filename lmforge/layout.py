@@ -46,6 +46,7 @@ def ensure_dir(path: Path, what: str) -> Path:
 
 
 def checkpoint_name(step: int) -> str:
+    """``step_NNNNNNN``: the folder name of the checkpoint after ``step`` optimizer steps."""
     return f"{CHECKPOINT_PREFIX}{step:07d}"
 
 
@@ -100,20 +101,23 @@ class RunPaths:
 
 
 def tokens_dir(data_dir: Path) -> Path:
+    """The token shards folder of a prepared data folder."""
     return Path(data_dir) / "tokens"
 
 
 def splits_dir(data_dir: Path) -> Path:
+    """The per-split JSONL folder of a prepared data folder."""
     return Path(data_dir) / "splits"
 
 
 def tokenizer_of_tokens(tokens: Path) -> Optional[Path]:
     """The tokenizer folder a token index names (relative to the tokens folder), if any."""
-    index = Path(tokens) / "index.json"
-    if not index.is_file():
+    from lmforge.data.shards import read_index
+
+    if not (Path(tokens) / "index.json").is_file():
         return None
-    rel = json.loads(index.read_text()).get("tokenizer_dir")
-    return (index.parent / rel).resolve() if rel else None
+    rel = read_index(tokens).get("tokenizer_dir")
+    return (Path(tokens) / rel).resolve() if rel else None
 
 
 class TrainPaths:

@@ -112,7 +112,7 @@ def read_prepared_split(data_dir: str | Path, split: str) -> list[Example]:
     """The ``split`` of a prepared folder, in file order."""
     d = Path(data_dir) / "splits" / split
     if not d.is_dir():
-        raise ArtifactError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.train_file)")
+        raise ArtifactError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.data.train_file)")
     out: list[Example] = []
     for f in sorted(d.glob("*.jsonl")):
         with open(f, encoding="utf-8") as fh:
@@ -127,9 +127,11 @@ def read_prepared_split(data_dir: str | Path, split: str) -> list[Example]:
 
 def prepared_labels(data_dir: str | Path) -> Optional[list[str]]:
     """Label names declared by the prepared data (tokens/index.json), if any."""
-    index = Path(data_dir) / "tokens" / "index.json"
-    if index.is_file():
-        labels = json.loads(index.read_text()).get("labels")
+    from lmforge.data.shards import read_index
+
+    tokens = Path(data_dir) / "tokens"
+    if (tokens / "index.json").is_file():
+        labels = read_index(tokens).get("labels")
         if labels:
             return [str(x) for x in labels]
     return None

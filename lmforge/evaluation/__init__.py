@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports, and the ``lmforge evaluate`` command (never imports training)."""

@@ -9,6 +9,8 @@ from typing import Optional
 
 @dataclass
 class EvaluateConfig:
+    """``lmforge evaluate``: which model, on which data, where the report goes."""
+
     model: str = field(default="", metadata={"help": "finetune output folder, HF classification folder, or pretrain folder/checkpoint"})
     file: Optional[str] = field(default=None, metadata={"help": "labeled file (.jsonl/.csv/.tsv; CoNLL for taggers)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "prepared data folder (with split)"})

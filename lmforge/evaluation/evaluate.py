@@ -25,6 +25,8 @@ from lmforge.tasks import get_task
 
 
 def evaluate_classifier(cfg: EvaluateConfig, progress: bool = True) -> tuple[dict, Path]:
+    """Metrics and report of a task model on ``cfg.file`` or a split of ``cfg.data_dir``."""
+
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)
     if cfg.file:

@@ -9,6 +9,8 @@ from typing import Optional
 
 @dataclass
 class GenerateConfig:
+    """``lmforge generate``: what to sample from and how."""
+
     checkpoint: str = field(default="", metadata={"help": "checkpoint folder (step_NNNNNNN) or a pretrain folder (its latest)"})
     prompt: str = ""
     max_new_tokens: int = field(default=100, metadata={"min": 1})
@@ -25,6 +27,8 @@ class GenerateConfig:
 
 @dataclass
 class PredictConfig:
+    """``lmforge predict``: which model, which input file, where the JSONL goes."""
+
     model: str = field(default="", metadata={"help": "finetune output folder or HF classification folder"})
     file: str = field(default="", metadata={"help": ".jsonl/.csv/.tsv (text field) or .txt (one text per line); CoNLL for taggers"})
     text_field: str = "text"

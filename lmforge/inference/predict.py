@@ -16,6 +16,7 @@ from lmforge.tasks import get_task
 
 
 def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]:
+    """One prediction record per input record of ``cfg.file``, in input order."""
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)
     examples = task.read(cfg.file, cfg.text_field, "label", need_label=False)

@@ -16,6 +16,7 @@ from lmforge.tasks.encoding import Encoded
 
 
 def default_device() -> torch.device:
+    """The first CUDA device when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -56,6 +56,8 @@ def resolve_init(init: str) -> str:
 
 @dataclass
 class TaskModel:
+    """A loaded classifier with everything needed to run it: labels, tokenizer, specials, metadata."""
+
     model: Classifier
     labels: list[str]
     tokenizer: object

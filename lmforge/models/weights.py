@@ -25,6 +25,7 @@ class CheckpointError(LmforgeError, RuntimeError):
 
 
 def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 8 MB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(8 << 20):
@@ -65,6 +66,7 @@ def verify(folder: Path, files: dict[str, str] | None = None) -> None:
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a damaged file is a :class:`CheckpointError` naming it."""
     from safetensors.torch import load_file
 
     try:

@@ -87,6 +87,7 @@ def load_examples(ft: FinetuneConfig, task: Task, data_dir: Path) -> dict[str, l
 
 
 def subsample(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded random subset of ``n`` examples, in file order (all when ``n`` is None or larger)."""
     if n is None or n >= len(examples):
         return examples
     idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(examples))[:n])

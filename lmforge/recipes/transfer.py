@@ -47,6 +47,7 @@ def run_config(ft: FinetuneConfig, t: TransferConfig, start: str, init: str, cou
 
 
 def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int) -> list[dict]:
+    """Run the study (finished runs in ``results.jsonl`` are skipped); returns its result rows."""
     out = paths.transfer
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"
@@ -86,6 +87,7 @@ def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, path
 
 
 def write_table(results: list[dict], starts: list[str], counts: list[int], n_train: int, metric: str, path: Path) -> str:
+    """The study as a Markdown table (starts × label counts), written to ``path`` and returned."""
     cols = [str(c) if c else f"all ({n_train})" for c in counts]
     lines = [f"| start \\ labels | {' | '.join(cols)} |", "| --- |" + " --- |" * len(cols)]
     by = {(r["start"], r["labels_requested"]): r for r in results}
@@ -98,6 +100,7 @@ def write_table(results: list[dict], starts: list[str], counts: list[int], n_tra
 
 
 def plot(results: list[dict], starts: list[str], metric: str, path: Path) -> None:
+    """Validation metric against labeled examples (log scale), one line per start."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -19,6 +19,8 @@ from lmforge.tokenizer.io import Specials
 
 
 class Task(Protocol):
+    """The methods every task provides (see the module docstring)."""
+
     name: str  # the finetune.task value and the head kind (models.heads.Task)
     default_metric: str  # what finetune.loop.metric: auto selects on
     metrics: frozenset[str]  # the selectable validation metrics (plus "loss")

@@ -19,11 +19,15 @@ from lmforge.tokenizer.io import Specials
 
 
 class TooLongError(DataError):
+    """An example longer than ``max_length`` with ``on_overflow: error`` (names its file and line)."""
+
     pass
 
 
 @dataclass
 class Encoded:
+    """Token ids and label ids of a set of examples, plus what truncation cut."""
+
     ids: list[np.ndarray]
     labels: list  # int per example (sequence) or an int64 array per example (token; -100 = not scored)
     word_index: list[np.ndarray] = field(default_factory=list)  # token task: word of each position, -1 = none
@@ -41,12 +45,13 @@ class Encoded:
 
 
 def _too_long(ex: Example, n: int, max_length: int) -> TooLongError:
-    return TooLongError(f"{ex.source}:{ex.line}: example has {n} tokens, more than finetune.max_length={max_length}; "
-                          "raise max_length or set finetune.on_overflow: truncate")
+    return TooLongError(f"{ex.source}:{ex.line}: example has {n} tokens, more than finetune.data.max_length={max_length}; "
+                          "raise max_length or set finetune.data.on_overflow: truncate")
 
 
 def encode_sequences(tok, examples: list[Example], label_ids: Optional[dict[str, int]], specials: Specials,
                      causal: bool, max_length: int, on_overflow: str = "truncate") -> Encoded:
+    """Each text → ``specials.wrap(tokens)``, cut to ``max_length``; one label id per example (-100 if none)."""
     budget = max_length - specials.count(causal)
     encs = tok.encode_batch([ex.text for ex in examples], add_special_tokens=False)
     ids, labels, cut = [], [], []
@@ -64,6 +69,7 @@ def encode_sequences(tok, examples: list[Example], label_ids: Optional[dict[str,
 
 def encode_words(tok, examples: list[Example], label_ids: Optional[dict[str, int]], specials: Specials,
                  causal: bool, max_length: int, on_overflow: str = "truncate") -> Encoded:
+    """Each word list → sub-tokens; the first sub-token of a word carries its tag id, the rest -100."""
     budget = max_length - specials.count(causal)
     encs = tok.encode_batch([ex.text for ex in examples], is_pretokenized=True, add_special_tokens=False)
     out = Encoded([], [])

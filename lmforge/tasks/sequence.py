@@ -13,6 +13,8 @@ from lmforge.tasks.encoding import Encoded, encode_sequences
 
 
 class SequenceTask:
+    """One label per text; scored with accuracy, F1, ROC-AUC, confusion matrix."""
+
     name = "sequence"
     default_metric = "accuracy"
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc"})

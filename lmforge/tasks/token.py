@@ -19,6 +19,8 @@ from lmforge.tasks.encoding import Encoded, encode_words
 
 
 class TokenTask:
+    """One IOB2 tag per word; scored as entity spans (seqeval) plus a word-tag confusion matrix."""
+
     name = "token"
     default_metric = "entity_f1"
     metrics = frozenset({"entity_f1"})

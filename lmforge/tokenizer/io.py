@@ -24,6 +24,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 class TokenizerError(LmforgeError, ValueError):
+    """A tokenizer file or folder that is missing or cannot be loaded."""
+
     pass
 
 

@@ -105,6 +105,7 @@ def check_fresh_start(out_dir: Path, ckpt_dir: Path, overwrite: bool) -> None:
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict → ``{dotted.key: value}`` (empty dicts stay as values)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}.{k}" if prefix else str(k)

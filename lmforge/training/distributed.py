@@ -14,6 +14,8 @@ from torch import nn
 
 @dataclass
 class Dist:
+    """This process's place in the job: rank, world size, local rank, device."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -29,6 +31,7 @@ class Dist:
 
 
 def setup() -> Dist:
+    """Read torchrun's environment, pick the device, and join the process group when there are several ranks."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -54,6 +57,7 @@ def wrap(model: nn.Module, d: Dist, strategy: Literal["ddp"] = "ddp", compile: b
 
 
 def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of ``x`` over ranks (``x`` itself for one process)."""
     if d.enabled:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
         x = x / d.world
@@ -70,5 +74,6 @@ def any_rank(flag: bool, d: Dist) -> bool:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group (if one was joined)."""
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -16,6 +16,8 @@ METRICS = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity
 
 @dataclass
 class LoRAConfig:
+    """``finetune.peft.lora``: low-rank adapters on the named Linear layers."""
+
     r: int = field(default=0, metadata={"min": 0, "help": "LoRA rank; 0 = off (full fine-tuning)"})
     alpha: float = field(default=16.0, metadata={"min": 0.0, "help": "update scale is alpha / r"})
     dropout: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
@@ -25,6 +27,8 @@ class LoRAConfig:
 
 @dataclass
 class FinetuneDataConfig:
+    """``finetune.data``: where the examples come from and how they are cut and batched."""
+
     data_dir: Optional[str] = field(default=None, metadata={"help": "prepared data folder (default <run>/data); its splits/ are used unless train_file is set"})
     train_file: Optional[str] = field(default=None, metadata={"help": "labeled file (.jsonl/.csv/.tsv, or CoNLL .txt for task=token)"})
     val_file: Optional[str] = None
@@ -45,6 +49,8 @@ class FinetuneDataConfig:
 
 @dataclass
 class FinetuneOptimConfig:
+    """``finetune.optim``: AdamW, its parameter groups and the schedule."""
+
     lr: float = field(default=5e-5, metadata={"min": 0.0})
     head_lr: Optional[float] = field(default=None, metadata={"min": 0.0, "help": "learning rate of the new head (default lr)"})
     weight_decay: float = field(default=0.01, metadata={"min": 0.0})
@@ -61,6 +67,8 @@ class FinetuneOptimConfig:
 
 @dataclass
 class FinetuneLoopConfig:
+    """``finetune.loop``: steps, batches, validation, model selection, checkpoints, logging."""
+
     epochs: float = field(default=3.0, metadata={"min": 0.0})
     max_steps: Optional[int] = field(default=None, metadata={"min": 1, "help": "optimizer steps (overrides epochs)"})
     batch_size: int = field(default=32, metadata={"min": 1})
@@ -82,6 +90,8 @@ class FinetuneLoopConfig:
 
 @dataclass
 class PeftConfig:
+    """``finetune.peft``: what to freeze, and LoRA."""
+
     freeze_embeddings: bool = False
     freeze_layers: int = field(default=0, metadata={"min": 0, "help": "freeze the first N Transformer blocks"})
     freeze_body: bool = field(default=False, metadata={"help": "train the head only"})
@@ -105,6 +115,8 @@ RENAMED = {**{k: f"data.{k}" for k in ("data_dir", "train_file", "val_file", "te
 
 @dataclass
 class FinetuneConfig:
+    """The ``finetune`` section (see the module docstring)."""
+
     __renamed__ = RENAMED
 
     task: Literal["sequence", "token"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags)"})

@@ -11,6 +11,8 @@ from pathlib import Path
 
 
 class MetricsLog:
+    """Appends records to ``metrics.jsonl`` (and TensorBoard); on the main process only."""
+
     def __init__(self, path: Path, tb_dir: Path | None, resume_step: int | None, enabled: bool = True):
         self.enabled = enabled
         self.path = path
@@ -46,4 +48,5 @@ class MetricsLog:
 
 
 def read_records(path: Path) -> list[dict]:
+    """All records of a ``metrics.jsonl`` (none when it does not exist)."""
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []

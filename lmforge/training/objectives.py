@@ -35,6 +35,8 @@ def mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, special_ids: l
 
 
 class CausalLM:
+    """Next-token prediction: the window is both input and target (the model shifts)."""
+
     name = "clm"
     arch = "decoder"
 
@@ -52,6 +54,8 @@ class CausalLM:
 
 
 class MaskedLM:
+    """BERT masking with seeded, stateless masks; reports masked-token accuracy."""
+
     name = "mlm"
     arch = "encoder"
 
@@ -78,4 +82,5 @@ class MaskedLM:
 
 
 def build_objective(name: str, special: dict, vocab_size: int, mlm_probability: float, seed: int):
+    """The objective object for ``pretrain.objective``."""
     return CausalLM() if name == "clm" else MaskedLM(special, vocab_size, mlm_probability, seed)

@@ -13,6 +13,8 @@ import torch
 
 
 class Precision:
+    """Autocast, loss scaling and the clipped optimizer step for one device and precision."""
+
     def __init__(self, device: torch.device, precision: str):
         self.enabled = device.type == "cuda" and precision != "fp32"
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -27,6 +27,8 @@ from lmforge.errors import DataError
 
 
 class BatchPlan:
+    """The windows of every (step, micro-batch, rank), as a pure function of the step (see the module docstring)."""
+
     def __init__(self, ds: PackedDataset, micro: int, accum: int, world: int, rank: int, seed: int):
         self.ds, self.micro, self.accum, self.world, self.rank, self.seed = ds, micro, accum, world, rank, seed
         self.n = len(ds)

@@ -15,6 +15,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class WarmupDecay:
+    """``schedule(step, peak_lr) -> lr``: linear warmup, then decay to ``floor`` at ``total``."""
+
     warmup: int
     total: int
     shape: Literal["cosine", "linear", "constant"] = "cosine"

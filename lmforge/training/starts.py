@@ -35,6 +35,8 @@ from lmforge.training.finetune_config import FinetuneConfig
 
 @dataclass
 class Start:
+    """A starting model, the tokenizer folder that comes with it, and a one-line description."""
+
     model: Classifier
     tokenizer_dir: Path
     description: str
@@ -42,6 +44,7 @@ class Start:
 
 def random_start(model_cfg: ModelConfig, task: str, n_labels: int, tokenizer_dir: Optional[Path],
                  dropout: Optional[float], classifier_dropout: float) -> Start:
+    """A freshly initialized body of the ``model`` section, sized to the tokenizer's vocabulary."""
     if tokenizer_dir is None:
         raise ArtifactError("finetune.init=random needs a tokenizer: set finetune.tokenizer "
                             "(or prepare data so <data_dir>/tokens/index.json names one)")
@@ -68,6 +71,7 @@ def checkpoint_start(path: Path, task: str, n_labels: int, dropout: Optional[flo
 
 def hf_classifier_start(path: Path, task: str, labels: list[str], dropout: Optional[float],
                         classifier_dropout: float, reinit_head: bool) -> Start:
+    """An HF classifier folder, kept whole when its task and labels match (else a new head with ``reinit_head``)."""
     from lmforge.models.hf_tasks import classifier_from_hf
 
     model, old_labels, _ = classifier_from_hf(path)
@@ -84,6 +88,7 @@ def hf_classifier_start(path: Path, task: str, labels: list[str], dropout: Optio
 
 
 def hf_body_start(path: Path, task: str, n_labels: int, dropout: Optional[float], classifier_dropout: float) -> Start:
+    """The body (and BERT pooler) of any HF BERT/GPT-2 folder, with a new head."""
     from lmforge.models.hf_tasks import load_hf_start
 
     body, pooler_sd, model_type = load_hf_start(path)
@@ -117,6 +122,7 @@ def start_from(ft: FinetuneConfig, model_cfg: ModelConfig, labels: list[str], to
 
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:
+    """Set every dropout of ``module`` (and its config) to ``p``."""
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p

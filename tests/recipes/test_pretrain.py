@@ -231,3 +231,17 @@ def test_unwritable_output_folder_is_a_clear_error(prepared, cfg_for, capsys):
     assert main(["pretrain", str(cfg), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"cannot write the pretrain output folder {blocker / 'pretrain'}" in err and "Traceback" not in err
+
+
+def test_on_eval_callback_can_stop_a_run(prepared, cfg_for):
+    """The one hook a recipe takes (what tuning's pruning needs): called with each validation."""
+    seen = []
+
+    def on_eval(step, metrics):
+        seen.append((step, round(metrics["val_loss"], 6)))
+        return step >= 10
+
+    summary = run_pretrain(cfg_for("pruned", **{"pretrain.max_steps": 40, "pretrain.eval_every": 5}),
+                           progress=False, on_eval=on_eval)
+    assert [s for s, _ in seen] == [5, 10] and summary["stop_reason"] == "stopped by on_eval"
+    assert summary["steps"] == 10

@@ -90,6 +90,30 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from lmforge.export.config import ExportConfig
+
+    cfg = command_config(ExportConfig, args)
+    if cfg.format == "hf":
+        from lmforge.export.hf import export_hf
+
+        print(f"HF folder → {export_hf(cfg.model, cfg.out)}")
+        return 0
+    from lmforge.export.onnx import export_onnx
+
+    rec = export_onnx(cfg)
+    v = rec["verification"]
+    print(f"ONNX → {rec['out']}: verified on {len(v['checks'])} batches, max |Δ logit| {v['max_abs_logit_diff']:.2e}")
+    if "quality" in rec:
+        q = rec["quality"]
+        for side in ("torch_fp32", "onnx_fp32", "onnx_int8"):
+            if side in q:
+                extra = (f", {q[side]['delta_points']:+.2f} pt, {q[side]['speedup_vs_torch']:.2f}x vs torch"
+                         if side != "torch_fp32" else "")
+                print(f"  {side:10s} {q['metric']} {q[side][q['metric']]:.4f}, batch-1 {q[side]['latency_ms_batch1']:.2f} ms{extra}")
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -174,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="default 0")
     gen.add_argument("--tokenizer", help="tokenizer folder/file (default: the one recorded in the checkpoint)")
     gen.set_defaults(func=_generate)
+
+    ex = sub.add_parser("export", help="a fine-tuned model as a verified ONNX folder (optionally int8), or an HF folder",
+                        argument_default=S)
+    ex.add_argument("model", help="finetune folder or its best/ (onnx, hf); pretrain folder or checkpoint (hf)")
+    ex.add_argument("--format", choices=["onnx", "hf"], help="default onnx")
+    ex.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx")
+    ex.add_argument("--out", help="output folder (default <finetune>/export/<format>)")
+    ex.add_argument("--file", help="labeled file: verify on it and report quality, size and latency per variant")
+    ex.add_argument("--text-field")
+    ex.add_argument("--label-field")
+    ex.add_argument("--max-examples", type=int, help="examples of --file used (default 512)")
+    ex.add_argument("--threads", type=int, help="threads for the latency measurement (default 2)")
+    ex.set_defaults(func=_export)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)
     show = config.add_parser("show", help="print the validated config with all defaults")

@@ -83,3 +83,28 @@ def tiny_decoder(prepared):
     cfg = make_config(prepared, "tiny_decoder", **{"pretrain.data_dir": str(prepared / "data" / "data" / "tokens")})
     assert main(["pretrain", str(cfg), "--no-progress"]) == 0
     return prepared / "tiny_decoder" / "pretrain"
+
+
+
+FILLER = "the of and to in is that for it as with was on be by this are or from at".split()
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A word-level tokenizer over the test vocabulary: one token per word keeps the tiny tasks
+    learnable in a few hundred steps (a 300-entry BPE splits 'which' and 'w1' alike into 'w' ...)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>", "<cls>", "<sep>"]
+    words = FILLER + ["which", "an", "not"] + [f"w{i}" for i in range(150)]
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(specials + words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    from transformers import PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("wordtok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>", mask_token="<mask>", cls_token="<cls>",
+                            sep_token="<sep>").save_pretrained(str(d))  # as lmforge's tokenizer training saves
+    return d

@@ -33,3 +33,31 @@ def export_task_model(model: Classifier, folder: Path, labels: list[str], specia
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
+
+
+def export_hf(model: str | Path, out: str | Path | None) -> Path:
+    """``lmforge export --format hf``: a language-model checkpoint (or pretrain folder) as an HF
+    ``*ForCausalLM`` / ``*ForMaskedLM`` folder, or a fine-tuned model's verified HF folder copied."""
+    from lmforge.errors import ArtifactError
+    from lmforge.layout import checkpoint_tokenizer, kind_of, task_model_dir
+    from lmforge.models.hf_interop import to_hf
+    from lmforge.models.load import load_checkpoint_model
+    from lmforge.models.weights import verify
+
+    src = Path(model)
+    kind = kind_of(src)
+    if kind in ("checkpoint", "pretrain"):
+        lm, state = load_checkpoint_model(src)
+        dst = Path(out) if out else state["path"].parent.parent / "export" / "hf"
+        to_hf(lm, dst, checkpoint_tokenizer(state["path"], state))
+        write_checksums(dst)
+        return dst
+    if kind in ("finetune", "task_model"):
+        folder = task_model_dir(src)
+        verify(folder)
+        dst = Path(out) if out else folder.parent / "export" / "hf"
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(folder, dst)
+        return dst
+    raise ArtifactError(f"{src}: not a model folder lmforge can export (a checkpoint, pretrain or finetune folder)")

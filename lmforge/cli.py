@@ -114,6 +114,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from lmforge.serving.config import ServeConfig
+    from lmforge.serving.server import serve, smoke
+
+    cfg = command_config(ServeConfig, args)
+    if args.smoke is not None:
+        smoke(cfg, args.smoke)
+    else:
+        serve(cfg)
+    return 0
+
+
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
@@ -211,6 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-examples", type=int, help="examples of --file used (default 512)")
     ex.add_argument("--threads", type=int, help="threads for the latency measurement (default 2)")
     ex.set_defaults(func=_export)
+
+    sv = sub.add_parser("serve", help="an HTTP server (FastAPI) for a fine-tuned model, with dynamic batching",
+                        argument_default=S)
+    sv.add_argument("model", help="finetune folder or its best/ (torch), or an export folder (onnx)")
+    sv.add_argument("--backend", choices=["torch", "onnx"], help="default torch")
+    sv.add_argument("--onnx-file", help="graph in the export folder (default model.onnx; e.g. model.int8.onnx)")
+    sv.add_argument("--host", help="default 127.0.0.1")
+    sv.add_argument("--port", type=int, help="default 8000")
+    sv.add_argument("--max-batch-size", type=int, help="texts per forward pass (default 32)")
+    sv.add_argument("--max-wait-ms", type=float, help="batching window (default 5)")
+    sv.add_argument("--max-texts", type=int, help="texts per request (default 64)")
+    sv.add_argument("--max-chars", type=int, help="characters per text (default 20000)")
+    sv.add_argument("--max-queue", type=int, help="queued texts before 429 (default 1024)")
+    sv.add_argument("--timeout-s", type=float, help="per-request timeout (default 30)")
+    sv.add_argument("--api-key", help="require Authorization: Bearer KEY (or set LMFORGE_API_KEY)")
+    sv.add_argument("--threads", type=int)
+    sv.add_argument("--smoke", default=None, metavar="TEXT",
+                    help="start on a free port, send TEXT once, print the answer, stop")
+    sv.set_defaults(func=_serve)
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)
     show = config.add_parser("show", help="print the validated config with all defaults")

@@ -108,3 +108,33 @@ def tokenizer_dir(tmp_path_factory):
                             eos_token="</s>", mask_token="<mask>", cls_token="<cls>",
                             sep_token="<sep>").save_pretrained(str(d))  # as lmforge's tokenizer training saves
     return d
+
+
+ENCODER = dict(arch="encoder", n_layer=2, n_head=2, d_model=32, max_seq_len=48, mlp="gelu", norm_position="post",
+               type_vocab_size=2, embedding_norm=True, final_norm=False)
+DECODER = dict(arch="decoder", n_layer=2, n_head=2, d_model=32, max_seq_len=48)
+
+
+@pytest.fixture(scope="session")
+def make_task_model(tokenizer_dir):
+    """make_task_model(folder, body, task, labels) → a random tiny classifier saved as our
+    fine-tuned HF folder (``best/`` layout, checksums included)."""
+    def make(folder, body: dict, task: str, labels: list[str]):
+        import torch
+
+        from lmforge.export.hf import export_task_model
+        from lmforge.models.config import ModelConfig
+        from lmforge.models.heads import build_classifier
+        from lmforge.models.layers import init_weights
+        from lmforge.models.transformer import TransformerBody
+        from lmforge.tokenizer.io import load_for_model
+
+        torch.manual_seed(0)
+        tok, specials = load_for_model(tokenizer_dir)
+        cfg = ModelConfig(vocab_size=tok.get_vocab_size(), **body)
+        b = TransformerBody(cfg, causal=cfg.arch == "decoder")
+        init_weights(b)
+        model = build_classifier(cfg, b, task, len(labels), 0.0).eval()
+        export_task_model(model, folder, labels, specials, tokenizer_dir, {"max_length": 32})
+        return folder
+    return make

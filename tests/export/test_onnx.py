@@ -10,33 +10,12 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
+from conftest import DECODER, ENCODER  # noqa: E402
 from lmforge.cli import main  # noqa: E402
 from lmforge.export.config import ExportConfig  # noqa: E402
-from lmforge.export.hf import export_task_model  # noqa: E402
 from lmforge.export.onnx import ExportError, export_onnx  # noqa: E402
-from lmforge.models.config import ModelConfig  # noqa: E402
-from lmforge.models.heads import build_classifier  # noqa: E402
-from lmforge.models.layers import init_weights  # noqa: E402
 from lmforge.models.load import load_task_model  # noqa: E402
-from lmforge.models.transformer import TransformerBody  # noqa: E402
 from lmforge.tokenizer.io import load_for_model  # noqa: E402
-
-ENCODER = dict(arch="encoder", n_layer=2, n_head=2, d_model=32, max_seq_len=48, mlp="gelu", norm_position="post",
-               type_vocab_size=2, embedding_norm=True, final_norm=False)
-DECODER = dict(arch="decoder", n_layer=2, n_head=2, d_model=32, max_seq_len=48)
-
-
-def make_model(folder, tokenizer_dir, body: dict, task: str, labels: list[str]):
-    """A random tiny classifier saved as our fine-tuned HF folder."""
-    torch.manual_seed(0)
-    tok, specials = load_for_model(tokenizer_dir)
-    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), **body)
-    b = TransformerBody(cfg, causal=cfg.arch == "decoder")
-    init_weights(b)
-    model = build_classifier(cfg, b, task, len(labels), 0.0).eval()
-    export_task_model(model, folder, labels, specials, tokenizer_dir, {"max_length": 32})
-    return folder
-
 
 def labeled_file(path, task: str, n=40):
     rng = random.Random(1)
@@ -55,9 +34,9 @@ def labeled_file(path, task: str, n=40):
 
 @pytest.mark.parametrize("body,task", [(ENCODER, "sequence"), (DECODER, "sequence"), (ENCODER, "token"),
                                        (DECODER, "token")], ids=["encoder-seq", "decoder-seq", "encoder-tok", "decoder-tok"])
-def test_onnx_matches_pytorch_and_int8_is_measured(tmp_path, tokenizer_dir, body, task):
+def test_onnx_matches_pytorch_and_int8_is_measured(tmp_path, make_task_model, body, task):
     labels = ["a", "b"] if task == "sequence" else ["O", "B-PER", "I-PER"]
-    model = make_model(tmp_path / "best", tokenizer_dir, body, task, labels)
+    model = make_task_model(tmp_path / "best", body, task, labels)
     data = labeled_file(tmp_path / ("d.jsonl" if task == "sequence" else "d.conll"), task)
     rec = export_onnx(ExportConfig(model=str(model), quantize="int8", out=str(tmp_path / "onnx"), file=str(data),
                                    latency_examples=5, threads=1))
@@ -87,8 +66,8 @@ def test_onnx_matches_pytorch_and_int8_is_measured(tmp_path, tokenizer_dir, body
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_cli_export_and_failures(tmp_path, tokenizer_dir, capsys):
-    model = make_model(tmp_path / "ft" / "best", tokenizer_dir, ENCODER, "sequence", ["a", "b"])
+def test_cli_export_and_failures(tmp_path, make_task_model, capsys):
+    model = make_task_model(tmp_path / "ft" / "best", ENCODER, "sequence", ["a", "b"])
     assert main(["export", str(tmp_path / "ft")]) == 0  # default place: <finetune>/export/onnx
     assert "max |Δ logit|" in capsys.readouterr().out and (tmp_path / "ft" / "export" / "onnx" / "model.onnx").is_file()
     assert main(["export", str(tmp_path / "ft"), "--format", "hf", "--quantize", "int8"]) == 2

@@ -1,0 +1,1 @@
+"""Serving: ``lmforge serve`` — a FastAPI app with dynamic batching over a fine-tuned model."""

@@ -1,0 +1,30 @@
+"""Typed config of ``lmforge serve`` (filled from its flags, validated like every config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass
+class ServeConfig:
+    """``lmforge serve``: the model, where to listen, and the limits every request is held to."""
+
+    model: str = field(default="", metadata={"help": "finetune folder, its best/, or an ONNX export folder"})
+    backend: Literal["torch", "onnx"] = field(default="torch", metadata={"help": "onnx needs an export folder (lmforge export)"})
+    onnx_file: str = field(default="model.onnx", metadata={"help": "which graph of the export folder (e.g. model.int8.onnx)"})
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata={"min": 0, "max": 65535, "help": "0 = any free port"})
+    max_batch_size: int = field(default=32, metadata={"min": 1, "help": "texts per forward pass"})
+    max_wait_ms: float = field(default=5.0, metadata={"min": 0.0, "help": "how long a batch waits for more texts"})
+    max_texts: int = field(default=64, metadata={"min": 1, "help": "texts per request"})
+    max_chars: int = field(default=20_000, metadata={"min": 1, "help": "characters per text"})
+    max_body_bytes: int = field(default=2_000_000, metadata={"min": 1})
+    max_queue: int = field(default=1024, metadata={"min": 1, "help": "queued texts before 429"})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001, "help": "per-request timeout (504)"})
+    api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads (default: all cores)"})
+
+    def validate(self):
+        if not self.model:
+            yield "model", "give a model folder"

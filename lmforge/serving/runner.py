@@ -1,0 +1,109 @@
+"""The model behind the server: texts in, predictions out, in one batched call.
+
+Backends: ``torch`` (our task model from a finetune folder / HF classification folder) and
+``onnx`` (an ``lmforge export`` folder, run with onnxruntime). Both share the task's encoding,
+so the same text gets the same ids. NER input is split on whitespace with character offsets
+kept, so every entity comes back with ``start``/``end`` offsets into the original text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmforge.data.labeled_files import Example
+from lmforge.errors import ArtifactError
+from lmforge.layout import TASK_META_FILE, kind_of
+from lmforge.serving.config import ServeConfig
+from lmforge.tasks import get_task
+from lmforge.tasks.batching import collate
+from lmforge.tasks.token import entities, word_tags
+from lmforge.tokenizer.io import load_for_model
+
+WORD = re.compile(r"\S+")
+
+
+class Runner:
+    """``predict(texts) -> list[dict]``; safe to call from one worker thread at a time."""
+
+    def __init__(self, cfg: ServeConfig):
+        folder = Path(cfg.model)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.backend == "onnx":
+            import onnxruntime as ort
+
+            graph = folder / cfg.onnx_file
+            if not graph.is_file() or not (folder / TASK_META_FILE).is_file():
+                raise ArtifactError(f"{folder}: not an ONNX export folder (no {cfg.onnx_file} / {TASK_META_FILE}); "
+                                    "run `lmforge export` first")
+            meta = json.loads((folder / TASK_META_FILE).read_text())
+            self.task_name, self.labels = meta["task"], meta["labels"]
+            self.max_length = meta.get("max_length") or meta["model"]["max_seq_len"]
+            self.causal = meta["model"]["arch"] == "decoder"
+            self.tokenizer, self.specials = load_for_model(folder)
+            opts = ort.SessionOptions()
+            if cfg.threads:
+                opts.intra_op_num_threads = cfg.threads
+            session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+            self._logits = lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            self.folder = folder
+        else:
+            from lmforge.models.load import load_task_model
+
+            if kind_of(folder) not in ("finetune", "task_model"):
+                raise ArtifactError(f"{folder}: not a fine-tuned model folder (give a finetune folder, its best/, "
+                                    "or an export folder with --backend onnx)")
+            tm = load_task_model(folder)
+            self.task_name, self.labels, self.tokenizer, self.specials = tm.model.task, tm.labels, tm.tokenizer, tm.specials
+            self.max_length = tm.meta.get("max_length") or tm.model.cfg.max_seq_len
+            self.causal = tm.model.causal
+            model = tm.model.eval()
+
+            def logits(ids, mask):
+                with torch.no_grad():
+                    return model(torch.from_numpy(ids), torch.from_numpy(mask))[0].float().numpy()
+
+            self._logits = logits
+            self.folder = tm.folder
+        self.task = get_task(self.task_name)
+        self.backend = cfg.backend
+
+    def info(self) -> dict:
+        return {"task": self.task_name, "labels": self.labels, "max_length": self.max_length, "backend": self.backend,
+                "model": str(self.folder)}
+
+    def _probs(self, enc) -> list[np.ndarray]:
+        order = np.argsort(-enc.lengths, kind="stable")  # length-sorted: little padding
+        out: list = [None] * len(enc)
+        batch = collate(enc, order, self.specials.pad, with_labels=False)
+        logits = self._logits(batch["ids"].numpy(), batch["attention_mask"].numpy())
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        p = e / e.sum(-1, keepdims=True)
+        for r, i in enumerate(order):
+            out[i] = p[r] if p.ndim == 2 else p[r, :len(enc.ids[i])]
+        return out
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        if self.task_name == "token":
+            spans = [[(m.start(), m.end()) for m in WORD.finditer(t)] for t in texts]
+            examples = [Example([t[a:b] for a, b in s], None, "request", i) for i, (t, s) in enumerate(zip(texts, spans))]
+            enc = self.task.encode(self.tokenizer, examples, None, self.specials, self.causal, self.max_length)
+            probs = self._probs(enc)
+            tags, confs = word_tags(enc, probs, self.labels)
+            out = []
+            for t, s, ex, tg, cf in zip(texts, spans, examples, tags, confs):
+                ents = []
+                for e in entities(ex.text, tg):
+                    start, end = s[e["start"]][0], s[e["end"] - 1][1]
+                    ents.append({"type": e["type"], "text": t[start:end], "start": start, "end": end,
+                                 "score": round(float(np.mean(cf[e["start"]:e["end"]])), 6)})
+                out.append({"entities": ents, "words_truncated": sum(x is None for x in tg)})
+            return out
+        examples = [Example(t, None, "request", i) for i, t in enumerate(texts)]
+        enc = self.task.encode(self.tokenizer, examples, None, self.specials, self.causal, self.max_length)
+        return list(self.task.format(examples, enc, self._probs(enc), self.labels))

@@ -1,0 +1,66 @@
+"""Run the app with uvicorn: in the foreground (``lmforge serve``) or for one smoke request
+(``lmforge serve --smoke TEXT``, which starts the server on a free local port, waits for
+``/ready``, sends TEXT, prints the answer and shuts the server down)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from lmforge.errors import LmforgeError
+from lmforge.serving.app import build_app
+from lmforge.serving.config import ServeConfig
+from lmforge.serving.runner import Runner
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the model (a bad folder fails here, before the port opens), then serve until SIGINT/SIGTERM
+    (uvicorn lets in-flight requests finish)."""
+    import uvicorn
+
+    runner = Runner(cfg)
+    print(f"[serve] {runner.task_name} model {runner.folder} ({cfg.backend}) on http://{cfg.host}:{cfg.port}", flush=True)
+    uvicorn.run(build_app(cfg, runner), host=cfg.host, port=cfg.port, log_level="warning")
+
+
+def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
+    """Start, ask once, stop; returns the response body."""
+    import httpx
+    import uvicorn
+
+    runner = Runner(cfg)
+    port = cfg.port or free_port(cfg.host)
+    server = uvicorn.Server(uvicorn.Config(build_app(cfg, runner), host=cfg.host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://{cfg.host}:{port}"
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise LmforgeError(f"the server on {base} did not become ready in {timeout} s")
+            time.sleep(0.05)
+        path = "/v1/ner" if runner.task_name == "token" else "/v1/classify"
+        r = httpx.post(f"{base}{path}", json={"texts": [text]}, headers=headers, timeout=timeout)
+        body = r.json()
+        print(f"[serve] smoke: POST {path} → {r.status_code} {json.dumps(body)[:500]}", flush=True)
+        if r.status_code != 200:
+            raise LmforgeError(f"smoke request failed with {r.status_code}: {body}")
+        return body
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

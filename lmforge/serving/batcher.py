@@ -1,8 +1,8 @@
 """Dynamic batching: concurrent requests' texts are gathered into one forward pass.
 
 Each request puts its texts on an asyncio queue as one item and awaits a future. One worker
-takes items until ``max_batch_size`` texts are gathered or ``max_wait_ms`` has passed since the
-first, runs the model in a worker thread (the event loop stays free), and resolves each
+takes everything that queued while the previous batch ran, then waits up to ``max_wait_ms`` for
+more (until ``max_batch_size`` texts), runs the model in a worker thread (the event loop stays free), and resolves each
 request's future with its slice of the results. A request whose client went away or timed out
 has its future cancelled; the worker skips cancelled items, so their work is never done.
 """
@@ -60,6 +60,9 @@ class Batcher:
         while True:
             items = [await self.queue.get()]
             n = len(items[0].texts)
+            while n < self.max_batch and not self.queue.empty():  # what queued while the last batch ran
+                items.append(self.queue.get_nowait())
+                n += len(items[-1].texts)
             deadline = loop.time() + self.max_wait
             while n < self.max_batch:
                 left = deadline - loop.time()

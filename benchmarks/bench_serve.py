@@ -118,18 +118,9 @@ def main() -> None:
         port = free_port()
         proc = start(side, a.model, port, work, a.serve_args.split())
         try:
-            import httpx
+            from lmforge.serving.server import wait_ready
 
-            deadline = time.time() + 180
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"{side} did not start: {proc.stderr.read()[-2000:] if proc.poll() is not None else 'timeout'}")
-                time.sleep(0.2)
+            wait_ready(f"http://127.0.0.1:{port}", 180, lambda: proc.poll() is None)
             for c in (int(x) for x in a.concurrency.split(",")):
                 r = asyncio.run(load(port, texts, a.requests, c))
                 print(json.dumps({"side": side, "concurrency": c, **r}), flush=True)

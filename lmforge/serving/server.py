@@ -21,6 +21,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(base: str, timeout: float, alive=lambda: True) -> None:
+    """Poll ``base/ready`` until it answers 200; a clear error after ``timeout`` s or when
+    ``alive()`` turns false (the server process died)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if not alive():
+            raise LmforgeError(f"the server for {base} exited before it was ready")
+        if time.time() > deadline:
+            raise LmforgeError(f"the server on {base} did not become ready in {timeout} s")
+        time.sleep(0.05)
+
+
 def serve(cfg: ServeConfig) -> None:
     """Load the model (a bad folder fails here, before the port opens), then serve until SIGINT/SIGTERM
     (uvicorn lets in-flight requests finish)."""
@@ -44,16 +63,7 @@ def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
     base = f"http://{cfg.host}:{port}"
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise LmforgeError(f"the server on {base} did not become ready in {timeout} s")
-            time.sleep(0.05)
+        wait_ready(base, timeout, thread.is_alive)
         path = "/v1/ner" if runner.task_name == "token" else "/v1/classify"
         r = httpx.post(f"{base}{path}", json={"texts": [text]}, headers=headers, timeout=timeout)
         body = r.json()

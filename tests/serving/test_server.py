@@ -124,7 +124,7 @@ def test_serve_command_end_to_end_onnx_and_sigterm(classifier, tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("onnxruntime")
     from lmforge.cli import main
-    from lmforge.serving.server import free_port
+    from lmforge.serving.server import free_port, wait_ready
 
     assert main(["export", str(classifier), "--quantize", "int8", "--out", str(tmp_path / "onnx")]) == 0
     port = free_port()
@@ -133,15 +133,7 @@ def test_serve_command_end_to_end_onnx_and_sigterm(classifier, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else "timeout"
-            time.sleep(0.1)
+        wait_ready(base, 60, lambda: proc.poll() is None)
         assert httpx.get(f"{base}/v1/model").json()["backend"] == "onnx"
         r = httpx.post(f"{base}/v1/classify", json={"texts": ["the w1 of w2", "w9"]})
         assert r.status_code == 200 and [x["label"] in ("neg", "pos") for x in r.json()["results"]] == [True, True]

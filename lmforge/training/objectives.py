@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import TrainingError
 
 
 def mask_tokens(ids: torch.Tensor, mask_id: int, vocab_size: int, special_ids: list[int], prob: float,
@@ -61,7 +61,7 @@ class MaskedLM:
 
     def __init__(self, special: dict, vocab_size: int, prob: float, seed: int):
         if special.get("mask") is None:
-            raise LmforgeError("pretrain.objective=mlm needs a mask token in the tokenizer "
+            raise TrainingError("pretrain.objective=mlm needs a mask token in the tokenizer "
                                "(tokenizer.special_tokens.mask)")
         self.mask_id, self.vocab_size, self.prob, self.seed = special["mask"], vocab_size, prob, seed
         self.specials = [v for k, v in special.items() if v is not None and k != "unk"]

@@ -137,9 +137,6 @@ class TrainPaths:
     def __eq__(self, other) -> bool:
         return isinstance(other, TrainPaths) and other.root == self.root
 
-    def checkpoint(self, step: int) -> Path:
-        return self.checkpoints / checkpoint_name(step)
-
     def eval(self, name: str) -> Path:
         return self.root / "eval" / name
 

@@ -21,6 +21,7 @@ from typing import Optional, Union
 
 from lmforge.data.conll import read_conll
 from lmforge.errors import ArtifactError, LmforgeError
+from lmforge.layout import splits_dir, tokens_dir
 
 
 class LabeledDataError(LmforgeError, ValueError):
@@ -110,7 +111,7 @@ def read_token_file(path: str | Path, need_label: bool = True) -> list[Example]:
 
 def read_prepared_split(data_dir: str | Path, split: str) -> list[Example]:
     """The ``split`` of a prepared folder, in file order."""
-    d = Path(data_dir) / "splits" / split
+    d = splits_dir(data_dir) / split
     if not d.is_dir():
         raise ArtifactError(f"no split {split!r} at {d}; run `lmforge data prepare` (or set finetune.data.train_file)")
     out: list[Example] = []
@@ -129,7 +130,7 @@ def prepared_labels(data_dir: str | Path) -> Optional[list[str]]:
     """Label names declared by the prepared data (tokens/index.json), if any."""
     from lmforge.data.shards import read_index
 
-    tokens = Path(data_dir) / "tokens"
+    tokens = tokens_dir(data_dir)
     if (tokens / "index.json").is_file():
         labels = read_index(tokens).get("labels")
         if labels:

@@ -35,7 +35,7 @@ from lmforge.data.sources import SourceError, WorkUnit, plan_units
 from lmforge.data.split import SPLITS, assign_splits, components, leak_check
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError
-from lmforge.layout import RunPaths, ensure_dir
+from lmforge.layout import RunPaths, ensure_dir, splits_dir, tokens_dir
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
 from lmforge.tokenizer import io as tok_io
 from lmforge.tokenizer.config import TokenizerConfig
@@ -186,7 +186,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
 
     # -- stage 2: write splits (+ augment) -------------------------------------------------
     t = time.time()
-    split_dir = out / "splits"
+    split_dir = splits_dir(out)
     h_split = _hash([to_dict(data), seed])
     sctx = SplitContext(data, seed, work / "ingest", plan_dir, split_dir, reject_dir)
     r2 = ex.map(write_unit, units, sctx, work / "split", h_split, "split")
@@ -255,7 +255,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     label_names = None
     if labeled:
         label_names = list(data.labels) if data.labels else sorted({lb for s in SPLITS for lb in split_labels[s]})
-    index = merge(units, pctx, out / "tokens", label_names, special, tokenizer_dir=os.path.relpath(tok_dir, out / "tokens"))
+    index = merge(units, pctx, tokens_dir(out), label_names, special, tokenizer_dir=os.path.relpath(tok_dir, tokens_dir(out)))
     pack_stats = StepStats("pack")
     tok_totals = {s: {"docs": sum(r[s]["docs"] for r in r4), "tokens": sum(r[s]["tokens"] for r in r4),
                       "truncated": sum(r[s]["truncated"] for r in r4),

@@ -4,7 +4,8 @@ Endpoints: ``GET /health`` (liveness), ``GET /ready`` (model loaded), ``GET /v1/
 ``POST /v1/classify`` and ``POST /v1/ner`` (``{"texts": [...]}``), ``GET /metrics``
 (Prometheus text: requests by endpoint and status, latency histogram, batch sizes, queue
 depth); OpenAPI at ``/openapi.json``, docs at ``/docs``. The model is loaded once, in the
-lifespan; requests are batched (:mod:`lmforge.serving.batcher`). Client mistakes get a 4xx with
+lifespan; requests are batched (:mod:`lmforge.serving.batcher`); a request whose client
+disconnects or times out is cancelled, and its texts are dropped from the queue unrun. Client mistakes get a 4xx with
 a JSON body naming the field — 400 unparsable body, 401 bad key, 413 body too large, 422 invalid payload or a text
 over the limits, 429 queue full, 503 not ready, 504 timeout — and no traceback ever reaches the
 client.
@@ -66,27 +67,48 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
     app = FastAPI(title="lmforge", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        t0 = time.perf_counter()
-        if api_key and path.startswith("/v1/"):
-            got = request.headers.get("authorization", "")
-            if not hmac.compare_digest(got, f"Bearer {api_key}"):
-                requests.labels(path, "401").inc()
-                return _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")
-        size = request.headers.get("content-length")
+    async def guard(scope, receive, send, inner) -> None:
+        """API key, body size, status counts and latency — as plain ASGI, so the endpoint still
+        sees the client's disconnect (a BaseHTTPMiddleware would hide it)."""
+        path = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if api_key and path.startswith("/v1/") and not hmac.compare_digest(headers.get("authorization", ""),
+                                                                            f"Bearer {api_key}"):
+            requests.labels(path, "401").inc()
+            return await _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")(
+                scope, receive, send)
+        size = headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
             requests.labels(path, "413").inc()
-            return _error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")
+            return await _error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")(
+                scope, receive, send)
+        t0, status = time.perf_counter(), {}
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await inner(scope, receive, send_and_note)
         except Exception:  # a bug: logged by the server, a plain 500 to the client
             requests.labels(path, "500").inc()
-            return _error(500, None, "internal error")
-        requests.labels(path, str(response.status_code)).inc()
+            if "code" not in status:
+                await _error(500, None, "internal error")(scope, receive, send)
+            return
+        requests.labels(path, str(status.get("code", 500))).inc()
         latency.labels(path).observe(time.perf_counter() - t0)
-        return response
+
+    class Guard:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.inner(scope, receive, send)
+            await guard(scope, receive, send, self.inner)
+
+    app.add_middleware(Guard)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -112,7 +134,7 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
     async def model_info():
         return {**state["runner"].info(), "version": _version()}
 
-    async def run(texts: list[str], task: str):
+    async def run(texts: list[str], task: str, request: Request):
         r = state.get("runner")
         if r is None:
             return _error(503, None, "model not loaded yet")
@@ -124,8 +146,15 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         for i, t in enumerate(texts):
             if len(t) > cfg.max_chars:
                 return _error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
+        work = asyncio.ensure_future(asyncio.wait_for(state["batcher"].submit(texts), cfg.timeout_s))
+        watch = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: drop its queued work
+            work.cancel()
+            return _error(499, None, "client disconnected")  # nobody reads it; counted as 499
+        watch.cancel()
         try:
-            results = await asyncio.wait_for(state["batcher"].submit(texts), cfg.timeout_s)
+            results = work.result()
         except QueueFull:
             return _error(429, None, "too many texts waiting; retry later")
         except asyncio.TimeoutError:
@@ -133,20 +162,26 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         return {"results": [{k: v for k, v in x.items() if k != "line"} for x in results]}
 
     @app.post("/v1/classify")
-    async def classify(req: TextsRequest):
+    async def classify(req: TextsRequest, request: Request):
         """Label, score and every class probability per text."""
-        return await run(req.texts, "sequence")
+        return await run(req.texts, "sequence", request)
 
     @app.post("/v1/ner")
-    async def ner(req: TextsRequest):
+    async def ner(req: TextsRequest, request: Request):
         """Entities per text, with type, score and character offsets into the text."""
-        return await run(req.texts, "token")
+        return await run(req.texts, "token", request)
 
     @app.get("/metrics")
     async def metrics():
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def _disconnected(request: Request, every_s: float = 0.05) -> None:
+    """Returns once the client has closed its connection."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
 
 
 def _version() -> str:

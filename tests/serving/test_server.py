@@ -142,3 +142,73 @@ def test_serve_command_end_to_end_onnx_and_sigterm(classifier, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_batcher_never_runs_cancelled_requests():
+    """What a disconnected or timed-out client leaves behind is dropped before the forward pass."""
+    import asyncio
+
+    from lmforge.serving.batcher import Batcher
+
+    ran: list[list[str]] = []
+
+    def run(texts):
+        ran.append(list(texts))
+        time.sleep(0.2)
+        return [{"text": t} for t in texts]
+
+    async def scenario():
+        b = Batcher(run, max_batch_size=8, max_wait_ms=0, max_queue=100)
+        b.start()
+        first = asyncio.ensure_future(b.submit(["busy"]))  # occupies the model
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(b.submit(["gone"]))  # queued while the model runs ...
+        kept = asyncio.ensure_future(b.submit(["kept"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # ... and its client leaves
+        assert (await first) == [{"text": "busy"}] and (await kept) == [{"text": "kept"}]
+        await b.stop()
+
+    asyncio.run(scenario())
+    assert ran == [["busy"], ["kept"]]
+
+
+def test_a_client_that_disconnects_has_its_queued_work_dropped(classifier):
+    """A real server (uvicorn in a thread): request A occupies the model, B queues behind it and
+    its client gives up; B's text never reaches the model and the server counts a 499."""
+    import threading
+
+    httpx = pytest.importorskip("httpx")
+    import uvicorn
+
+    from lmforge.serving.server import free_port, wait_ready
+
+    runner = Runner(ServeConfig(model=str(classifier)))
+    real, ran = runner.predict, []
+
+    def slow(texts):
+        ran.append(list(texts))
+        time.sleep(1.0)
+        return real(texts)
+
+    runner.predict = slow
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(ServeConfig(model=str(classifier)), runner), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, 30)
+        a = threading.Thread(target=lambda: httpx.post(f"{base}/v1/classify", json={"texts": ["w1 busy"]}, timeout=10))
+        a.start()
+        time.sleep(0.2)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{base}/v1/classify", json={"texts": ["w2 gone"]}, timeout=0.3)
+        a.join()
+        time.sleep(1.2)
+        assert ran == [["w1 busy"]]
+        assert 'status="499"} 1.0' in httpx.get(f"{base}/metrics").text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -28,7 +28,7 @@ from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.config import PretrainConfig
-from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, setup, teardown, wrap
+from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, barrier, setup, teardown, wrap
 from lmforge.training.early_stopping import Best
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
@@ -101,7 +101,9 @@ def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: i
     d = setup()
     try:
         with StopRequest() as stop:
-            return _pretrain(p, model_cfg, paths, seed, d, stop, resume, overwrite, resume_changed, progress, on_eval)
+            summary = _pretrain(p, model_cfg, paths, seed, d, stop, resume, overwrite, resume_changed, progress, on_eval)
+        barrier(d)
+        return summary
     finally:
         teardown(d)
 

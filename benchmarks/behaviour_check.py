@@ -98,8 +98,7 @@ def compare(ref: dict, got: dict) -> list[dict]:
         have = got[job]
         a, b = want["train_loss"], have["train_loss"]
         diffs = [abs(x - y) for x, y in zip(a, b)]
-        ea = [{k: v for k, v in e.items()} for e in want["eval"]]
-        eb = [{k: v for k, v in e.items()} for e in have["eval"]]
+        ea, eb = want["eval"], have["eval"]
         ev = [abs(x[k] - y[k]) for x, y in zip(ea, eb) for k in x if isinstance(x[k], float) and k in y]
         rows.append({"job": job, "train_steps": [len(a), len(b)], "max_abs_train_loss_diff": max(diffs, default=0.0),
                      "evals": [len(ea), len(eb)], "max_abs_eval_diff": max(ev, default=0.0)})

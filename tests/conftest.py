@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +142,17 @@ def make_task_model(tokenizer_dir):
         export_task_model(model, folder, labels, specials, tokenizer_dir, {"max_length": 32})
         return folder
     return make
+
+
+def interrupt_after(args: list[str], metrics: Path, records: int) -> tuple[int, str, int]:
+    """Run ``lmforge ARGS`` in a subprocess, send SIGINT (Ctrl-C) once ``metrics`` holds ``records``
+    lines, and return (exit code, stderr, the step the run reported stopping at)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < records):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    step = int(err.split("interrupted at step ")[1].split(";")[0]) if "interrupted at step " in err else -1
+    return proc.returncode, err, step

@@ -33,10 +33,10 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def checksums(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+def checksums(folder: Path) -> dict[str, str]:
     """``{file name: sha256}`` of the plain files directly in ``folder``."""
     return {f.name: sha256(f) for f in sorted(folder.iterdir())
-            if f.is_file() and f.name not in exclude + (CHECKSUMS_FILE,)}
+            if f.is_file() and f.name != CHECKSUMS_FILE}
 
 
 def write_checksums(folder: Path) -> None:

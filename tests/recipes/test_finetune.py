@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import interrupt_after
 
 from lmforge.cli import main
 from lmforge.layout import list_checkpoints
@@ -362,16 +363,9 @@ def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path
 def test_sigint_then_resume_and_rerun_guard(task_files, tokenizer_dir, tmp_path, capsys):
     over = dict(**seq_files(task_files), max_steps=300, eval_every=1000, save_every=1000)
     cfg = ft_config(tmp_path, "sig", tokenizer_dir, **over)
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "sig" / "finetune" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 10):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "continue with --resume" in err and "Traceback" not in err, err[-2000:]
-    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    code, err, step = interrupt_after(["finetune", str(cfg), "--no-progress"],
+                                      tmp_path / "sig" / "finetune" / "metrics.jsonl", 10)
+    assert code == 130 and "continue with --resume" in err and "Traceback" not in err, err[-2000:]
     assert [p.name for p in list_checkpoints(tmp_path / "sig" / "finetune" / "checkpoints")] == [f"step_{step:07d}"]
     assert main(["finetune", str(cfg), "--no-progress"]) == 2  # not over the interrupted run's checkpoints
     assert "--overwrite" in capsys.readouterr().err

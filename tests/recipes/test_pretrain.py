@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import interrupt_after
 
 from lmforge.cli import main
 from lmforge.config import load_config
@@ -199,19 +199,12 @@ def test_resume_with_a_changed_config(prepared, cfg_for, capsys):
 def test_sigint_stops_with_a_checkpoint_and_resume_is_exact(prepared, cfg_for):
     over = {"pretrain.max_steps": 400, "pretrain.save_every": 1000, "pretrain.eval_every": 1000,
             "model.dropout": 0.1}
-    ref = cfg_for("sigref", **{**over, "pretrain.max_steps": 400})
+    ref = cfg_for("sigref", **over)
     cfg = cfg_for("sigint", **over)
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "pretrain", str(cfg), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = prepared / "sigint" / "pretrain" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    code, err, step = interrupt_after(["pretrain", str(cfg), "--no-progress"],
+                                      prepared / "sigint" / "pretrain" / "metrics.jsonl", 20)
+    assert code == 130, err[-2000:]
     assert "Traceback" not in err and "continue with --resume" in err
-    step = int(err.split("interrupted at step ")[1].split(";")[0])
     assert 20 <= step < 400
     assert [p.name for p in ckpt.list_checkpoints(prepared / "sigint" / "pretrain" / "checkpoints")] == \
         [f"step_{step:07d}"]

@@ -100,7 +100,18 @@ def _export(args: argparse.Namespace) -> int:
         print(f"HF folder → {export_hf(cfg.model, cfg.out)}")
         return 0
     from lmforge.export.onnx import export_onnx
+    from lmforge.export.onnx_lm import export_lm_onnx, is_lm_source
 
+    if is_lm_source(cfg.model):
+        rec = export_lm_onnx(cfg)
+        v = rec["verification"]
+        print(f"ONNX ({rec['kind']}) → {rec['out']}: verified on {len(v['checks'])} checks, max |Δ| {v['max_abs_diff']:.2e}")
+        if "int8" in rec:
+            q = rec["int8"]
+            agree = (f"top-1 agreement ≥ {q['min_top1_agreement']:.1%}" if "min_top1_agreement" in q
+                     else f"embedding cosine ≥ {q['min_embedding_cosine']:.4f}")
+            print(f"  int8: max |Δ| {q['max_abs_diff']:.3g}, {agree}, {q['bytes'] / 1e6:.1f} MB")
+        return 0
     rec = export_onnx(cfg)
     v = rec["verification"]
     print(f"ONNX → {rec['out']}: verified on {len(v['checks'])} batches, max |Δ logit| {v['max_abs_logit_diff']:.2e}")
@@ -211,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tokenizer", help="tokenizer folder/file (default: the one recorded in the checkpoint)")
     gen.set_defaults(func=_generate)
 
-    ex = sub.add_parser("export", help="a fine-tuned model as a verified ONNX folder (optionally int8), or an HF folder",
+    ex = sub.add_parser("export", help="a model as a verified ONNX folder (optionally int8), or an HF folder",
                         argument_default=S)
-    ex.add_argument("model", help="finetune folder or its best/ (onnx, hf); pretrain folder or checkpoint (hf)")
+    ex.add_argument("model", help="finetune folder or its best/ (onnx, hf); pretrain folder or checkpoint (onnx with "
+                                  "past keys/values for decoders, hf); an HF model folder or `minilm` (onnx)")
     ex.add_argument("--format", choices=["onnx", "hf"], help="default onnx")
     ex.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx")
     ex.add_argument("--out", help="output folder (default <finetune>/export/<format>)")

@@ -30,6 +30,7 @@ CHECKPOINT_TOKENIZER = "../../tokenizer"  # from checkpoints/step_N/ to the trai
 STATE_FILE = "state.json"  # in a checkpoint: step, checksums, loop state, resolved config
 CHECKSUMS_FILE = "lmforge_checksums.json"  # in an exported model folder (best/): sha256 of each file
 TASK_META_FILE = "lmforge_task.json"  # in a task-model folder: task, labels, max_length, ...
+LM_META_FILE = "lmforge_lm.json"  # in an ONNX export of a language model / encoder: kind, model config
 
 
 def ensure_dir(path: Path, what: str) -> Path:

@@ -156,3 +156,31 @@ def interrupt_after(args: list[str], metrics: Path, records: int) -> tuple[int, 
     _, err = proc.communicate(timeout=120)
     step = int(err.split("interrupted at step ")[1].split(";")[0]) if "interrupted at step " in err else -1
     return proc.returncode, err, step
+
+
+@pytest.fixture(scope="session")
+def make_hf_lm(tokenizer_dir):
+    """make_hf_lm(folder, kind) → a random tiny HF model folder with the word-level tokenizer:
+    ``llama`` (a RoPE/RMSNorm/SwiGLU decoder) or ``bert`` (a bare encoder, like sentence encoders)."""
+    def make(folder, kind: str):
+        import shutil
+
+        import torch
+        from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+        from lmforge.tokenizer.io import load_for_model
+
+        torch.manual_seed(0)
+        vocab = load_for_model(tokenizer_dir)[0].get_vocab_size()
+        if kind == "llama":
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                                 max_position_embeddings=48, tie_word_embeddings=False))
+        else:
+            model = BertModel(BertConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, max_position_embeddings=48), add_pooling_layer=False)
+        model.eval().save_pretrained(str(folder))
+        for f in Path(tokenizer_dir).iterdir():
+            shutil.copy2(f, Path(folder) / f.name)
+        return Path(folder)
+    return make

@@ -241,7 +241,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
     if eos is None and not labeled:
-        raise PipelineError(f"tokenizer has no end-of-document token: set tokenizer.special_tokens.eos to one of its tokens")
+        raise PipelineError("tokenizer has no end-of-document token: set tokenizer.special_tokens.eos to one of its tokens")
     tok_info.update(vocab_size=vocab_size, special_ids=special, doc_separator_id=eos)
     timings["tokenizer"] = time.time() - t
     _say(f"tokenizer: vocab {vocab_size} ({'trained' if tok_info['trained'] else 'loaded'}, {timings['tokenizer']:.1f}s)")

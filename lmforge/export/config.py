@@ -10,11 +10,11 @@ from typing import Literal, Optional
 class ExportConfig:
     """``lmforge export``: which model, which format, what to verify on."""
 
-    model: str = field(default="", metadata={"help": "a finetune folder or its best/ (onnx, hf), or a pretrain folder/checkpoint (hf)"})
+    model: str = field(default="", metadata={"help": "a finetune folder or its best/ (onnx, hf); a pretrain folder/checkpoint, an HF model folder or minilm (onnx: LM / encoder)"})
     format: Literal["onnx", "hf"] = field(default="onnx", metadata={"help": "onnx = a verified ONNX folder; hf = a Hugging Face folder"})
     quantize: Optional[Literal["int8"]] = field(default=None, metadata={"help": "also write model.int8.onnx (dynamic int8)"})
     out: Optional[str] = field(default=None, metadata={"help": "output folder (default <finetune>/export/<format>)"})
-    file: Optional[str] = field(default=None, metadata={"help": "labeled file to verify on and to measure quality/latency with"})
+    file: Optional[str] = field(default=None, metadata={"help": "labeled file to verify on and to measure quality/latency with (texts only for an LM / encoder)"})
     text_field: str = "text"
     label_field: str = "label"
     max_examples: int = field(default=512, metadata={"min": 1, "help": "examples of file used"})

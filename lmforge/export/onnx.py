@@ -39,6 +39,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.export.config import ExportConfig
+from lmforge.inference.ort import session
 from lmforge.models.load import TaskModel, load_task_model
 from lmforge.models.weights import write_checksums
 from lmforge.tasks import get_task
@@ -61,13 +62,17 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(input_ids, attention_mask)[0]
 
 
-def _session(path: Path, threads: int = 0):
-    import onnxruntime as ort
+INT8_METHOD = "onnxruntime quantize_dynamic, per-channel int8 weights, dynamic int8 activations"
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+def quantize_int8(src: Path, dst: Path) -> str:
+    """Dynamic int8 quantization of the graph ``src`` into ``dst``; returns how it was done."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    return INT8_METHOD
 
 
 def _check_batches(tm: TaskModel, cfg: ExportConfig, seed: int = 0) -> tuple[list[dict], Optional[dict]]:
@@ -149,7 +154,6 @@ def _latency_ms(run, enc, n: int, threads: int) -> float:
 def export_onnx(cfg: ExportConfig) -> dict:
     """Export, verify and (optionally) quantize; returns the ``export.json`` record."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tm = load_task_model(cfg.model)
     out = Path(cfg.out) if cfg.out else tm.folder.parent / "export" / "onnx"
@@ -170,7 +174,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     onnx.checker.check_model(str(tmp / "model.onnx"))
     export_s = time.time() - t0
     batches, data = _check_batches(tm, cfg)
-    fp32 = _session(tmp / "model.onnx")
+    fp32 = session(tmp / "model.onnx")
     worst, rows = _max_diff(fp32, wrapped, batches)
     if worst > cfg.tolerance:
         shutil.rmtree(tmp)
@@ -183,13 +187,9 @@ def export_onnx(cfg: ExportConfig) -> dict:
               "verification": {"tolerance": cfg.tolerance, "max_abs_logit_diff": worst, "checks": rows},
               "files": {"model.onnx": os.path.getsize(tmp / "model.onnx")}}
     if cfg.quantize == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8,
-                             per_channel=True)
-        int8 = _session(tmp / "model.int8.onnx")
-        q_worst, q_rows = _max_diff(int8, wrapped, batches)
-        record["int8"] = {"method": "onnxruntime quantize_dynamic, per-channel int8 weights, dynamic int8 activations",
+        method = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+        q_worst, q_rows = _max_diff(session(tmp / "model.int8.onnx"), wrapped, batches)
+        record["int8"] = {"method": method,
                           "max_abs_logit_diff": q_worst, "checks": q_rows,
                           "bytes": os.path.getsize(tmp / "model.int8.onnx")}
         record["files"]["model.int8.onnx"] = record["int8"]["bytes"]
@@ -219,7 +219,7 @@ def _quality(tm: TaskModel, data: dict, folder: Path, cfg: ExportConfig) -> dict
     sides = {"torch_fp32": torch_run}
     for name, file in (("onnx_fp32", "model.onnx"), ("onnx_int8", "model.int8.onnx")):
         if (folder / file).is_file():
-            s = _session(folder / file, cfg.threads)
+            s = session(folder / file, cfg.threads)
             sides[name] = lambda ids, mask, s=s: s.run(None, {"input_ids": ids, "attention_mask": mask})[0]
     out = {"file": str(cfg.file), "examples": len(examples), "metric": key, "threads": cfg.threads}
     for name, run in sides.items():

@@ -1,17 +1,17 @@
-"""``lmforge generate``: sample from a decoder checkpoint with temperature, top-k and top-p,
-using the KV cache (one new token per forward pass after the prompt)."""
+"""Sampling from a decoder: temperature, top-k and top-p over any step decoder
+(:mod:`lmforge.inference.decoders`), streamed text with stop strings, and ``lmforge generate``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 
 from lmforge.errors import ModelError
 from lmforge.inference.config import GenerateConfig
+from lmforge.inference.decoders import TorchDecoder
 from lmforge.layout import checkpoint_tokenizer
-from lmforge.models.layers import KVCache
 from lmforge.models.load import load_checkpoint_model
 from lmforge.models.transformer import LanguageModel
 from lmforge.tokenizer.io import load_folder
@@ -35,30 +35,87 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
-def generate(model: LanguageModel, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-             top_k: Optional[int] = None, top_p: Optional[float] = None, eos_id: Optional[int] = None,
-             seed: int = 0) -> torch.Tensor:
-    """ids (B, T) → (B, T + new). Stops early when every row produced ``eos_id``."""
-    if not model.causal:
-        raise ModelError("generation needs a decoder (causal LM) checkpoint")
-    limit = model.cfg.max_seq_len - ids.shape[1]
-    if limit <= 0:
-        raise ModelError(f"the prompt has {ids.shape[1]} tokens; the model's max_seq_len is {model.cfg.max_seq_len}")
+def stream(decoder, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
+           top_p: Optional[float] = None, eos_id: Optional[int] = None, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Sample up to ``max_new_tokens`` next ids (B,) from ``decoder`` (see
+    :mod:`lmforge.inference.decoders`), one per iteration; stops early when every row has produced
+    ``eos_id``. The caller may stop iterating at any time (a cancelled request does)."""
     g = torch.Generator().manual_seed(seed)
-    cache = KVCache(model.cfg.n_layer)
-    logits, _ = model(ids, cache=cache)
-    out = [ids]
+    logits = decoder.prefill(ids)
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
-    for _ in range(min(max_new_tokens, limit)):
-        nxt = sample_next(logits[:, -1].float(), temperature, top_k, top_p, g)
-        out.append(nxt[:, None])
+    for i in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, top_p, g)
+        yield nxt
         if eos_id is not None:
             done |= nxt == eos_id
             if done.all():
-                break
-        logits, _ = model(nxt[:, None], cache=cache)
-    return torch.cat(out, dim=1)
+                return
+        if i + 1 < max_new_tokens:
+            logits = decoder.step(nxt)
+
+
+def check_room(cfg, prompt_len: int) -> int:
+    """How many new tokens fit after a prompt of ``prompt_len`` tokens (a clear error if none)."""
+    limit = cfg.max_seq_len - prompt_len
+    if limit <= 0:
+        raise ModelError(f"the prompt has {prompt_len} tokens; the model's max_seq_len is {cfg.max_seq_len}")
+    return limit
+
+
+def generate(model: LanguageModel, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, eos_id: Optional[int] = None,
+             seed: int = 0, use_cache: bool = True) -> torch.Tensor:
+    """ids (B, T) → (B, T + new), with the KV cache (one new token per forward pass after the prompt)."""
+    if not model.causal:
+        raise ModelError("generation needs a decoder (causal LM) checkpoint")
+    n = min(max_new_tokens, check_room(model.cfg, ids.shape[1]))
+    new = list(stream(TorchDecoder(model, use_cache), ids, n, temperature, top_k, top_p, eos_id, seed))
+    return torch.cat([ids] + [t[:, None] for t in new], dim=1)
+
+
+class TextStream:
+    """Token ids → text pieces, for streaming one completion.
+
+    Each :meth:`push` returns the text that became final: the completion is decoded with the
+    prompt in front (so word-level and byte-level tokenizers get their spaces right) and only the
+    part that cannot still turn into a ``stop`` string is released. When a stop string appears the
+    text is cut before it and :attr:`stopped` turns true."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int], stop: Sequence[str] = ()):
+        self.tok, self.prompt, self.stop = tokenizer, list(prompt_ids), [s for s in stop if s]
+        self.prefix = len(self._decode([]))
+        self.new: list[int] = []
+        self.sent = 0
+        self.stopped = False
+
+    def _decode(self, new: list[int]) -> str:
+        return self.tok.decode(self.prompt + new, skip_special_tokens=True)
+
+    @property
+    def text(self) -> str:
+        """The completion so far (cut at a stop string)."""
+        full = self._decode(self.new)[self.prefix:]
+        cut = min((i for i in (full.find(s) for s in self.stop) if i >= 0), default=-1)
+        return full if cut < 0 else full[:cut]
+
+    def push(self, token: int) -> str:
+        self.new.append(token)
+        full = self._decode(self.new)[self.prefix:]
+        cut = min((i for i in (full.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, ready = True, cut
+        else:  # hold back a tail that may be the start of a stop string
+            hold = max((k for s in self.stop for k in range(1, len(s)) if full.endswith(s[:k])), default=0)
+            ready = len(full) - hold
+        piece = full[self.sent:ready] if ready > self.sent else ""
+        self.sent = max(self.sent, ready)
+        return piece
+
+    def flush(self) -> str:
+        """What was held back, once generation has ended without a stop."""
+        rest = self.text[self.sent:] if not self.stopped else ""
+        self.sent += len(rest)
+        return rest
 
 
 def generate_text(cfg: GenerateConfig) -> str:

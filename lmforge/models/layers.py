@@ -62,6 +62,17 @@ class KVCache:
         self.k: list[Optional[torch.Tensor]] = [None] * n_layer
         self.v: list[Optional[torch.Tensor]] = [None] * n_layer
 
+    @classmethod
+    def from_stacked(cls, keys: torch.Tensor, values: torch.Tensor) -> "KVCache":
+        """A cache holding ``keys``/``values`` of shape (L, B, H, S, D) (S may be 0)."""
+        cache = cls(keys.shape[0])
+        cache.k, cache.v = list(keys.unbind(0)), list(values.unbind(0))
+        return cache
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keys, values), each (L, B, H, S, D)."""
+        return torch.stack(self.k), torch.stack(self.v)
+
     @property
     def length(self) -> int:
         return self.layer_length(0)

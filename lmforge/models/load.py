@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
+
+import torch
 
 from lmforge.errors import ArtifactError
-from lmforge.layout import STATE_FILE, kind_of, resolve_checkpoint, task_model_dir
+from lmforge.layout import STATE_FILE, checkpoint_tokenizer, kind_of, resolve_checkpoint, task_model_dir
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import Classifier
-from lmforge.models.transformer import LanguageModel, build_lm
+from lmforge.models.transformer import LanguageModel, TransformerBody, build_lm
 from lmforge.models.weights import CheckpointError, load_into, verify
 from lmforge.tokenizer.io import Specials, load_for_model
 
@@ -81,3 +83,49 @@ def load_task_model(path: str | Path) -> TaskModel:
     tok, specials = load_for_model(folder)
     return TaskModel(model, labels, tok, specials, meta, folder)
 
+
+
+@dataclass
+class LoadedLM:
+    """A language model or bare encoder, ready for generation / embeddings, with its tokenizer.
+
+    ``model`` is a :class:`LanguageModel` (our checkpoints, HF GPT-2/Llama/BERT-MLM folders) or a
+    :class:`~lmforge.models.transformer.TransformerBody` (HF encoders without an MLM head, e.g.
+    sentence encoders); ``body`` is the part that gives hidden states either way."""
+
+    model: torch.nn.Module
+    tokenizer_dir: Path
+    source: Path
+    step: Optional[int] = None
+
+    @property
+    def body(self) -> TransformerBody:
+        return self.model.body if isinstance(self.model, LanguageModel) else self.model
+
+    @property
+    def causal(self) -> bool:
+        return self.body.causal
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.body.cfg
+
+
+LM_KINDS = ("checkpoint", "pretrain", "hf_model")
+
+
+def load_language_model(path: str | Path) -> LoadedLM:
+    """One of our checkpoints or pretrain folders (its latest checkpoint), an HF model folder
+    (GPT-2, Llama, BERT), or ``minilm``; in eval mode."""
+    from lmforge.models.hf_interop import from_hf
+
+    path = Path(resolve_init(str(path)))
+    kind = kind_of(path)
+    if kind in ("checkpoint", "pretrain"):
+        model, state = load_checkpoint_model(path)
+        return LoadedLM(model, checkpoint_tokenizer(state["path"], state), state["path"], state.get("step"))
+    if kind == "hf_model":
+        model = from_hf(path)
+        return LoadedLM(model.eval(), path, path)
+    raise ArtifactError(f"{path}: not a language model (give a pretrain folder, a checkpoint, an HF model folder "
+                        f"or `minilm`; this folder is a {kind})")

@@ -17,6 +17,7 @@ import torch
 
 from lmforge.data.labeled_files import Example
 from lmforge.errors import ArtifactError
+from lmforge.inference.ort import session as ort_session
 from lmforge.layout import TASK_META_FILE, kind_of
 from lmforge.serving.config import ServeConfig
 from lmforge.tasks import get_task
@@ -35,8 +36,6 @@ class Runner:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.backend == "onnx":
-            import onnxruntime as ort
-
             graph = folder / cfg.onnx_file
             if not graph.is_file() or not (folder / TASK_META_FILE).is_file():
                 raise ArtifactError(f"{folder}: not an ONNX export folder (no {cfg.onnx_file} / {TASK_META_FILE}); "
@@ -46,10 +45,7 @@ class Runner:
             self.max_length = meta.get("max_length") or meta["model"]["max_seq_len"]
             self.causal = meta["model"]["arch"] == "decoder"
             self.tokenizer, self.specials = load_for_model(folder)
-            opts = ort.SessionOptions()
-            if cfg.threads:
-                opts.intra_op_num_threads = cfg.threads
-            session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+            session = ort_session(graph, cfg.threads)
             self._logits = lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
             self.folder = folder
         else:

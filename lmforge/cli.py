@@ -236,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=int, help="threads for the latency measurement (default 2)")
     ex.set_defaults(func=_export)
 
-    sv = sub.add_parser("serve", help="an HTTP server (FastAPI) for a fine-tuned model, with dynamic batching",
-                        argument_default=S)
-    sv.add_argument("model", help="finetune folder or its best/ (torch), or an export folder (onnx)")
+    sv = sub.add_parser("serve", help="an HTTP server (FastAPI): classify / ner / embed with dynamic batching, "
+                                      "generate with streaming", argument_default=S)
+    sv.add_argument("model", help="finetune folder or its best/, pretrain folder or checkpoint, HF model folder or "
+                                  "minilm (torch); an export folder (onnx)")
     sv.add_argument("--backend", choices=["torch", "onnx"], help="default torch")
     sv.add_argument("--onnx-file", help="graph in the export folder (default model.onnx; e.g. model.int8.onnx)")
     sv.add_argument("--host", help="default 127.0.0.1")
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-chars", type=int, help="characters per text (default 20000)")
     sv.add_argument("--max-queue", type=int, help="queued texts before 429 (default 1024)")
     sv.add_argument("--timeout-s", type=float, help="per-request timeout (default 30)")
+    sv.add_argument("--max-new-tokens", type=int, help="new tokens per generation request (default 512)")
+    sv.add_argument("--no-kv-cache", dest="kv_cache", action="store_false",
+                    help="torch decoders: re-run the whole sequence per token (to measure the cache)")
     sv.add_argument("--api-key", help="require Authorization: Bearer KEY (or set LMFORGE_API_KEY)")
     sv.add_argument("--threads", type=int)
     sv.add_argument("--smoke", default=None, metavar="TEXT",

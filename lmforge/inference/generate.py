@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -36,11 +36,15 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
 
 
 def stream(decoder, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
-           top_p: Optional[float] = None, eos_id: Optional[int] = None, seed: int = 0) -> Iterator[torch.Tensor]:
+           top_p: Optional[float] = None, eos_id: Optional[int] = None, seed: int = 0,
+           should_stop: Callable[[], bool] = lambda: False) -> Iterator[torch.Tensor]:
     """Sample up to ``max_new_tokens`` next ids (B,) from ``decoder`` (see
     :mod:`lmforge.inference.decoders`), one per iteration; stops early when every row has produced
-    ``eos_id``. The caller may stop iterating at any time (a cancelled request does)."""
+    ``eos_id``, or before any forward pass once ``should_stop()`` is true (a cancelled request).
+    The caller may also stop iterating at any time."""
     g = torch.Generator().manual_seed(seed)
+    if should_stop():
+        return
     logits = decoder.prefill(ids)
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
     for i in range(max_new_tokens):
@@ -51,6 +55,8 @@ def stream(decoder, ids: torch.Tensor, max_new_tokens: int, temperature: float =
             if done.all():
                 return
         if i + 1 < max_new_tokens:
+            if should_stop():
+                return
             logits = decoder.step(nxt)
 
 

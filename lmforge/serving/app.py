@@ -1,11 +1,15 @@
 """The HTTP app of ``lmforge serve`` (FastAPI).
 
 Endpoints: ``GET /health`` (liveness), ``GET /ready`` (model loaded), ``GET /v1/model``,
-``POST /v1/classify`` and ``POST /v1/ner`` (``{"texts": [...]}``), ``GET /metrics``
-(Prometheus text: requests by endpoint and status, latency histogram, batch sizes, queue
-depth); OpenAPI at ``/openapi.json``, docs at ``/docs``. The model is loaded once, in the
-lifespan; requests are batched (:mod:`lmforge.serving.batcher`); a request whose client
-disconnects or times out is cancelled, and its texts are dropped from the queue unrun. Client mistakes get a 4xx with
+``POST /v1/classify`` and ``POST /v1/ner`` (``{"texts": [...]}``) for task models,
+``POST /v1/embed`` for encoders, ``POST /v1/generate`` for decoders (``"stream": true`` sends
+server-sent events, one per token), ``GET /metrics`` (Prometheus text: requests by endpoint and
+status, latency histogram, batch sizes, queue depth, generated tokens); OpenAPI at
+``/openapi.json``, docs at ``/docs``. The model is loaded once, in the lifespan; texts are
+batched (:mod:`lmforge.serving.batcher`), generations run one at a time
+(:mod:`lmforge.serving.generation`). A request whose client disconnects or times out is
+cancelled: its texts are dropped from the queue unrun, and its generation stops before the next
+forward pass. Client mistakes get a 4xx with
 a JSON body naming the field — 400 unparsable body, 401 bad key, 413 body too large, 422 invalid payload or a text
 over the limits, 429 queue full, 503 not ready, 504 timeout — and no traceback ever reaches the
 client.
@@ -15,23 +19,47 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import os
 import time
 from contextlib import asynccontextmanager
+from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmforge.errors import UsageError
 from lmforge.serving.batcher import Batcher, QueueFull
 from lmforge.serving.config import ServeConfig
+from lmforge.serving.generation import Generations
+from lmforge.serving.lm_runner import GenerationRequest
+from lmforge.serving.runner import ENDPOINTS
 
 
 class TextsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(min_length=1, description="the texts to run the model on")
+
+
+class EmbedRequest(TextsRequest):
+    normalize: bool = Field(True, description="scale each vector to unit length (cosine similarity = dot product)")
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(description="text to continue (empty: start from the tokenizer's BOS)")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="at most this many new tokens (default 64, or the "
+                                                                     "server's --max-new-tokens if lower)")
+    temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 = greedy")
+    top_k: Optional[int] = Field(None, ge=1, description="sample among the k most likely tokens")
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="nucleus sampling: smallest set with this much probability")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="end the text before the first of these strings")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same prompt, same settings: same text")
+    stream: bool = Field(False, description="send server-sent events: one per token, then the final record")
 
 
 def _error(status: int, field: str | None, message: str) -> JSONResponse:
@@ -49,15 +77,25 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
     batch_sizes = Histogram("lmforge_batch_size", "texts per forward pass", registry=registry,
                             buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-    queue_depth = Gauge("lmforge_queue_texts", "texts waiting for a forward pass", registry=registry)
+    queue_depth = Gauge("lmforge_queue_texts", "texts (or generation requests) waiting for the model", registry=registry)
+    running = Gauge("lmforge_generations_running", "generations running now", registry=registry)
+    tokens_out = Counter("lmforge_generated_tokens", "tokens generated", registry=registry)
     api_key = cfg.api_key or os.environ.get("LMFORGE_API_KEY")
     state: dict = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from lmforge.serving.runner import Runner
+        from lmforge.serving.runner import load_runner
 
-        r = runner if runner is not None else await asyncio.get_running_loop().run_in_executor(None, Runner, cfg)
+        r = runner if runner is not None else await asyncio.get_running_loop().run_in_executor(None, load_runner, cfg)
+        if r.kind == "causal_lm":
+            gens = Generations(r, cfg.max_queue, tokens_out.inc)
+            queue_depth.set_function(lambda: gens.waiting)
+            running.set_function(lambda: gens.running)
+            state.update(runner=r, generations=gens)
+            yield
+            gens.shutdown()
+            return
         b = Batcher(r.predict, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue, batch_sizes.observe)
         b.start()
         queue_depth.set_function(lambda: b.queued_texts)
@@ -134,13 +172,18 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
     async def model_info():
         return {**state["runner"].info(), "version": _version()}
 
-    async def run(texts: list[str], task: str, request: Request):
+    def wrong_model(kind: str):
+        """None when the loaded model serves ``kind``; else the error response."""
         r = state.get("runner")
         if r is None:
             return _error(503, None, "model not loaded yet")
-        if r.task_name != task:
-            other = "/v1/ner" if r.task_name == "token" else "/v1/classify"
-            return _error(404, None, f"this model is a {r.task_name} model: use {other}")
+        if r.kind != kind:
+            return _error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
+        return None
+
+    async def run(texts: list[str], kind: str, request: Request):
+        if (bad := wrong_model(kind)) is not None:
+            return bad
         if len(texts) > cfg.max_texts:
             return _error(422, "texts", f"{len(texts)} texts; at most {cfg.max_texts} per request")
         for i, t in enumerate(texts):
@@ -159,23 +202,136 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
             return _error(429, None, "too many texts waiting; retry later")
         except asyncio.TimeoutError:
             return _error(504, None, f"no result within {cfg.timeout_s} s")
-        return {"results": [{k: v for k, v in x.items() if k != "line"} for x in results]}
+        return results
 
     @app.post("/v1/classify")
     async def classify(req: TextsRequest, request: Request):
         """Label, score and every class probability per text."""
-        return await run(req.texts, "sequence", request)
+        out = await run(req.texts, "sequence", request)
+        return out if isinstance(out, JSONResponse) else {"results": [_public(x) for x in out]}
 
     @app.post("/v1/ner")
     async def ner(req: TextsRequest, request: Request):
         """Entities per text, with type, score and character offsets into the text."""
-        return await run(req.texts, "token", request)
+        out = await run(req.texts, "token", request)
+        return out if isinstance(out, JSONResponse) else {"results": [_public(x) for x in out]}
+
+    @app.post("/v1/embed")
+    async def embed(req: EmbedRequest, request: Request):
+        """One pooled vector per text (mean of the encoder's hidden states over real tokens)."""
+        out = await run(req.texts, "encoder", request)
+        if isinstance(out, JSONResponse):
+            return out
+        res = []
+        for x in out:
+            v = x["embedding"]
+            if req.normalize:
+                v = v / max(float(np.linalg.norm(v)), 1e-12)
+            res.append({"embedding": [float(f) for f in v], "tokens": x["tokens"], "truncated": x["truncated"]})
+        return {"results": res, "dimension": len(res[0]["embedding"]), "normalized": req.normalize}
+
+    @app.post("/v1/generate")
+    async def generate(req: GenerateRequest, request: Request):
+        """A completion of ``prompt``: the text, why it ended, token counts; with ``stream`` as
+        server-sent events (``data: {"token": id, "text": piece}`` per token, then
+        ``data: {"done": true, ...}`` and ``data: [DONE]``)."""
+        if (bad := wrong_model("causal_lm")) is not None:
+            return bad
+        if req.max_new_tokens is None:
+            req.max_new_tokens = min(64, cfg.max_new_tokens)
+        if req.max_new_tokens > cfg.max_new_tokens:
+            return _error(422, "max_new_tokens", f"{req.max_new_tokens}; this server allows at most {cfg.max_new_tokens}")
+        if len(req.prompt) > cfg.max_chars:
+            return _error(422, "prompt", f"{len(req.prompt)} characters; at most {cfg.max_chars}")
+        try:
+            state["runner"].prompt_ids(req.prompt)
+        except UsageError as exc:
+            return _error(422, "prompt", str(exc))
+        params = GenerationRequest(req.prompt, req.max_new_tokens, req.temperature, req.top_k, req.top_p,
+                                   list(req.stop), req.seed)
+        try:
+            job = state["generations"].submit(params)
+        except QueueFull:
+            return _error(429, None, "too many generations waiting; retry later")
+        if req.stream:
+            return StreamingResponse(_sse(job, cfg.timeout_s), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        return await _complete(job, request, cfg.timeout_s)
 
     @app.get("/metrics")
     async def metrics():
         return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _public(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "line"}
+
+
+async def _next_event(job, timeout_s: float):
+    return await asyncio.wait_for(job.events.get(), timeout_s)
+
+
+async def _complete(job, request: Request, timeout_s: float):
+    """Wait for a whole generation; a client that leaves or a timeout stops it."""
+    async def final():
+        while True:
+            event = await job.events.get()
+            if event[0] != "token":
+                return event
+
+    work = asyncio.ensure_future(asyncio.wait_for(final(), timeout_s))
+    watch = asyncio.ensure_future(_disconnected(request))
+    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        job.cancel.set()
+        work.cancel()
+        return _error(499, None, "client disconnected")
+    watch.cancel()
+    try:
+        event = work.result()
+    except asyncio.TimeoutError:
+        job.cancel.set()
+        return _error(504, None, f"no result within {timeout_s} s")
+    if event[0] == "error":
+        return _generation_error(event[1])
+    return event[1]
+
+
+def _generation_error(exc: Exception) -> JSONResponse:
+    if isinstance(exc, UsageError):
+        return _error(422, "prompt", str(exc))
+    raise exc  # a bug: the guard answers 500 and the server logs it
+
+
+async def _sse(job, timeout_s: float):
+    """Server-sent events of one generation. The client leaving closes this generator (Starlette
+    cancels the response); ``finally`` then stops the generation. ``timeout_s`` bounds the wait
+    for each event, the first included."""
+    try:
+        while True:
+            try:
+                event = await _next_event(job, timeout_s)
+            except asyncio.TimeoutError:
+                yield _event({"error": {"field": None, "message": f"no token within {timeout_s} s"}})
+                return
+            if event[0] == "token":
+                yield _event({"token": event[1], "text": event[2]})
+                continue
+            if event[0] == "error":
+                msg = str(event[1]) if isinstance(event[1], UsageError) else "internal error"
+                yield _event({"error": {"field": "prompt" if isinstance(event[1], UsageError) else None, "message": msg}})
+            else:
+                yield _event({"done": True, **event[1]})
+            yield "data: [DONE]\n\n"
+            return
+    finally:
+        job.cancel.set()
+
+
+def _event(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
 
 
 async def _disconnected(request: Request, every_s: float = 0.05) -> None:

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 class ServeConfig:
     """``lmforge serve``: the model, where to listen, and the limits every request is held to."""
 
-    model: str = field(default="", metadata={"help": "finetune folder, its best/, or an ONNX export folder"})
+    model: str = field(default="", metadata={"help": "finetune folder or its best/, pretrain folder or checkpoint, HF model folder, minilm, or an ONNX export folder"})
     backend: Literal["torch", "onnx"] = field(default="torch", metadata={"help": "onnx needs an export folder (lmforge export)"})
     onnx_file: str = field(default="model.onnx", metadata={"help": "which graph of the export folder (e.g. model.int8.onnx)"})
     host: str = "127.0.0.1"
@@ -20,8 +20,10 @@ class ServeConfig:
     max_texts: int = field(default=64, metadata={"min": 1, "help": "texts per request"})
     max_chars: int = field(default=20_000, metadata={"min": 1, "help": "characters per text"})
     max_body_bytes: int = field(default=2_000_000, metadata={"min": 1})
-    max_queue: int = field(default=1024, metadata={"min": 1, "help": "queued texts before 429"})
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001, "help": "per-request timeout (504)"})
+    max_queue: int = field(default=1024, metadata={"min": 1, "help": "queued texts (or waiting generations) before 429"})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001, "help": "per-request timeout (504); for a streamed generation, the longest wait for the next token"})
+    max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "new tokens per generation request"})
+    kv_cache: bool = field(default=True, metadata={"help": "torch decoders: false re-runs the whole sequence per token (only to measure what the cache is worth)"})
     api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})
     threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads (default: all cores)"})
 

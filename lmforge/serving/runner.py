@@ -1,7 +1,8 @@
 """The model behind the server: texts in, predictions out, in one batched call.
 
 Backends: ``torch`` (our task model from a finetune folder / HF classification folder) and
-``onnx`` (an ``lmforge export`` folder, run with onnxruntime). Both share the task's encoding,
+``onnx`` (an ``lmforge export`` folder, run with onnxruntime). :func:`load_runner` picks the
+runner for any model folder (decoders and encoders: :mod:`lmforge.serving.lm_runner`). Both share the task's encoding,
 so the same text gets the same ids. NER input is split on whitespace with character offsets
 kept, so every entity comes back with ``start``/``end`` offsets into the original text.
 """
@@ -18,7 +19,7 @@ import torch
 from lmforge.data.labeled_files import Example
 from lmforge.errors import ArtifactError
 from lmforge.inference.ort import session as ort_session
-from lmforge.layout import TASK_META_FILE, kind_of
+from lmforge.layout import LM_META_FILE, TASK_META_FILE, kind_of
 from lmforge.serving.config import ServeConfig
 from lmforge.tasks import get_task
 from lmforge.tasks.batching import collate
@@ -28,8 +29,31 @@ from lmforge.tokenizer.io import load_for_model
 WORD = re.compile(r"\S+")
 
 
+ENDPOINTS = {"sequence": "/v1/classify", "token": "/v1/ner", "causal_lm": "/v1/generate", "encoder": "/v1/embed"}
+
+
+def load_runner(cfg: ServeConfig):
+    """The runner for ``cfg.model``: a task model (:class:`Runner`), or a decoder / encoder
+    (:mod:`lmforge.serving.lm_runner`); ``runner.kind`` is a key of :data:`ENDPOINTS`. A folder that
+    is none of these is an :class:`ArtifactError`, before any port opens."""
+    from lmforge.serving.lm_runner import load_lm_runner
+
+    folder = Path(cfg.model)
+    if cfg.backend == "onnx":
+        if (folder / LM_META_FILE).is_file():
+            return load_lm_runner(cfg)
+        return Runner(cfg)  # checks the folder itself
+    kind = kind_of(folder)
+    if kind in ("finetune", "task_model"):
+        return Runner(cfg)
+    if cfg.model == "minilm" or kind in ("checkpoint", "pretrain", "hf_model"):
+        return load_lm_runner(cfg)
+    raise ArtifactError(f"{folder}: not a model folder (give a finetune folder or its best/, a pretrain folder or "
+                        "checkpoint, an HF model folder or minilm; or an export folder with --backend onnx)")
+
+
 class Runner:
-    """``predict(texts) -> list[dict]``; safe to call from one worker thread at a time."""
+    """A classifier or tagger: ``predict(texts) -> list[dict]``; safe to call from one worker thread at a time."""
 
     def __init__(self, cfg: ServeConfig):
         folder = Path(cfg.model)
@@ -51,9 +75,6 @@ class Runner:
         else:
             from lmforge.models.load import load_task_model
 
-            if kind_of(folder) not in ("finetune", "task_model"):
-                raise ArtifactError(f"{folder}: not a fine-tuned model folder (give a finetune folder, its best/, "
-                                    "or an export folder with --backend onnx)")
             tm = load_task_model(folder)
             self.task_name, self.labels, self.tokenizer, self.specials = tm.model.task, tm.labels, tm.tokenizer, tm.specials
             self.max_length = tm.meta.get("max_length") or tm.model.cfg.max_seq_len
@@ -67,6 +88,7 @@ class Runner:
             self._logits = logits
             self.folder = tm.folder
         self.task = get_task(self.task_name)
+        self.kind = self.task_name
         self.backend = cfg.backend
 
     def info(self) -> dict:

@@ -1,6 +1,7 @@
 """Run the app with uvicorn: in the foreground (``lmforge serve``) or for one smoke request
 (``lmforge serve --smoke TEXT``, which starts the server on a free local port, waits for
-``/ready``, sends TEXT, prints the answer and shuts the server down)."""
+``/ready``, sends TEXT to the model's endpoint (as the prompt for a decoder), prints the answer
+and shuts the server down)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from lmforge.errors import LmforgeError
 from lmforge.serving.app import build_app
 from lmforge.serving.config import ServeConfig
-from lmforge.serving.runner import Runner
+from lmforge.serving.runner import ENDPOINTS, load_runner
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,8 +46,8 @@ def serve(cfg: ServeConfig) -> None:
     (uvicorn lets in-flight requests finish)."""
     import uvicorn
 
-    runner = Runner(cfg)
-    print(f"[serve] {runner.task_name} model {runner.folder} ({cfg.backend}) on http://{cfg.host}:{cfg.port}", flush=True)
+    runner = load_runner(cfg)
+    print(f"[serve] {runner.kind} model {runner.folder} ({cfg.backend}) on http://{cfg.host}:{cfg.port}", flush=True)
     uvicorn.run(build_app(cfg, runner), host=cfg.host, port=cfg.port, log_level="warning")
 
 
@@ -55,7 +56,7 @@ def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
     import httpx
     import uvicorn
 
-    runner = Runner(cfg)
+    runner = load_runner(cfg)
     port = cfg.port or free_port(cfg.host)
     server = uvicorn.Server(uvicorn.Config(build_app(cfg, runner), host=cfg.host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -64,8 +65,9 @@ def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     try:
         wait_ready(base, timeout, thread.is_alive)
-        path = "/v1/ner" if runner.task_name == "token" else "/v1/classify"
-        r = httpx.post(f"{base}{path}", json={"texts": [text]}, headers=headers, timeout=timeout)
+        path = ENDPOINTS[runner.kind]
+        body = {"prompt": text, "max_new_tokens": 20} if runner.kind == "causal_lm" else {"texts": [text]}
+        r = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=timeout)
         body = r.json()
         print(f"[serve] smoke: POST {path} → {r.status_code} {json.dumps(body)[:500]}", flush=True)
         if r.status_code != 200:

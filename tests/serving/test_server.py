@@ -115,7 +115,7 @@ def test_bad_model_folder_fails_before_serving(tmp_path, capsys):
     from lmforge.cli import main
 
     assert main(["serve", str(tmp_path)]) == 1
-    assert "not a fine-tuned model folder" in capsys.readouterr().err
+    assert "not a model folder" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--backend", "onnx"]) == 1
     assert "not an ONNX export folder" in capsys.readouterr().err
 

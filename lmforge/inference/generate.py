@@ -22,7 +22,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int], 
     """logits (B, V) → next ids (B,)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = logits / temperature
+    # in float64 (a temperature of 1e-137 is 0 in float32) and shifted by the row maximum first, so a
+    # tiny temperature gives -inf for all but the best token, never inf - inf = NaN
+    logits = logits.double()
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -27,3 +27,13 @@ def test_generate_command_end_to_end(tiny_decoder, capsys):
     assert main(["generate", str(tiny_decoder), "--max-new-tokens", "0", "--top-p", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "--max-new-tokens: must be >= 1" in err and "--top-p: must be <= 1.0" in err
+
+
+def test_extreme_temperatures_sample_without_nan():
+    """A temperature of 1e-137 (found by the server fuzz run) overflowed the logits to inf and
+    made the probabilities NaN; now it is as good as greedy, and a huge one still samples."""
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, -1.0, 0.7]])
+    g = torch.Generator().manual_seed(0)
+    assert sample_next(logits, 1e-137, None, None, g).tolist() == [1, 2]
+    assert sample_next(logits, 1e-300, 2, 0.5, g).tolist() == [1, 2]
+    assert sample_next(logits, 1e6, None, None, g).shape == (2,)

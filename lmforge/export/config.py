@@ -20,7 +20,7 @@ class ExportConfig:
     max_examples: int = field(default=512, metadata={"min": 1, "help": "examples of file used"})
     latency_examples: int = field(default=100, metadata={"min": 1, "help": "batch-1 calls timed per side"})
     threads: int = field(default=2, metadata={"min": 1, "help": "threads for the latency measurement"})
-    tolerance: float = field(default=1e-4, metadata={"min": 0.0, "help": "max |Δ logit| allowed between ONNX fp32 and PyTorch"})
+    tolerance: float = field(default=1e-4, metadata={"min": 0.0, "help": "largest absolute difference allowed between ONNX fp32 and PyTorch outputs (logits, hidden states, embeddings)"})
 
     def validate(self):
         if not self.model:

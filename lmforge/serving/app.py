@@ -170,7 +170,7 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
     @app.get("/v1/model")
     async def model_info():
-        return {**state["runner"].info(), "version": _version()}
+        return {**state["runner"].info(), "version": _version(), "pid": os.getpid()}
 
     def wrong_model(kind: str):
         """None when the loaded model serves ``kind``; else the error response."""

@@ -6,9 +6,11 @@ and shuts the server down)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
+from dataclasses import asdict, replace
 
 from lmforge.errors import LmforgeError
 from lmforge.serving.app import build_app
@@ -41,14 +43,32 @@ def wait_ready(base: str, timeout: float, alive=lambda: True) -> None:
         time.sleep(0.05)
 
 
+CONFIG_ENV = "LMFORGE_SERVE_CONFIG"  # the config handed to worker processes (JSON)
+
+
 def serve(cfg: ServeConfig) -> None:
     """Load the model (a bad folder fails here, before the port opens), then serve until SIGINT/SIGTERM
-    (uvicorn lets in-flight requests finish)."""
+    (uvicorn lets in-flight requests finish). With ``workers`` > 1, uvicorn starts that many
+    processes on the one port; each loads its own model with its share of the cores."""
     import uvicorn
 
+    if cfg.workers > 1 and not cfg.threads:
+        cfg = replace(cfg, threads=max(1, (os.cpu_count() or 1) // cfg.workers))
     runner = load_runner(cfg)
-    print(f"[serve] {runner.kind} model {runner.folder} ({cfg.backend}) on http://{cfg.host}:{cfg.port}", flush=True)
-    uvicorn.run(build_app(cfg, runner), host=cfg.host, port=cfg.port, log_level="warning")
+    print(f"[serve] {runner.kind} model {runner.folder} ({cfg.backend}) on http://{cfg.host}:{cfg.port}"
+          + (f", {cfg.workers} workers × {cfg.threads} threads" if cfg.workers > 1 else ""), flush=True)
+    if cfg.workers == 1:
+        uvicorn.run(build_app(cfg, runner), host=cfg.host, port=cfg.port, log_level="warning")
+        return
+    del runner  # checked; each worker loads its own
+    os.environ[CONFIG_ENV] = json.dumps(asdict(cfg))
+    uvicorn.run("lmforge.serving.server:app_from_env", factory=True, host=cfg.host, port=cfg.port,
+                workers=cfg.workers, log_level="warning")
+
+
+def app_from_env():
+    """The app of one worker process (``serve`` with ``workers`` > 1 names this factory)."""
+    return build_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
 
 
 def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:

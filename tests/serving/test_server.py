@@ -212,3 +212,27 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(classifier):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_workers_are_separate_processes_on_one_port(classifier):
+    httpx = pytest.importorskip("httpx")
+    from lmforge.serving.server import free_port, wait_ready
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", str(classifier), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, 90, lambda: proc.poll() is None)
+        pids = set()
+        deadline = time.time() + 60
+        while len(pids) < 2 and time.time() < deadline:  # a new connection each time: the kernel spreads them
+            r = httpx.post(f"{base}/v1/classify", json={"texts": ["the w1"]}, timeout=10)
+            assert r.status_code == 200
+            pids.add(httpx.get(f"{base}/v1/model", timeout=10).json()["pid"])
+        assert len(pids) == 2 and proc.pid not in pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert "2 workers × 1 threads" in out
+    assert proc.returncode in (0, -signal.SIGTERM)

@@ -3,7 +3,7 @@
 way such a model is served), same model folder, same requests, same machine.
 
     python benchmarks/bench_serve.py --model benchmarks/work/finetune/sst2_lmforge \\
-        --requests 1000 --concurrency 1,4,16 [--sides lmforge,lmforge-onnx-int8,peer] [--serve-args '--max-wait-ms 5']
+        --requests 1000 --concurrency 1,4,16 [--sides lmforge,lmforge-onnx-fp32,lmforge-onnx-int8,peer] [--serve-args '--max-wait-ms 5']
 
 Each side runs as its own server process on a free 127.0.0.1 port; the load generator (httpx,
 asyncio) sends SST-2 dev sentences, one text per request, N in flight. Prints one JSON line per
@@ -61,13 +61,14 @@ def start(side: str, model: Path, port: int, work: Path, extra: list[str]) -> su
         cmd = [sys.executable, str(script), str(model / "best"), str(port)]
     elif side == "lmforge":
         cmd = [sys.executable, "-m", "lmforge", "serve", str(model), "--port", str(port), *extra]
-    else:  # lmforge-onnx-int8
+    else:  # lmforge-onnx-fp32 / lmforge-onnx-int8
         onnx = model / "export" / "onnx"
         if not (onnx / "model.int8.onnx").is_file():
             subprocess.run([sys.executable, "-m", "lmforge", "export", str(model), "--quantize", "int8"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cmd = [sys.executable, "-m", "lmforge", "serve", str(onnx), "--backend", "onnx", "--onnx-file",
-               "model.int8.onnx", "--port", str(port), *extra]
+        graph = "model.int8.onnx" if side.endswith("int8") else "model.onnx"
+        cmd = [sys.executable, "-m", "lmforge", "serve", str(onnx), "--backend", "onnx", "--onnx-file", graph,
+               "--port", str(port), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

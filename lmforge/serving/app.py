@@ -59,6 +59,7 @@ class GenerateRequest(BaseModel):
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="nucleus sampling: smallest set with this much probability")
     stop: list[str] = Field(default_factory=list, max_length=8, description="end the text before the first of these strings")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same prompt, same settings: same text")
+    ignore_eos: bool = Field(False, description="go on past the end-of-text token (for benchmarks: always max_new_tokens)")
     stream: bool = Field(False, description="send server-sent events: one per token, then the final record")
 
 
@@ -248,7 +249,7 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         except UsageError as exc:
             return _error(422, "prompt", str(exc))
         params = GenerationRequest(req.prompt, req.max_new_tokens, req.temperature, req.top_k, req.top_p,
-                                   list(req.stop), req.seed)
+                                   list(req.stop), req.seed, req.ignore_eos)
         try:
             job = state["generations"].submit(params)
         except QueueFull:

@@ -25,7 +25,7 @@ class ServeConfig:
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "new tokens per generation request"})
     kv_cache: bool = field(default=True, metadata={"help": "torch decoders: false re-runs the whole sequence per token (only to measure what the cache is worth)"})
     api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})
-    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads per worker (default: the cores divided among the workers)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads per worker (default: the cores divided among the workers; torch decoders: one core less)"})
     workers: int = field(default=1, metadata={"min": 1, "help": "server processes, each with its own copy of the model (uvicorn workers)"})
 
     def validate(self):

@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", help="default 127.0.0.1")
     sv.add_argument("--port", type=int, help="default 8000")
     sv.add_argument("--max-batch-size", type=int, help="texts per forward pass (default 32)")
-    sv.add_argument("--max-wait-ms", type=float, help="batching window (default 1)")
+    sv.add_argument("--max-wait-ms", type=float, help="batching window after the queued texts are taken (default 0)")
     sv.add_argument("--max-texts", type=int, help="texts per request (default 64)")
     sv.add_argument("--max-chars", type=int, help="characters per text (default 20000)")
     sv.add_argument("--max-queue", type=int, help="queued texts before 429 (default 1024)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,9 @@ class Batcher:
         self.run, self.max_batch, self.max_wait = run, max_batch_size, max_wait_ms / 1000
         self.max_queue, self.on_batch = max_queue, on_batch
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        # one thread for every model call: torch and OpenMP keep a thread team per calling thread,
+        # so calls spread over the default executor's threads would oversubscribe the cores
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmforge-batch")
         self.queued_texts = 0
         self._task: asyncio.Task | None = None
 
@@ -45,6 +49,7 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, texts: list[str]) -> list[dict]:
         """Results for ``texts`` (in order); raises :class:`QueueFull` when too much is waiting."""
@@ -82,7 +87,7 @@ class Batcher:
             texts = [t for it in live for t in it.texts]
             self.on_batch(len(texts))
             try:
-                results = await loop.run_in_executor(None, self.run, texts)
+                results = await loop.run_in_executor(self._pool, self.run, texts)
             except Exception as exc:  # a model failure fails these requests, not the server
                 for it in live:
                     if not it.future.done():

@@ -16,7 +16,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = field(default=8000, metadata={"min": 0, "max": 65535, "help": "0 = any free port"})
     max_batch_size: int = field(default=32, metadata={"min": 1, "help": "texts per forward pass"})
-    max_wait_ms: float = field(default=1.0, metadata={"min": 0.0, "help": "how long a batch waits for more texts (what queued during the previous batch is always taken)"})
+    max_wait_ms: float = field(default=0.0, metadata={"min": 0.0, "help": "how long a batch waits for more texts (what queued during the previous batch is always taken; 0 measured best)"})
     max_texts: int = field(default=64, metadata={"min": 1, "help": "texts per request"})
     max_chars: int = field(default=20_000, metadata={"min": 1, "help": "characters per text"})
     max_body_bytes: int = field(default=2_000_000, metadata={"min": 1})

@@ -24,6 +24,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/lmforge evaluate runs/quickstart_labeled/finetune --data-dir runs/quickstart_labeled/data --split test
 	$(VENV)/bin/lmforge export runs/quickstart_labeled/finetune --quantize int8
 	$(VENV)/bin/lmforge serve runs/quickstart_labeled/finetune --smoke "Return a logger with the specified name."
+	$(VENV)/bin/lmforge serve runs/quickstart/pretrain --smoke "Return the"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

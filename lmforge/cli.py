@@ -84,9 +84,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from lmforge.inference.config import GenerateConfig
-    from lmforge.inference.generate import generate_text
+    from lmforge.inference.generate import generate_stream
 
-    print(generate_text(command_config(GenerateConfig, args)))
+    for piece in generate_stream(command_config(GenerateConfig, args)):  # text appears as it is sampled
+        print(piece, end="", flush=True)
+    print()
     return 0
 
 

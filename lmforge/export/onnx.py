@@ -26,11 +26,13 @@ Output folder::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import statistics
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -65,12 +67,24 @@ class _LogitsOnly(torch.nn.Module):
 INT8_METHOD = "onnxruntime quantize_dynamic, per-channel int8 weights, dynamic int8 activations"
 
 
+@contextmanager
+def quiet():
+    """Python warnings and WARNING-level log lines off (the exporter's notes on torchvision ops we
+    do not use, the quantizer's advice to pre-process); errors still surface."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
 def quantize_int8(src: Path, dst: Path) -> str:
     """Dynamic int8 quantization of the graph ``src`` into ``dst``; returns how it was done."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     return INT8_METHOD
 
@@ -165,8 +179,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("seq", min=2, max=tm.model.cfg.max_seq_len)
     t0 = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         torch.onnx.export(wrapped, example, str(tmp / "model.onnx"), dynamo=True, verbose=False, external_data=False,
                           input_names=["input_ids", "attention_mask"], output_names=["logits"],
                           dynamic_shapes={"input_ids": {0: batch_dim, 1: seq_dim},

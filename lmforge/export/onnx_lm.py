@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from lmforge.export.config import ExportConfig
-from lmforge.export.onnx import ExportError, quantize_int8
+from lmforge.export.onnx import ExportError, quantize_int8, quiet
 from lmforge.inference.ort import session
 from lmforge.inference.embed import mean_pool, normalize
 from lmforge.layout import LM_META_FILE, kind_of
@@ -169,8 +168,7 @@ def _export_graph(lm: LoadedLM, path: Path) -> None:
     c = lm.cfg
     batch = torch.export.Dim("batch")
     seq = torch.export.Dim("seq", max=c.max_seq_len)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         if lm.causal:
             past = torch.export.Dim("past", max=c.max_seq_len - 1)
             total = torch.export.Dim("total", max=c.max_seq_len)

@@ -127,15 +127,29 @@ class TextStream:
         return rest
 
 
-def generate_text(cfg: GenerateConfig) -> str:
-    """Sample a continuation of ``cfg.prompt``; an empty prompt starts from the tokenizer's BOS.
-    The begin/end tokens are the tokenizer's own special tokens (read from its folder)."""
+def generate_stream(cfg: GenerateConfig) -> Iterator[str]:
+    """Sample a continuation of ``cfg.prompt``, yielding the prompt's text first and then each
+    piece of text as soon as it is final; an empty prompt starts from the tokenizer's BOS. The
+    begin/end tokens are the tokenizer's own special tokens (read from its folder)."""
     model, state = load_checkpoint_model(cfg.checkpoint)
     tok_dir = Path(cfg.tokenizer) if cfg.tokenizer else checkpoint_tokenizer(state["path"], state)
     tok, special = load_folder(tok_dir)
     ids = tok.encode(cfg.prompt, add_special_tokens=False).ids
     if not ids:
         ids = [special["bos"] if special.get("bos") is not None else 0]
-    out = generate(model, torch.tensor([ids]), cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                   special.get("eos"), cfg.seed)
-    return tok.decode(out[0].tolist(), skip_special_tokens=True)
+    n = min(cfg.max_new_tokens, check_room(model.cfg, len(ids)))
+    yield tok.decode(ids, skip_special_tokens=True)
+    text = TextStream(tok, ids)
+    for nxt in stream(TorchDecoder(model), torch.tensor([ids]), n, cfg.temperature, cfg.top_k, cfg.top_p,
+                      special.get("eos"), cfg.seed):
+        piece = text.push(int(nxt[0]))
+        if piece:
+            yield piece
+    rest = text.flush()
+    if rest:
+        yield rest
+
+
+def generate_text(cfg: GenerateConfig) -> str:
+    """The prompt and its sampled continuation as one string (see :func:`generate_stream`)."""
+    return "".join(generate_stream(cfg))

@@ -85,7 +85,9 @@ class SplitConfig:
     val: float = field(default=0.05, metadata={"min": 0.0, "max": 0.9})
     test: float = field(default=0.05, metadata={"min": 0.0, "max": 0.9})
     stratify: Optional[bool] = field(default=None, metadata={"help": "balance labels across splits (default: when labels exist)"})
-    leak_check: bool = field(default=True, metadata={"help": "report exact and near duplicates across splits"})
+    leak_check: bool = field(default=True, metadata={"help": "look for exact and near duplicates across splits, with a MinHash index independent of dedup's"})
+    leak_threshold: Optional[float] = field(default=None, metadata={"min": 0.05, "max": 1.0, "help": "true Jaccard at or above which a val/test document leaks (default: dedup.threshold)"})
+    on_leak: Literal["move", "fail", "report"] = field(default="move", metadata={"help": "a leaked val/test document (and its group) moves into train, stops the run, or is only reported"})
 
     def validate(self):
         if self.val + self.test >= 1.0:

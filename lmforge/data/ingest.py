@@ -8,6 +8,8 @@ Writes, for unit ``unit_NNNNN`` under ``work/ingest/``:
   ``label`` (string, "" if none), ``id`` and ``offset`` (byte offset of its line in docs.jsonl);
 * ``unit_NNNNN.sig.npy`` (n, num_perm) uint32 MinHash signatures and ``unit_NNNNN.bands.npy``
   (n, bands) uint64 LSH keys, when near-dedup or the leak check is on;
+* ``unit_NNNNN.leakbands.npy`` (n, bands) uint64 LSH keys of the leak check's own MinHash
+  (other permutations, banded at the leak threshold), when the leak check is on;
 * ``rejected/unit_NNNNN.jsonl`` — every record dropped here, with source, line and reason.
 """
 
@@ -46,6 +48,20 @@ def make_hasher(cfg: DataConfig, seed: int) -> MinHasher:
     return MinHasher(d.num_perm, d.ngram, seed, d.bands, d.threshold)
 
 
+LEAK_PERM = 64  # permutations of the leak check's own MinHash (its band keys: 12 x 5 at 0.8)
+LEAK_SEED = 0x1EA4  # added to the run's seed: the leak check draws permutations of its own
+
+
+def leak_threshold(cfg: DataConfig) -> float:
+    return cfg.split.leak_threshold if cfg.split.leak_threshold is not None else cfg.dedup.threshold
+
+
+def make_leak_hasher(cfg: DataConfig, seed: int) -> MinHasher:
+    """The leak check's MinHash: other permutations over the same shingles, banded for recall at
+    the leak threshold, so a pair that dedup's index missed is caught independently."""
+    return MinHasher(LEAK_PERM, cfg.dedup.ngram, seed + LEAK_SEED, None, leak_threshold(cfg))
+
+
 def exact_key(text: str) -> int:
     return xxhash.xxh64_intdigest(" ".join(text.lower().split()).encode("utf-8", "surrogatepass"))
 
@@ -58,19 +74,23 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
     cleaner = Cleaner(cfg.clean)
     qfilter = QualityFilter(cfg.filter)
     hasher = make_hasher(cfg, ctx.seed) if ctx.fingerprints else None
+    leak_hasher = make_leak_hasher(cfg, ctx.seed) if ctx.fingerprints and cfg.split.leak_check else None
     base = ctx.work_dir / unit.name
     exact, n_chars, n_words, group, labels, ids = [], [], [], [], [], []
-    sigs, bands, has_sig = [], [], []
+    sigs, bands, leak_bands, has_sig = [], [], [], []
     batch: list[str] = []
     batch_chars = 0
 
     def flush() -> None:
         nonlocal batch, batch_chars
         if hasher is not None and batch:
-            s, h = hasher.signatures(batch)
+            shingles = hasher.shingles(batch)
+            s, h = hasher.signatures(batch, shingles)
             sigs.append(s)
             has_sig.append(h)
             bands.append(hasher.band_keys(s))
+            if leak_hasher is not None:
+                leak_bands.append(leak_hasher.band_keys(leak_hasher.signatures(batch, shingles)[0]))
         batch, batch_chars = [], 0
 
     offsets: list[int] = []
@@ -113,5 +133,8 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
     if hasher is not None:
         np.save(f"{base}.sig.npy", np.concatenate(sigs) if sigs else np.zeros((0, hasher.num_perm), np.uint32))
         np.save(f"{base}.bands.npy", np.concatenate(bands) if bands else np.zeros((0, hasher.bands), np.uint64))
+    if leak_hasher is not None:
+        np.save(f"{base}.leakbands.npy",
+                np.concatenate(leak_bands) if leak_bands else np.zeros((0, leak_hasher.bands), np.uint64))
     return {"unit": unit.name, "docs": n, "steps": {
         "read": reader.stats.to_json(), "clean": cleaner.stats.to_json(), "filter": qfilter.stats.to_json()}}

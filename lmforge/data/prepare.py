@@ -29,10 +29,10 @@ from lmforge.data.config import DataConfig
 from lmforge.data.dedup import KEEP, find_duplicates
 from lmforge.data.document import StepStats
 from lmforge.data.executor import LocalExecutor
-from lmforge.data.ingest import IngestContext, ingest_unit, make_hasher
+from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
 from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
 from lmforge.data.sources import SourceError, WorkUnit, plan_units
-from lmforge.data.split import SPLITS, assign_splits, components, leak_check
+from lmforge.data.split import SPLITS, assign_splits, components, resolve_leaks
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError
 from lmforge.layout import RunPaths, ensure_dir, splits_dir, tokens_dir
@@ -126,7 +126,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     t = time.time()
     d = data
     h_ingest = _hash([to_dict(x) for x in (d.sources, d.labels, d.strict, d.max_record_bytes, d.clean, d.filter, d.dedup)]
-                     + [seed, fingerprints])
+                     + [seed, fingerprints, d.split.leak_check, leak_threshold(d)])
     ictx = IngestContext(data, seed, work / "ingest", reject_dir, fingerprints)
     if world_size > 1:
         mine = [u for u in units if u.index % world_size == rank]
@@ -166,8 +166,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     comp = components(store.n, dup["dup_root"], group, kept)
     stratify = data.split.stratify if data.split.stratify is not None else labeled
     split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, seed)
-    leak = leak_check(store, split, dup["exact"], dup["has_sig"], hasher, data.dedup.threshold,
-                      data.dedup.verify) if data.split.leak_check else None
+    leak = resolve_leaks(store, data, seed, split, comp, kept, dup, hasher) if data.split.leak_check else None
     plan_dir = work / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)
     for i, u in enumerate(units):
@@ -180,8 +179,10 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
         np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b],
                  dup_of_id=dup_of_id.astype(str), first_doc=a)
     timings["dedup_split"] = time.time() - t
-    _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; "
-         f"leak check: {leak['total'] if leak else 'off'} ({timings['dedup_split']:.1f}s)")
+    leak_msg = "off" if leak is None else (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, "
+                                           f"{leak['total']} left" if leak["found"] else "0")
+    _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
+         f"({timings['dedup_split']:.1f}s)")
     del dup, store
 
     # -- stage 2: write splits (+ augment) -------------------------------------------------

@@ -101,8 +101,18 @@ def write_report(out: Path, m: dict) -> Path:
         L.append(f"| {s} | {v['docs']} | {v['chars']} | {v['tokens']} | {v['truncated']} |")
     if m.get("leak_check"):
         lc = m["leak_check"]
-        L += ["", f"**Leak check** (duplicates across splits; target 0): total **{lc['total']}** — "
-              + ", ".join(f"{k} = {v}" for k, v in lc.items() if k != "total") + "."]
+        counts = {k: v for k, v in lc.items() if k.startswith(("exact_", "near_"))}
+        idx = lc.get("index", {})
+        L += ["", f"**Leak check** (exact copies, and near duplicates at true Jaccard ≥ {lc.get('threshold')} "
+              f"found with a MinHash index of its own — {idx.get('bands')} bands × {idx.get('rows')} rows, "
+              "independent of dedup's): left in the splits **" + str(lc["total"]) + "** (target 0) — "
+              + ", ".join(f"{k} = {v}" for k, v in counts.items()) + "."]
+        if lc.get("found"):
+            L += [f"Found {lc['found']} before `split.on_leak: {lc.get('on_leak')}`; {lc.get('moved_docs', 0)} "
+                  "document(s) moved into train with their duplicate clusters and groups.", "",
+                  "| document | split | duplicates | in | kind | Jaccard |", "|---|---|---|---|---|---:|"]
+            L += [f"| {r['id']} | {r['split']} | {r['duplicates']} | {r['in']} | {r['kind']} | {r['jaccard']} |"
+                  for r in lc.get("pairs", [])[:20]]
     t = m["tokenizer"]
     L += ["", "## Tokenizer", "",
           f"{'Trained ' + t.get('type', '') if t.get('trained') else 'Loaded from ' + str(t.get('source'))}; "

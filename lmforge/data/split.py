@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmforge.data.dedup import confirm, connected_components, star_pairs
+from lmforge.data.config import DataConfig
+from lmforge.data.dedup import connected_components, shingle_jaccard, star_pairs
 from lmforge.data.minhash import MinHasher, _mix
 from lmforge.data.unit_store import UnitStore
+from lmforge.errors import DataError
 
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2
@@ -49,39 +51,123 @@ def assign_splits(kept: np.ndarray, component: np.ndarray, exact: np.ndarray, la
     return split
 
 
-def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: np.ndarray,
-               hasher: MinHasher | None, threshold: float, verify: str, max_matches: int = 4) -> dict:
-    """Count val/test documents with an exact or near duplicate in train, and val↔test pairs."""
-    out = {}
-    pairs = [("val", "train"), ("test", "train"), ("val", "test")]
-    for a_name, b_name in pairs:
+PAIRS = (("val", "train"), ("test", "train"), ("val", "test"))
+
+
+def _near_leaks(store: UnitStore, a_ids: np.ndarray, b_ids: np.ndarray, bands: int, hasher: MinHasher,
+                threshold: float, max_matches: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a doc, b doc, true Jaccard) for documents of ``a_ids`` that share a leak band key with one
+    of ``b_ids`` and reach ``threshold`` on the true Jaccard of their shingles (first match each)."""
+    leaked = np.zeros(len(a_ids), dtype=bool)
+    partner = np.full(len(a_ids), -1, dtype=np.int64)
+    sim = np.zeros(len(a_ids))
+    for j in range(bands):
+        col = store.column("leakbands", j)
+        bk = col[b_ids]
+        order = np.argsort(bk, kind="stable")
+        bk_sorted, b_sorted = bk[order], b_ids[order]
+        lo = np.searchsorted(bk_sorted, col[a_ids], side="left")
+        hi = np.searchsorted(bk_sorted, col[a_ids], side="right")
+        for k in range(max_matches):
+            hit = (lo + k < hi) & ~leaked
+            if not hit.any():
+                break
+            qa, qb = a_ids[hit], b_sorted[lo[hit] + k]
+            js = shingle_jaccard(store, hasher, qa, qb)
+            ok = js >= threshold
+            rows = np.flatnonzero(hit)[ok]
+            leaked[rows], partner[rows], sim[rows] = True, qb[ok], js[ok]
+    return a_ids[leaked], partner[leaked], sim[leaked]
+
+
+def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: np.ndarray, hasher: MinHasher | None,
+               leak_bands: int, threshold: float, max_matches: int = 4) -> dict:
+    """Val/test documents with an exact copy or a near duplicate (true Jaccard ≥ ``threshold``)
+    in train, and val documents with one in test.
+
+    Near candidates come from the leak check's own band keys (``leakbands``: a MinHash with other
+    permutations than dedup's, banded for recall at ``threshold``), so a pair dedup's index missed
+    is still found; every candidate is confirmed on the true Jaccard. Returns counts per kind and
+    split pair, ``total``, and ``pairs``: ``(doc, other doc, kind, jaccard)`` for every leak."""
+    out: dict = {}
+    pairs: list[tuple[int, int, str, float]] = []
+    for a_name, b_name in PAIRS:
         a_ids = np.flatnonzero(split == SPLITS.index(a_name))
         b_ids = np.flatnonzero(split == SPLITS.index(b_name))
-        out[f"exact_{a_name}_in_{b_name}"] = int(np.isin(exact[a_ids], exact[b_ids]).sum())
-        if hasher is None:
+        first_b = dict(zip(exact[b_ids[::-1]].tolist(), b_ids[::-1].tolist()))  # exact hash → lowest b doc
+        hit = np.isin(exact[a_ids], exact[b_ids])
+        pairs += [(int(d), first_b[int(exact[d])], "exact", 1.0) for d in a_ids[hit]]
+        out[f"exact_{a_name}_in_{b_name}"] = int(hit.sum())
+        if hasher is None or not leak_bands:
             continue
-        a_ids = a_ids[has_sig[a_ids]]
-        b_ids = b_ids[has_sig[b_ids]]
-        leaked = np.zeros(len(a_ids), dtype=bool)
-        if len(a_ids) and len(b_ids):
-            for j in range(hasher.bands):
-                col = store.column("bands", j)
-                bk = col[b_ids]
-                order = np.argsort(bk, kind="stable")
-                bk_sorted, b_sorted = bk[order], b_ids[order]
-                lo = np.searchsorted(bk_sorted, col[a_ids], side="left")
-                hi = np.searchsorted(bk_sorted, col[a_ids], side="right")
-                for k in range(max_matches):
-                    hit = (lo + k < hi) & ~leaked
-                    if not hit.any():
-                        break
-                    qa = a_ids[hit]
-                    qb = b_sorted[lo[hit] + k]
-                    ok = confirm(store, hasher, qa, qb, threshold, verify)
-                    leaked[np.flatnonzero(hit)[ok]] = True
-        out[f"near_{a_name}_in_{b_name}"] = int(leaked.sum())
-    out["total"] = int(sum(v for v in out.values()))
+        a_near = a_ids[has_sig[a_ids] & ~hit]
+        b_near = b_ids[has_sig[b_ids]]
+        found = 0
+        if len(a_near) and len(b_near):
+            da, db, js = _near_leaks(store, a_near, b_near, leak_bands, hasher, threshold, max_matches)
+            pairs += [(int(x), int(y), "near", round(float(j), 4)) for x, y, j in zip(da, db, js)]
+            found = len(da)
+        out[f"near_{a_name}_in_{b_name}"] = found
+    out["total"] = len(pairs)
+    out["pairs"] = pairs
     return out
+
+
+def move_leaks(split: np.ndarray, component: np.ndarray, kept: np.ndarray, pairs: list) -> int:
+    """Put the val/test side of each leak (both sides of a val↔test leak), with its whole
+    component (duplicate cluster and group), into train; returns how many documents moved."""
+    docs = [a for a, *_ in pairs] + [b for a, b, *_ in pairs if split[b] != TRAIN]
+    comps = np.unique(component[np.asarray(docs, dtype=np.int64)])
+    moving = kept & np.isin(component, comps) & (split != TRAIN)
+    split[moving] = TRAIN
+    return int(moving.sum())
+
+
+def resolve_leaks(store: UnitStore, data: DataConfig, seed: int, split: np.ndarray, comp: np.ndarray,
+                  kept: np.ndarray, dup: dict, hasher) -> dict:
+    """Run the leak check and apply ``split.on_leak`` (``split`` is changed in place by ``move``).
+    The record: the counts left in the written splits (``total``, target 0), what was ``found``
+    before moving, how many documents moved, and every leak found with both ids and the Jaccard."""
+    from lmforge.data.ingest import leak_threshold, make_leak_hasher
+
+    thr = leak_threshold(data)
+    lh = make_leak_hasher(data, seed)
+
+    def check() -> dict:
+        return leak_check(store, split, dup["exact"], dup["has_sig"], hasher, lh.bands, thr)
+
+    first = last = check()
+    before = split.copy()
+    moved = rounds = 0
+    if first["total"] and data.split.on_leak == "fail":
+        raise DataError(f"split.on_leak=fail: {first['total']} val/test document(s) duplicate others across "
+                            f"splits, e.g. {_describe_leaks(store, before, first['pairs'][:3])}; set split.on_leak: "
+                            "move to put them into train, or report to keep them and only count them")
+    while last["total"] and data.split.on_leak == "move" and rounds < 10:
+        moved += move_leaks(split, comp, kept, last["pairs"])
+        rounds += 1
+        last = check()
+    if last["total"] and data.split.on_leak == "move":
+        raise DataError(f"split.on_leak=move: {last['total']} leak(s) left after {rounds} rounds of moving")
+    shown = first["pairs"][:100]
+    return {**{k: v for k, v in last.items() if k != "pairs"}, "found": first["total"],
+            "found_by_kind": {k: v for k, v in first.items() if k not in ("pairs", "total")},
+            "moved_docs": moved, "on_leak": data.split.on_leak, "threshold": thr,
+            "index": {"num_perm": lh.num_perm, "bands": lh.bands, "rows": lh.rows, "independent_of_dedup": True},
+            "pairs": _leak_rows(store, before, shown), "pairs_shown": len(shown)}
+
+
+def _leak_rows(store: UnitStore, split: np.ndarray, pairs: list) -> list[dict]:
+    if not pairs:
+        return []
+    ids = store.gather("id", np.array([d for p in pairs for d in p[:2]], dtype=np.int64))
+    return [{"id": ids[2 * i], "split": SPLITS[split[a]], "duplicates": ids[2 * i + 1], "in": SPLITS[split[b]],
+             "kind": kind, "jaccard": j} for i, (a, b, kind, j) in enumerate(pairs)]
+
+
+def _describe_leaks(store: UnitStore, split: np.ndarray, pairs: list) -> str:
+    return "; ".join(f"{r['split']} document {r['id']!r} ~ {r['in']} document {r['duplicates']!r} ({r['kind']}, "
+                     f"Jaccard {r['jaccard']})" for r in _leak_rows(store, split, pairs))
 
 
 def components(n: int, dup_root: np.ndarray, group: np.ndarray, kept: np.ndarray) -> np.ndarray:

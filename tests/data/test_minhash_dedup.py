@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmforge.data.dedup import EXACT_DUP, KEEP, NEAR_DUP, connected_components, find_duplicates, star_pairs
-from lmforge.data.minhash import MinHasher, estimated_jaccard, exact_shingle_jaccard, optimal_bands
+from lmforge.data.minhash import MinHasher, estimated_jaccard, exact_shingle_jaccard, recall_bands, candidate_probability
 from lmforge.data.unit_store import UnitStore
 
 WORDS = [f"w{i}" for i in range(2000)]
@@ -49,11 +49,29 @@ def test_signature_is_deterministic_and_batch_independent():
     assert np.array_equal(h.signatures(["Hello, world"])[0], h.signatures(["hello world"])[0])
 
 
-def test_optimal_bands_threshold_close_to_target():
+def test_recall_bands_reach_the_recall_with_the_longest_bands():
     for t in (0.5, 0.7, 0.8, 0.9):
-        b, r = optimal_bands(t, 128)
-        assert b * r <= 128
-        assert abs((1 / b) ** (1 / r) - t) < 0.12
+        for perm in (64, 128, 256):
+            b, r = recall_bands(t, perm)
+            assert b * r <= perm and candidate_probability(t, b, r) >= 0.99
+            longer = r + 1
+            assert candidate_probability(t, perm // longer, longer) < 0.99  # r is the largest that works
+    assert recall_bands(0.8, 128) == (21, 6)
+
+
+def test_planted_near_duplicates_become_candidates():
+    """Pairs at true Jaccard 0.80-0.95 (the band that 11 x 11 missed a third of at 0.80-0.83)."""
+    rng = random.Random(5)
+    h = MinHasher(128, 5, seed=2, threshold=0.8)
+    pairs = []
+    while len(pairs) < 300:
+        a = doc(rng, 200)
+        b = edit(rng, a, rng.randrange(1, 8)) + " " + rng.choice(WORDS)
+        if 0.8 <= exact_shingle_jaccard(h, a, b) < 0.95:
+            pairs.append((a, b))
+    ka = h.band_keys(h.signatures([a for a, _ in pairs])[0])
+    kb = h.band_keys(h.signatures([b for _, b in pairs])[0])
+    assert (ka == kb).any(axis=1).mean() >= 0.995
 
 
 def test_star_pairs_and_components():

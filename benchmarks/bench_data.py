@@ -314,6 +314,9 @@ def verify_value(mode: str):
     return mode
 
 
+LMFORGE_BANDING = "peer"  # "peer": 112 perms as 14 x 8, like the datatrove side; "default": lmforge's own
+
+
 def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, chunk_mb: int | None,
                    verify: str | None = None) -> Path:
     import yaml
@@ -330,7 +333,8 @@ def lmforge_config(corpus: Path, run_dir: Path, tokenizer: Path, workers: int, c
             "filter": {"min_chars": 1, "max_chars": None, "min_words": 1, "max_words": None,
                        "max_dup_line_frac": None, "max_top_ngram_frac": None, "max_dup_ngram_frac": None},
             # verify: lmforge's default unless a variant asks for another mode
-            "dedup": {"exact": True, "near": True, "threshold": THRESHOLD, "num_perm": 112, "bands": 14, "ngram": 5,
+            "dedup": {"exact": True, "near": True, "threshold": THRESHOLD, "ngram": 5,
+                      **({"num_perm": 112, "bands": 14} if LMFORGE_BANDING == "peer" else {}),
                       **({"verify": verify_value(verify)} if verify else {})},
             "split": {"val": 0.01, "test": 0.01, "leak_check": True},
             "pack": {"seq_len": 1024},
@@ -623,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-variants", default="spacy,whitespace",
                     help="datatrove word tokenizers to run the peer with (comma list of spacy, whitespace)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--lmforge-banding", choices=["peer", "default"], default="peer",
+                    help="peer: 112 permutations as 14 x 8 bands on both sides; default: lmforge's own choice")
     ap.add_argument("--chunk-mb", type=int, default=None, help="lmforge data.chunk_mb (default: lmforge's own; 4 with --quick)")
     ap.add_argument("--tok-sample-mb", type=float, default=20)
     ap.add_argument("--vocab", type=int, default=8000)
@@ -638,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before each measured run wait up to this many seconds for other processes to use < 0.3 cores")
     ap.add_argument("--report", default=None, help="only re-render the Markdown table of an existing results JSON")
     args = ap.parse_args(argv)
+    global LMFORGE_BANDING
+    LMFORGE_BANDING = args.lmforge_banding
     if args.report:
         md = markdown(json.loads(Path(args.report).read_text()))
         Path(args.report).with_suffix(".md").write_text(md)

@@ -4,9 +4,9 @@ corpus-wide stage that the manifest reports only together (``timings_s.dedup_spl
 
     python benchmarks/lmforge_run.py CONFIG.yaml [--set key=value ...]
 
-It wraps ``find_duplicates``, ``leak_check``, ``merge`` (the single-process packing into shards)
+It wraps ``find_duplicates``, ``resolve_leaks`` (the leak check), ``merge`` (the single-process packing into shards)
 and ``write_report`` as seen by ``lmforge.data.prepare`` with a timer (no change in behaviour)
-and writes ``<run_dir>/data/bench_extra_timings.json``: ``{"find_duplicates": s, "leak_check":
+and writes ``<run_dir>/data/bench_extra_timings.json``: ``{"find_duplicates": s, "resolve_leaks":
 s, "merge": s, "write_report": s, "wrapper_start_s": time from process start to the call of
 prepare (interpreter start-up + imports), "main_vm_hwm_after_mb": {step: the main process's
 VmHWM right after it}}``.
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
                 hwm[name] = vm_hwm_mb()
         return wrapper
 
-    for name in ("find_duplicates", "leak_check", "merge"):
+    for name in ("find_duplicates", "resolve_leaks", "merge"):
         if hasattr(prep, name):
             setattr(prep, name, timed(name, getattr(prep, name)))
     report.write_report = timed("write_report", report.write_report)

@@ -46,6 +46,17 @@ def ensure_dir(path: Path, what: str) -> Path:
     return path
 
 
+def within(root: Path, path: Path, what: str) -> Path:
+    """``path`` resolved (``..`` and symlinks followed), refused with an :class:`ArtifactError`
+    unless it stays inside ``root``: a path read from a file (an index, a state.json) cannot
+    reach outside the folder it describes."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if not resolved.is_relative_to(base):
+        raise ArtifactError(f"{what} {path} resolves to {resolved}, outside {base}; refusing to read it "
+                            "(the file naming it was edited, or a symlink points elsewhere)")
+    return resolved
+
+
 def checkpoint_name(step: int) -> str:
     """``step_NNNNNNN``: the folder name of the checkpoint after ``step`` optimizer steps."""
     return f"{CHECKPOINT_PREFIX}{step:07d}"
@@ -118,7 +129,7 @@ def tokenizer_of_tokens(tokens: Path) -> Optional[Path]:
     if not (Path(tokens) / "index.json").is_file():
         return None
     rel = read_index(tokens).get("tokenizer_dir")
-    return (Path(tokens) / rel).resolve() if rel else None
+    return within(Path(tokens).parent.parent, Path(tokens) / rel, "the token index's tokenizer_dir") if rel else None
 
 
 class TrainPaths:
@@ -144,7 +155,8 @@ class TrainPaths:
 
 def checkpoint_tokenizer(checkpoint: Path, state: dict) -> Path:
     """The tokenizer folder a checkpoint was trained with."""
-    return (checkpoint / state.get("tokenizer_dir", CHECKPOINT_TOKENIZER)).resolve()
+    return within(Path(checkpoint).parent.parent, Path(checkpoint) / state.get("tokenizer_dir", CHECKPOINT_TOKENIZER),
+                  f"{Path(checkpoint) / STATE_FILE}: tokenizer_dir")
 
 
 Kind = Literal["checkpoint", "pretrain", "finetune", "task_model", "hf_model", "prepared_data", "tokens", "unknown"]

@@ -73,7 +73,7 @@ class DedupConfig:
     threshold: float = field(default=0.8, metadata={"min": 0.05, "max": 1.0, "help": "Jaccard similarity of word n-gram sets above which two docs are near duplicates"})
     num_perm: int = field(default=128, metadata={"min": 8, "max": 1024, "help": "MinHash signature length"})
     ngram: int = field(default=5, metadata={"min": 1, "max": 20, "help": "words per shingle"})
-    bands: Optional[int] = field(default=None, metadata={"min": 1, "help": "LSH bands (default: chosen from threshold and num_perm)"})
+    bands: Optional[int] = field(default=None, metadata={"min": 1, "help": "LSH bands (default: chosen for recall ≥ 0.99 at the threshold)"})
     verify: Literal["exact", "signature", "none"] = field(default="exact", metadata={
         "help": "confirm LSH candidates on the true Jaccard of their shingles (exact), the MinHash estimate (signature), or not at all"})
 

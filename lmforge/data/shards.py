@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import ArtifactError, DataError
+from lmforge.layout import within
 
 FORMAT = "lmforge-tokens-v1"
 
@@ -115,7 +116,8 @@ class PackedDataset:
         self.seq_len = self.index["seq_len"]
         self.per_shard = info["windows_per_shard"]
         dtype = np.dtype(self.index["dtype"])
-        self.maps = [np.memmap(self.dir / s["file"], dtype=dtype, mode="r").reshape(-1, self.seq_len)
+        self.maps = [np.memmap(within(self.dir, self.dir / s["file"], f"{self.dir / 'index.json'}: shard"), dtype=dtype,
+                               mode="r").reshape(-1, self.seq_len)
                      if s["windows"] else np.zeros((0, self.seq_len), dtype) for s in info["shards"]]
         self.n = info["windows"]
 

@@ -74,13 +74,23 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
     state = read_checkpoint_state(path)
     load_into(model, path / "model.safetensors", path)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(_tensors(path / "optimizer.pt"))
     if restore_rng:
-        rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
+        rng = _tensors(path / "rng.pt")
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
     return state
+
+
+def _tensors(file: Path):
+    """A torch file of tensors and plain containers; anything else (a pickled object that could
+    run code) is refused by ``weights_only`` and reported as a damaged checkpoint."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{file}: refused to load ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              "a checkpoint file holds tensors only — this one is damaged or was replaced") from None
 
 
 def prune(ckpt_dir: Path, keep_last: int, keep: Iterable[str] = ()) -> None:

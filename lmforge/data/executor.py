@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from lmforge import faults
 from lmforge.data.sources import WorkUnit
 
 
@@ -55,7 +56,10 @@ def write_marker(stage_dir: Path, unit: WorkUnit, config_hash: str, result: dict
 
 def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_hash: str) -> dict:
     result = task(unit, ctx)
+    stage = stage_dir.name.split("_")[0]  # ingest, split, tokens → the fault point's name
+    faults.point(f"{stage}.before_marker")
     write_marker(stage_dir, unit, config_hash, result)
+    faults.point(f"{stage}.after_marker")
     return result
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
+from lmforge import faults
 from lmforge.data.clean import Cleaner
 from lmforge.data.config import DataConfig
 from lmforge.data.document import RejectWriter
@@ -119,6 +120,8 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
             ids.append(doc.id)
             batch.append(doc.text)
             batch_chars += len(doc.text)
+            if len(offsets) == 2:
+                faults.point("ingest.mid_unit")  # a unit's docs.jsonl half written
             if len(batch) >= BATCH_DOCS or batch_chars >= BATCH_CHARS:
                 flush()
     flush()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge import faults
 from lmforge.data.config import PackConfig
 from lmforge.data.shards import FORMAT, PackedWriter, token_dtype, write_index
 from lmforge.data.sources import WorkUnit
@@ -141,5 +142,6 @@ def merge(units: list[WorkUnit], ctx: PackContext, tokens_dir: Path, label_names
                 path = ctx.work_dir / split / f"{u.name}.bin"
                 writer.write(np.fromfile(path, dtype=dtype))
             index["splits"][split] = writer.close()
+        faults.point("merge.split")
     write_index(tokens_dir, index)
     return index

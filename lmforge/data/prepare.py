@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge import faults
 from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig
 from lmforge.data.dedup import KEEP, find_duplicates
@@ -151,6 +152,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     t = time.time()
     store = UnitStore(work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
     dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher, data.dedup.threshold, data.dedup.verify)
+    faults.point("dedup.done")
     reason = dup["reason"]
     kept = reason == KEEP
     dedup_stats = StepStats("dedup")
@@ -178,6 +180,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
             dup_of_id[dropped] = store.gather("id", dup_of[dropped])
         np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b],
                  dup_of_id=dup_of_id.astype(str), first_doc=a)
+        faults.point("plan.unit")
     timings["dedup_split"] = time.time() - t
     leak_msg = "off" if leak is None else (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, "
                                            f"{leak['total']} left" if leak["found"] else "0")
@@ -237,6 +240,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
 
         texts = tok_train.sample_texts(train_docs(), split_chars["train"], tokenizer.max_train_chars, seed)
         tok_info = tok_train.train(tokenizer, texts, tok_dir)
+        faults.point("tokenizer.trained")
         tok = tok_io.load(tok_dir)
         special = tok_io.special_ids(tok, tok_dir, tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
@@ -272,6 +276,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     _say(f"pack: {per_split} tokens ({timings['tokenize_pack']:.1f}s)")
 
     # -- manifest and report -------------------------------------------------------------------
+    faults.point("manifest.before")
     timings["total"] = time.time() - t_start
     manifest = {
         "format": "lmforge-data-manifest-v1",

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from lmforge import faults
 from lmforge.errors import LmforgeError, TrainingError
 from lmforge.layout import checkpoint_name, list_checkpoints
 from lmforge.models.load import read_checkpoint_state
@@ -37,10 +38,10 @@ class ResumeError(TrainingError):
     exit_code = 2
 
 
-def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-         _before_rename=None) -> Path:
-    """Write checkpoint ``step`` atomically (an existing one of that step is replaced).
-    ``_before_rename`` is a test hook called with the temporary folder just before the rename."""
+def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+    """Write checkpoint ``step`` atomically (an existing one of that step is replaced): every file
+    goes into a temporary folder, which is renamed once complete; a crash before the rename leaves
+    the earlier checkpoints as they were (fault point ``checkpoint.before_rename``)."""
     from safetensors.torch import save_file
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +61,7 @@ def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Opt
         json.dump({"step": step, "files": files, **state}, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
-    if _before_rename is not None:
-        _before_rename(tmp)
+    faults.point("checkpoint.before_rename")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lmforge.config import ConfigError, load_config
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, storage_error, writing
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
@@ -15,8 +15,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     if not 0 <= args.rank < args.world_size:
         raise ConfigError([("--rank", f"must be in [0, --world-size={args.world_size}); got {args.rank}")])
-    prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
-            progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
+    with writing(cfg.paths.data):
+        prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
+                progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
     return 0
 
 
@@ -275,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     a bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except OSError as exc:  # disk full, read-only, permission denied: the user's to fix, not a bug
+            err = storage_error(exc)
+            if err is None:
+                raise
+            raise err from None
     except LmforgeError as exc:
         from lmforge.data.document import RecordError
 

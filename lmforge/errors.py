@@ -11,6 +11,10 @@ Errors also derive from the built-in class they refine (``ValueError``, ``Runtim
 
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import contextmanager
+
 
 class LmforgeError(Exception):
     """A problem the user can act on; the message says what is wrong and how to fix it."""
@@ -44,3 +48,53 @@ class ModelError(LmforgeError, ValueError):
 
 class TrainingError(LmforgeError, RuntimeError):
     """A training run that cannot start or go on (model/data mismatch, non-finite loss, ...)."""
+
+
+class StorageError(LmforgeError, OSError):
+    """The disk refused a write: full, over quota, read-only or not permitted."""
+
+
+_STORAGE = {errno.ENOSPC: "free some space and run the same command again: finished work units and checkpoints are kept",
+            errno.EDQUOT: "free some space (disk quota exceeded) and run the same command again: finished work is kept",
+            errno.EROFS: "the file system is read-only: choose a writable run_dir",
+            errno.EACCES: "permission denied: choose a writable run_dir or fix the permissions",
+            errno.EPERM: "operation not permitted: choose a writable run_dir or fix the permissions"}
+
+
+def storage_error(exc: OSError, where: str | os.PathLike | None = None) -> StorageError | None:
+    """A :class:`StorageError` naming the file (or ``where``) for a disk-full / read-only /
+    permission ``OSError``; None for any other error (a bug or a missing input: not ours to reword)."""
+    path = exc.filename or where or "(unknown path)"
+    if exc.errno is None and "requested and" in str(exc) and "written" in str(exc):
+        # numpy's tofile on a full disk: "16384 requested and 6112 written", no errno
+        return StorageError(f"cannot write {path}: a short write ({exc}): No space left on device, most likely; "
+                            f"{_STORAGE[errno.ENOSPC]}")
+    if exc.errno not in _STORAGE:
+        return None
+    return StorageError(f"cannot write {path}: {os.strerror(exc.errno)}; {_STORAGE[exc.errno]}")
+
+
+def nearly_full(path: str | os.PathLike, margin: int = 4 << 20) -> bool:
+    """Whether the file system of ``path`` has less than ``margin`` bytes free (used to explain a
+    failed write whose library did not say why, e.g. torch.save's "iostream error")."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path).free < margin
+    except OSError:
+        return False
+
+
+@contextmanager
+def writing(where: str | os.PathLike):
+    """Turn a disk-full / read-only / permission error raised inside into a :class:`StorageError`
+    that names the file, or ``where`` when the operating system did not say which file."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        err = storage_error(exc, where)
+        if err is None:
+            raise
+        raise err from None

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from lmforge import faults
 from lmforge.data.sources import WorkUnit
+from lmforge.errors import writing
 
 
 def _marker(stage_dir: Path, unit: WorkUnit) -> Path:
@@ -55,10 +56,12 @@ def write_marker(stage_dir: Path, unit: WorkUnit, config_hash: str, result: dict
 
 
 def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_hash: str) -> dict:
-    result = task(unit, ctx)
+    with writing(stage_dir / unit.name):  # a full disk names the file, not a traceback
+        result = task(unit, ctx)
     stage = stage_dir.name.split("_")[0]  # ingest, split, tokens → the fault point's name
     faults.point(f"{stage}.before_marker")
-    write_marker(stage_dir, unit, config_hash, result)
+    with writing(_marker(stage_dir, unit)):
+        write_marker(stage_dir, unit, config_hash, result)
     faults.point(f"{stage}.after_marker")
     return result
 

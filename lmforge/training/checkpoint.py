@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lmforge import faults
-from lmforge.errors import LmforgeError, TrainingError
+from lmforge.errors import LmforgeError, StorageError, TrainingError, nearly_full, writing
 from lmforge.layout import checkpoint_name, list_checkpoints
 from lmforge.models.load import read_checkpoint_state
 from lmforge.models.weights import CheckpointError, load_into, sha256, unique_state
@@ -42,6 +42,11 @@ def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Opt
     """Write checkpoint ``step`` atomically (an existing one of that step is replaced): every file
     goes into a temporary folder, which is renamed once complete; a crash before the rename leaves
     the earlier checkpoints as they were (fault point ``checkpoint.before_rename``)."""
+    with writing(ckpt_dir):  # disk full: a clear error; the earlier checkpoints stay as they are
+        return _save(ckpt_dir, step, model, optimizer, state)
+
+
+def _save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
     from safetensors.torch import save_file
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -50,17 +55,26 @@ def save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Opt
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(unique_state(model), str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
-    with open(tmp / "state.json", "w") as fh:
-        json.dump({"step": step, "files": files, **state}, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        save_file(unique_state(model), str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
+        with open(tmp / "state.json", "w") as fh:
+            json.dump({"step": step, "files": files, **state}, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except Exception as exc:  # e.g. disk full: give the space back, leave the earlier checkpoints alone
+        full = not isinstance(exc, OSError) and nearly_full(tmp)  # torch.save says "iostream error", no errno
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise StorageError(f"cannot write {tmp}: No space left on device, most likely ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200]}); free some space and run the same command again "
+                               "with --resume: the earlier checkpoints are intact") from None
+        raise
     faults.point("checkpoint.before_rename")
     if final.exists():
         shutil.rmtree(final)

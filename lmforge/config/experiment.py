@@ -116,7 +116,9 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
             path = resolve_config_path(name_or_path)
             source = str(path)
             try:
-                raw = yaml.safe_load(path.read_text()) or {}
+                raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except UnicodeDecodeError as exc:
+                raise ConfigError([("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")], source) from None
             except yaml.YAMLError as exc:
                 raise ConfigError([("", f"invalid YAML: {exc}")], source) from None
             if not isinstance(raw, dict):

@@ -29,7 +29,7 @@ from lmforge.data.document import RejectWriter
 from lmforge.data.filters import QualityFilter
 from lmforge.data.minhash import MinHasher
 from lmforge.data.readers import UnitReader
-from lmforge.data.sources import WorkUnit
+from lmforge.data.sources import WorkUnit, check_unchanged
 
 BATCH_DOCS = 2048
 BATCH_CHARS = 1 << 20  # bounds the MinHash work arrays (about 40 bytes per character)
@@ -126,6 +126,7 @@ def ingest_unit(unit: WorkUnit, ctx: IngestContext) -> dict:
                 flush()
     flush()
     rejects.close()
+    check_unchanged(unit)  # before the marker: a unit read from a moving file is never counted as done
     n = len(exact)
     np.savez(f"{base}.fp.npz", exact=np.array(exact, dtype=np.uint64), n_chars=np.array(n_chars, dtype=np.int64),
              n_words=np.array(n_words, dtype=np.int64), group=np.array(group, dtype=np.uint64),

@@ -38,6 +38,7 @@ class WorkUnit:
     first_line: int = 1       # 1-based line number of the first line in [start, end)
     files: Optional[list[str]] = field(default=None)  # built-in corpora: files of this slice
     size: int = 0             # bytes this unit covers (for progress and the manifest)
+    stamp: Optional[list[int]] = field(default=None)  # [file size, mtime ns] when planned (local files)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -49,6 +50,30 @@ class WorkUnit:
     @property
     def name(self) -> str:
         return f"unit_{self.index:05d}"
+
+
+def stamp_units(units: list[WorkUnit]) -> None:
+    """Record each local input's size and modification time at planning: a unit's completion
+    marker is then valid only for the file as it was, and a file that changes while it is read is
+    caught (:func:`check_unchanged`)."""
+    for u in units:
+        if u.format != "builtin" and os.path.isfile(u.path):
+            st = os.stat(u.path)
+            u.stamp = [st.st_size, st.st_mtime_ns]
+
+
+def check_unchanged(unit: WorkUnit) -> None:
+    """A :class:`SourceError` when ``unit``'s file no longer has the size and mtime it had at planning."""
+    if unit.stamp is None:
+        return
+    try:
+        st = os.stat(unit.path)
+        now = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        now = None
+    if now != unit.stamp:
+        raise SourceError(f"{unit.path} changed while it was being read (size/mtime {unit.stamp} at planning, {now} "
+                          "now); nothing from it was counted: rerun once the file is stable")
 
 
 def infer_format(path: str) -> str:

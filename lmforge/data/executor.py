@@ -55,7 +55,20 @@ def write_marker(stage_dir: Path, unit: WorkUnit, config_hash: str, result: dict
     os.replace(tmp, path)
 
 
-def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_hash: str) -> dict:
+def vm_hwm_mb() -> float | None:
+    """This process's own peak resident memory (``VmHWM``; unlike ``ru_maxrss`` it is not
+    inherited from the parent across fork/exec); None where /proc is absent."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_hash: str) -> tuple[dict, float | None]:
     with writing(stage_dir / unit.name):  # a full disk names the file, not a traceback
         result = task(unit, ctx)
     stage = stage_dir.name.split("_")[0]  # ingest, split, tokens → the fault point's name
@@ -63,7 +76,7 @@ def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_h
     with writing(_marker(stage_dir, unit)):
         write_marker(stage_dir, unit, config_hash, result)
     faults.point(f"{stage}.after_marker")
-    return result
+    return result, vm_hwm_mb()
 
 
 class LocalExecutor:
@@ -71,6 +84,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int, progress: bool = True):
         self.workers = max(1, workers)
+        self.peak_rss_mb: float | None = None  # the largest VmHWM of a process that ran a task
         self.progress = progress and sys.stderr.isatty() or os.environ.get("LMFORGE_PROGRESS") == "1"
 
     def map(self, task: Callable, units: list[WorkUnit], ctx: Any, stage_dir: Path, config_hash: str,
@@ -87,16 +101,19 @@ class LocalExecutor:
         total = sum(max(u.size, 1) for u in units)
         bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not self.progress,
                    initial=sum(max(u.size, 1) for u in units if u.index in results))
+        def done(u: WorkUnit, out: tuple[dict, float | None]) -> None:
+            results[u.index], peak = out
+            if peak is not None:
+                self.peak_rss_mb = max(self.peak_rss_mb or 0.0, peak)
+            bar.update(max(u.size, 1))
+
         if len(todo) <= 1 or self.workers == 1:
             for u in todo:
-                results[u.index] = _run_one(task, u, ctx, stage_dir, config_hash)
-                bar.update(max(u.size, 1))
+                done(u, _run_one(task, u, ctx, stage_dir, config_hash))
         else:
             with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=get_context("spawn")) as pool:
                 futures = {pool.submit(_run_one, task, u, ctx, stage_dir, config_hash): u for u in todo}
                 for fut in as_completed(futures):
-                    u = futures[fut]
-                    results[u.index] = fut.result()
-                    bar.update(max(u.size, 1))
+                    done(futures[fut], fut.result())
         bar.close()
         return [results[u.index] for u in units]

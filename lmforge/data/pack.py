@@ -66,22 +66,23 @@ def tokenize_unit(unit: WorkUnit, ctx: PackContext) -> dict:
                 nonlocal n_docs, n_tokens, truncated
                 if not batch:
                     return
-                encs = tok.encode_batch_fast(batch, add_special_tokens=False)
+                # Encoding.ids builds a new Python list on every access: read each one once
+                docs = [e.ids for e in tok.encode_batch_fast(batch, add_special_tokens=False)]
                 if ctx.labeled:
-                    parts = [np.array(e.ids[: ctx.pack.max_length], dtype=dtype) for e in encs]
-                    truncated += sum(len(e.ids) > ctx.pack.max_length for e in encs)
+                    parts = [np.array(ids[: ctx.pack.max_length], dtype=dtype) for ids in docs]
+                    truncated += sum(len(ids) > ctx.pack.max_length for ids in docs)
                     labels.extend(batch_labels)
                     lengths.extend(len(x) for x in parts)
                 else:
                     bos = np.array([ctx.bos_id], dtype=dtype) if ctx.pack.add_bos and ctx.bos_id is not None else None
                     eos = np.array([ctx.eos_id], dtype=dtype)
                     parts = []
-                    for e in encs:  # one small array per document is the cheapest flattening here
+                    for ids in docs:  # one small array per document is the cheapest flattening here
                         if bos is not None:
                             parts.append(bos)
-                        parts.append(np.array(e.ids, dtype=dtype))
+                        parts.append(np.array(ids, dtype=dtype))
                         parts.append(eos)
-                    lengths.extend(len(e.ids) + 1 + (bos is not None) for e in encs)
+                    lengths.extend(len(ids) + 1 + (bos is not None) for ids in docs)
                 flat = np.concatenate(parts) if parts else np.zeros(0, dtype)
                 fh.write(flat.tobytes())
                 n_docs += len(batch)

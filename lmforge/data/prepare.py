@@ -301,7 +301,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
                         "num_perm": data.dedup.num_perm},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_workers_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_rss_workers_mb": ex.peak_rss_mb,  # max VmHWM of the processes that ran tasks (None: all reused)
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     from lmforge.data.report import write_report

@@ -195,6 +195,8 @@ _BERT_HEAD = [("head.dense", "cls.predictions.transform.dense"), ("head.norm", "
 def _bert_pairs(cfg: ModelConfig, prefix: str, with_head: bool) -> list[tuple[str, str]]:
     pairs = []
     for ours, theirs in _BERT_EMB:
+        if ours == "body.embed.token_type" and cfg.type_vocab_size == 0:
+            continue  # no token types: see ours_to_bert
         kinds = ("weight",) if ours != "body.embed.norm" else ("weight", "bias")
         pairs += [(f"{ours}.{k}", f"{prefix}{theirs}.{k}") for k in kinds]
     for i in range(cfg.n_layer):
@@ -222,6 +224,8 @@ def bert_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool)
 def ours_to_bert(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool) -> dict[str, torch.Tensor]:
     prefix = "bert." if with_head else ""
     out = {theirs: sd[ours].contiguous() for ours, theirs in _bert_pairs(cfg, prefix, with_head)}
+    if cfg.type_vocab_size == 0:  # HF BERT always has token types: one zero row adds nothing
+        out[f"{prefix}embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.d_model)
     for i in range(cfg.n_layer):
         for k in ("weight", "bias"):
             for name, part in zip(_BERT_QKV, sd[f"body.blocks.{i}.attn.qkv_proj.{k}"].chunk(3, 0)):
@@ -290,8 +294,6 @@ def to_hf(model: LanguageModel, out_dir: str | Path, tokenizer_dir: Optional[str
     else:
         hf = BertForMaskedLM(hf_cfg)
         theirs = ours_to_bert(sd, cfg, True)
-        if cfg.type_vocab_size == 0:  # HF BERT always has token types: zero ones add nothing
-            theirs["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.d_model)
         missing, unexpected = hf.load_state_dict(theirs, strict=False)
         unexpected = [k for k in unexpected if "position_ids" not in k]
         if unexpected:

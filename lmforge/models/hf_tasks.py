@@ -71,8 +71,6 @@ def classifier_state_to_hf(model: Classifier) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if _hf_kind(cfg) == "bert":
         out = {f"bert.{k}": v for k, v in ours_to_bert(sd, cfg, with_head=False).items()}
-        if cfg.type_vocab_size == 0:  # HF BERT always has token types: a zero table adds nothing
-            out["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(1, cfg.d_model)
         if model.task == "sequence":
             out["bert.pooler.dense.weight"] = sd["pooler.dense.weight"]
             out["bert.pooler.dense.bias"] = sd["pooler.dense.bias"]

@@ -96,10 +96,12 @@ class CausalLMHead(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """BERT's MLM head: dense → GELU → norm → vocabulary projection (tied) + bias."""
+    """BERT's MLM head: dense → GELU → norm → vocabulary projection (tied) + bias. The GELU is
+    the body's (exact, or tanh for ``mlp: gelu_tanh``), as HF's head uses ``hidden_act``."""
 
     def __init__(self, cfg: ModelConfig, tok_embedding: nn.Embedding):
         super().__init__()
+        self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
         self.dense = nn.Linear(cfg.d_model, cfg.d_model)
         self.norm = make_norm(cfg)
         self.proj = nn.Linear(cfg.d_model, cfg.vocab_size, bias=True)
@@ -107,7 +109,7 @@ class MaskedLMHead(nn.Module):
             self.proj.weight = tok_embedding.weight
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.norm(F.gelu(self.dense(h))))
+        return self.proj(self.norm(F.gelu(self.dense(h), approximate=self.approximate)))
 
 
 class LanguageModel(nn.Module):

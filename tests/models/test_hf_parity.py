@@ -143,3 +143,34 @@ def test_llama_both_directions(tmp_path):
     back = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
     with torch.no_grad():
         assert (back(ids).logits - ours(ids)[0]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_bert_mlm_with_tanh_gelu_matches(act):
+    """The MLM head uses the body's GELU (it used exact GELU always: 2.2e-4 off for gelu_new)."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    hf = BertForMaskedLM(BertConfig(vocab_size=101, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=96, max_position_embeddings=40, hidden_act=act,
+                                    hidden_dropout_prob=0, attention_probs_dropout_prob=0)).eval()
+    ours = from_hf(hf).eval()
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        assert (ours(ids)[0] - hf(ids).logits).abs().max() <= TOL
+
+
+def test_encoder_without_token_types_exports_to_hf(tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from lmforge.models.transformer import build_lm
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(arch="encoder", vocab_size=90, n_layer=2, n_head=4, d_model=48, max_seq_len=32, mlp="gelu",
+                      norm_position="post", embedding_norm=True, final_norm=False, type_vocab_size=0)
+    ours = build_lm(cfg).eval()
+    to_hf(ours, tmp_path)
+    hf = AutoModelForMaskedLM.from_pretrained(str(tmp_path)).eval()
+    ids = torch.randint(0, 90, (2, 11))
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max() <= TOL

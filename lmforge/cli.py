@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-kv-cache", dest="kv_cache", action="store_false",
                     help="torch decoders: re-run the whole sequence per token (to measure the cache)")
     sv.add_argument("--api-key", help="require Authorization: Bearer KEY (or set LMFORGE_API_KEY)")
+    sv.add_argument("--rate-limit", type=float, help="requests per second per client on /v1/ (429 + Retry-After over it)")
     sv.add_argument("--threads", type=int, help="model threads per worker (default: cores / workers)")
     sv.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
     sv.add_argument("--smoke", default=None, metavar="TEXT",

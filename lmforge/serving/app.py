@@ -106,6 +106,21 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
     app = FastAPI(title="lmforge", lifespan=lifespan)
 
+    buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]
+
+    def over_rate(client: str) -> float:
+        """0 when ``client`` may send a request now (a token is taken), else seconds until it may."""
+        rate = cfg.rate_limit
+        burst = max(1.0, rate)
+        now = time.monotonic()
+        tokens, last = buckets.get(client, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens >= 1.0:
+            buckets[client] = [tokens - 1.0, now]
+            return 0.0
+        buckets[client] = [tokens, now]
+        return (1.0 - tokens) / rate
+
     async def guard(scope, receive, send, inner) -> None:
         """API key, body size, status counts and latency — as plain ASGI, so the endpoint still
         sees the client's disconnect (a BaseHTTPMiddleware would hide it)."""
@@ -116,6 +131,14 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
             requests.labels(path, "401").inc()
             return await _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")(
                 scope, receive, send)
+        if cfg.rate_limit and path.startswith("/v1/"):
+            client = headers.get("authorization") or (scope.get("client") or ("?",))[0]
+            wait = over_rate(client)
+            if wait:
+                requests.labels(path, "429").inc()
+                resp = _error(429, None, f"rate limit: {cfg.rate_limit:g} requests/s per client; retry in {wait:.2f} s")
+                resp.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
+                return await resp(scope, receive, send)
         size = headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
             requests.labels(path, "413").inc()

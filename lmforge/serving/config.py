@@ -24,6 +24,7 @@ class ServeConfig:
     timeout_s: float = field(default=30.0, metadata={"min": 0.001, "help": "per-request timeout (504); for a streamed generation, the longest wait for the next token"})
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "new tokens per generation request"})
     kv_cache: bool = field(default=True, metadata={"help": "torch decoders: false re-runs the whole sequence per token (only to measure what the cache is worth)"})
+    rate_limit: Optional[float] = field(default=None, metadata={"min": 0.001, "help": "requests per second per client (API key, or address without one) on /v1/; bursts up to max(1, rate); over it: 429 with Retry-After"})
     api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})
     threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads per worker (default: the cores divided among the workers; torch decoders: one core less)"})
     workers: int = field(default=1, metadata={"min": 1, "help": "server processes, each with its own copy of the model (uvicorn workers)"})

@@ -232,8 +232,10 @@ def _losses(out: Path) -> dict[int, float]:
 
 
 def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
+    """Losses equal an uninterrupted run, and the best-model bookkeeping survives the kill: the
+    same best step and metric, the same best weights (evaluations every 10 steps, kill after 10)."""
     over = dict(**seq_files(task_files), max_steps=60, save_every=5, dropout=0.1, classifier_dropout=0.1,
-                eval_every=1000)
+                eval_every=10, metric="loss")
     ref = ft_config(tmp_path, "ref", tokenizer_dir, **over)
     assert main(["finetune", str(ref), "--no-progress"]) == 0
     cfg = ft_config(tmp_path, "killed", tokenizer_dir, **over)
@@ -253,6 +255,12 @@ def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
     want, got = _losses(tmp_path / "ref" / "finetune"), _losses(tmp_path / "killed" / "finetune")
     assert sorted(got) == sorted(want) == list(range(1, 61))
     assert max(abs(got[s] - want[s]) for s in want) <= 1e-6
+    s_ref, s_got = (json.loads((tmp_path / n / "finetune" / "summary.json").read_text()) for n in ("ref", "killed"))
+    assert s_got["best_step"] == s_ref["best_step"] and s_got["best_val"] == pytest.approx(s_ref["best_val"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    w_ref, w_got = (load_file(str(tmp_path / n / "finetune" / "best" / "model.safetensors")) for n in ("ref", "killed"))
+    assert w_ref.keys() == w_got.keys() and all(torch.allclose(w_ref[k], w_got[k], atol=1e-6) for k in w_ref)
 
 
 def test_freeze_and_lora_train_only_what_they_should(task_files, tokenizer_dir, tmp_path):

@@ -77,3 +77,13 @@ def test_pretrain_checkpoint_on_a_full_disk(prepared, cfg_for, small_disk, capsy
     got, want = _losses(out), _losses(ref_out)
     assert sorted(got) == sorted(want) == list(range(1, 41))
     assert max(abs(got[s] - want[s]) for s in want) <= 1e-6
+
+
+def test_read_only_run_dir(reference, small_disk, capsys):
+    """A read-only file system (root cannot write there either): one clear error naming the folder."""
+    root, files, _ = reference
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    cfg = config(root, "ro", files, run_dir=small_disk / "run")
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Read-only file system" in err and str(small_disk) in err and "Traceback" not in err, err

@@ -33,7 +33,7 @@ def served(request, tmp_path_factory, make_task_model, tiny_decoder):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     wait_ready(base, 60)
-    yield base
+    yield base, str(model)
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -41,6 +41,7 @@ def served(request, tmp_path_factory, make_task_model, tiny_decoder):
 def test_no_request_gets_a_server_error(served):
     from hypothesis import given
 
+    served, model_dir = served
     api = schemathesis.openapi.from_url(f"{served}/openapi.json")
     operations = [op.ok() for op in api.get_all_operations()]
     assert {o.path for o in operations} >= {"/v1/classify", "/v1/ner", "/v1/embed", "/v1/generate", "/v1/model"}
@@ -50,7 +51,11 @@ def test_no_request_gets_a_server_error(served):
         @settings(max_examples=60, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case):
-            calls.append(case.call_and_validate(checks=[not_a_server_error], timeout=30).status_code)
+            r = case.call_and_validate(checks=[not_a_server_error], timeout=30)
+            calls.append(r.status_code)
+            if r.status_code >= 400:  # error bodies: JSON naming the field, no traceback, no file path
+                assert set(r.json()) == {"error"}, r.text
+                assert not any(x in r.text for x in ("Traceback", model_dir, "site-packages", ".py")), r.text
 
         try:
             fuzz()

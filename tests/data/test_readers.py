@@ -199,3 +199,32 @@ def test_property_csv_reader_never_fails_and_accounts(tmp_path_factory, blob):
     p = d / "x.csv"
     p.write_bytes(b"text,label\n" + blob)
     read_all(d, SourceConfig(path=str(p), label_field="label"))
+
+
+@pytest.mark.parametrize("fmt,suffix", [("lines", ".txt"), ("text", ".txt"), ("tsv", ".tsv"), ("parquet", ".parquet"),
+                                        ("jsonl", ".jsonl.gz")])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+def test_property_every_reader_never_fails_and_accounts(tmp_path_factory, fmt, suffix, blob):
+    """Random bytes (and random text) in every format, compressed ones too: never a traceback,
+    read = kept + Σdropped (``read_all`` checks it)."""
+    d = tmp_path_factory.mktemp("propfmt")
+    p = d / f"x{suffix}"
+    p.write_bytes(blob)
+    read_all(d, SourceConfig(path=str(p), format=fmt))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.just(""), st.just("-DOCSTART- -X- O O"), st.text(max_size=30),
+                          st.builds(lambda w, t: f"{w} {t}", st.text(max_size=8), st.sampled_from(["O", "B-PER", "I-PER", "X"]))),
+                max_size=30))
+def test_property_conll_reader_parses_or_names_the_line(tmp_path_factory, lines):
+    from lmforge.data.conll import read_conll
+    from lmforge.errors import LmforgeError
+
+    p = tmp_path_factory.mktemp("propconll") / "x.conll"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
+    try:
+        read_conll(p)
+    except LmforgeError as exc:
+        assert str(p) in str(exc) or "line" in str(exc)

@@ -24,7 +24,7 @@ CLASSES = {
     "kill -9 during pretraining / fine-tuning → exact resume": "tests/recipes/test_pretrain.py::test_kill9_then_resume_gives_identical_losses tests/recipes/test_finetune.py::test_kill9_then_resume_is_exact",
     "crash inside a checkpoint write": "tests/reliability/test_checkpoint_crash.py",
     "disk full (real tmpfs)": "tests/reliability/test_disk_full.py",
-    "input file changing during / between runs": "tests/reliability/test_input_drift.py",
+    "input files: unreadable, changing during / between runs": "tests/reliability/test_input_drift.py tests/reliability/test_unreadable_input.py",
     "SIGINT / SIGTERM → checkpoint, exit 130, resume": "tests/recipes/test_pretrain.py::test_sigint_stops_with_a_checkpoint_and_resume_is_exact tests/recipes/test_finetune.py::test_sigint_then_resume_and_rerun_guard",
     "unwritable run / output folders": "tests/recipes/test_pretrain.py::test_unwritable_output_folder_is_a_clear_error",
     "near-duplicate recall and the independent leak check": "tests/data/test_leak_check.py tests/data/test_minhash_dedup.py",

@@ -57,8 +57,8 @@ class StorageError(LmforgeError, OSError):
 _STORAGE = {errno.ENOSPC: "free some space and run the same command again: finished work units and checkpoints are kept",
             errno.EDQUOT: "free some space (disk quota exceeded) and run the same command again: finished work is kept",
             errno.EROFS: "the file system is read-only: choose a writable run_dir",
-            errno.EACCES: "permission denied: choose a writable run_dir or fix the permissions",
-            errno.EPERM: "operation not permitted: choose a writable run_dir or fix the permissions"}
+            errno.EACCES: "fix the permissions, or choose another run_dir",
+            errno.EPERM: "fix the permissions, or choose another run_dir"}
 
 
 def storage_error(exc: OSError, where: str | os.PathLike | None = None) -> StorageError | None:
@@ -71,7 +71,8 @@ def storage_error(exc: OSError, where: str | os.PathLike | None = None) -> Stora
                             f"{_STORAGE[errno.ENOSPC]}")
     if exc.errno not in _STORAGE:
         return None
-    return StorageError(f"cannot write {path}: {os.strerror(exc.errno)}; {_STORAGE[exc.errno]}")
+    verb = "access" if exc.errno in (errno.EACCES, errno.EPERM) else "write"
+    return StorageError(f"cannot {verb} {path}: {os.strerror(exc.errno)}; {_STORAGE[exc.errno]}")
 
 
 def nearly_full(path: str | os.PathLike, margin: int = 4 << 20) -> bool:

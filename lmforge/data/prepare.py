@@ -32,7 +32,7 @@ from lmforge.data.document import StepStats
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
 from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
-from lmforge.data.sources import SourceError, WorkUnit, plan_units, stamp_units
+from lmforge.data.sources import SourceError, WorkUnit, check_readable, plan_units, stamp_units
 from lmforge.data.split import SPLITS, assign_splits, components, resolve_leaks
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError
@@ -116,6 +116,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     # -- plan --------------------------------------------------------------------------------
     t = time.time()
     units = plan_units(data)
+    check_readable(units)
     stamp_units(units)
     if not units:
         raise SourceError("data.sources: the inputs hold no files")

@@ -52,6 +52,21 @@ class WorkUnit:
         return f"unit_{self.index:05d}"
 
 
+def check_readable(units: list[WorkUnit]) -> None:
+    """Every local input can be opened for reading; otherwise one :class:`SourceError` listing
+    all that cannot, before any work starts."""
+    bad = []
+    for path in dict.fromkeys(f for u in units for f in (u.files or [u.path])):
+        if os.path.isfile(path):
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(1)
+            except OSError as exc:
+                bad.append(f"{path}: {exc.strerror or exc}")
+    if bad:
+        raise SourceError("cannot read input file(s): " + "; ".join(bad) + " — fix the permissions and rerun")
+
+
 def stamp_units(units: list[WorkUnit]) -> None:
     """Record each local input's size and modification time at planning: a unit's completion
     marker is then valid only for the file as it was, and a file that changes while it is read is

@@ -73,7 +73,8 @@ def _save(ckpt_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Op
         if full:
             raise StorageError(f"cannot write {tmp}: No space left on device, most likely ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0][:200]}); free some space and run the same command again "
-                               "with --resume: the earlier checkpoints are intact") from None
+                               "with --resume (--overwrite if no checkpoint was written yet): the earlier checkpoints "
+                               "are intact") from None
         raise
     faults.point("checkpoint.before_rename")
     if final.exists():

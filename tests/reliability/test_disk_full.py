@@ -87,3 +87,44 @@ def test_read_only_run_dir(reference, small_disk, capsys):
     assert main(["data", "prepare", str(cfg), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "Read-only file system" in err and str(small_disk) in err and "Traceback" not in err, err
+
+
+def _ft_config(root, run_dir, tokenizer_dir):
+    import random
+
+    import yaml
+
+    rng = random.Random(0)
+    for name, n in (("train", 160), ("val", 40)):
+        with open(root / f"{name}.jsonl", "w") as fh:
+            for i in range(n):
+                label = ("neg", "pos")[i % 2]
+                words = " ".join(f"w{rng.randrange(100)}" for _ in range(6)) + (" the" if label == "pos" else " of")
+                fh.write(json.dumps({"text": words, "label": label}) + "\n")
+    cfg = {"name": "ft", "run_dir": str(run_dir), "seed": 3,
+           "model": {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 32, "mlp": "gelu",
+                     "norm_position": "post", "type_vocab_size": 2, "embedding_norm": True, "final_norm": False},
+           "finetune": {"init": "random", "tokenizer": str(tokenizer_dir),
+                        "data": {"train_file": str(root / "train.jsonl"), "val_file": str(root / "val.jsonl"),
+                                 "max_length": 32},
+                        "loop": {"epochs": 2, "batch_size": 16, "threads": 1, "eval_every": 5}}}
+    (root / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    return root / "ft.yaml"
+
+
+@pytest.mark.parametrize("size", ["200k", "1m"])  # out of space at the first checkpoint / the second one
+def test_finetune_on_a_full_disk(tmp_path, small_disk, tokenizer_dir, size, capsys):
+    cfg = _ft_config(tmp_path, small_disk / "ft", tokenizer_dir)
+    resize(small_disk, size)
+    rc = main(["finetune", str(cfg), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "No space left on device" in err and "Traceback" not in err, err
+    out = small_disk / "ft" / "finetune"
+    for k in ckpt.list_checkpoints(out / "checkpoints"):
+        ckpt.read_checkpoint_state(k)  # what is left verifies
+    resize(small_disk, "64m")
+    args = ["finetune", str(cfg), "--no-progress"] + (["--resume"] if ckpt.list_checkpoints(out / "checkpoints")
+                                                      else ["--overwrite"])
+    assert main(args) == 0
+    assert json.loads((out / "summary.json").read_text())["results"]["val"]["accuracy"] >= 0.0
+    assert (out / "best" / "model.safetensors").is_file()

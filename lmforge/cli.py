@@ -25,8 +25,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     from lmforge.recipes.pretrain import pretrain
 
     cfg = load_config(args.config, args.set)
+    from lmforge.training.trial import trial_hook
+
     pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=args.resume, overwrite=args.overwrite,
-             resume_changed=args.resume_changed, progress=not args.no_progress)
+             resume_changed=args.resume_changed, progress=not args.no_progress, on_eval=trial_hook())
     return 0
 
 
@@ -34,8 +36,27 @@ def _finetune(args: argparse.Namespace) -> int:
     from lmforge.recipes.finetune import finetune
 
     cfg = load_config(args.config, args.set)
+    from lmforge.training.trial import trial_hook
+
     finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
-             overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress)
+             overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,
+             on_eval=trial_hook())
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from lmforge.config.experiment import load_raw
+    from lmforge.recipes.tune import tune
+
+    from lmforge.recipes.tune import unknown_keys
+
+    raw, source = load_raw(args.config, args.set)
+    space = (raw.get("tune") or {}).get("space") or {}
+    try:  # the schema's problems and unknown searched keys, all at once
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + unknown_keys(space if isinstance(space, dict) else {}), source) from None
+    tune(cfg, raw, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
@@ -184,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(ft)
     train_flags(ft)
     ft.set_defaults(func=_finetune)
+
+    tu = sub.add_parser("tune", help="hyperparameter search (Optuna: grid, random, TPE; median/Hyperband pruning) "
+                                     "over any config key; each trial a fresh finetune/pretrain run")
+    with_config(tu)
+    tu.add_argument("--resume", action="store_true", help="continue the study (finished trials are kept)")
+    tu.add_argument("--overwrite", action="store_true", help="delete the study and its trials, start over")
+    tu.set_defaults(func=_tune)
 
     tr = sub.add_parser("transfer", help="transfer-benefit study: metric vs number of labels for several starting points")
     with_config(tr)

@@ -20,6 +20,7 @@ from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.training.config import PretrainConfig
 from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.transfer_config import TransferConfig
+from lmforge.training.tune_config import TuneConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -36,6 +37,7 @@ class ExperimentConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     @property
     def run_path(self) -> Path:
@@ -106,24 +108,33 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise ConfigError([("config", f"no file {name_or_path!r} and no preset of that name; presets: {', '.join(presets) or 'none'}")])
 
 
+def load_raw(name_or_path: str | None, overrides: list[str] | None = None) -> tuple[dict, Optional[str]]:
+    """The config as a plain dict (YAML file or preset, overrides applied, not yet validated) and
+    its source path."""
+    raw: dict = {}
+    source = None
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        source = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError([("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")], source) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([("", f"invalid YAML: {exc}")], source) from None
+        if not isinstance(raw, dict):
+            raise ConfigError([("", f"top level must be a mapping, got {type(raw).__name__}")], source)
+    return apply_overrides(raw, overrides or []), source
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
                 raw: dict | None = None) -> ExperimentConfig:
     """Load YAML (file or preset), apply ``key.path=value`` overrides, validate everything at once."""
     source = None
     if raw is None:
-        raw = {}
-        if name_or_path is not None:
-            path = resolve_config_path(name_or_path)
-            source = str(path)
-            try:
-                raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except UnicodeDecodeError as exc:
-                raise ConfigError([("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")], source) from None
-            except yaml.YAMLError as exc:
-                raise ConfigError([("", f"invalid YAML: {exc}")], source) from None
-            if not isinstance(raw, dict):
-                raise ConfigError([("", f"top level must be a mapping, got {type(raw).__name__}")], source)
-    raw = apply_overrides(raw, overrides or [])
+        raw, source = load_raw(name_or_path, overrides)
+    else:
+        raw = apply_overrides(raw, overrides or [])
     cfg = build(ExperimentConfig, raw, source)
     if cfg.model.preset is not None:  # preset sizes, with the keys the user wrote winning
         from lmforge.models.config import resolve

@@ -1,0 +1,350 @@
+"""``lmforge tune``: hyperparameter search over any config key, with Optuna.
+
+One linear recipe: check the search space against the config (every problem at once) → open or
+resume the study (SQLite under the run folder, or any Optuna storage URL) → for each trial: ask
+the sampler for values, run ``lmforge finetune|pretrain`` on the config with those values as a
+fresh process (validations reported to the trial; the pruner may stop it, exit code 3), tell the
+study the best validation value → write ``trials.jsonl``, ``best.yaml``, ``report.md`` and
+``tune.png`` after every trial.
+
+Outputs under ``<run>/tune/`` (or ``tune.out_dir``)::
+
+    study.db              the Optuna study (SQLite), what ``--resume`` continues
+    base.yaml             the config every trial starts from (the tune section removed)
+    trials/trial_NNNN/    a trial's run folder (only the ``tune.keep_best`` best are kept)
+    trials.jsonl          one line per trial: number, state, params, value, seconds, peak RSS, reason
+    best.yaml             base.yaml with the best values: runnable as is
+    report.md, tune.png   the table and the optimization history
+
+Each trial is its own process, so memory cannot grow trial after trial (each trial's peak RSS is
+recorded); ``tune.n_jobs`` trials run at once with the cores divided among them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from lmforge import faults
+from lmforge.config import ConfigError
+from lmforge.config.experiment import ExperimentConfig, load_config, set_path
+from lmforge.config.schema import describe
+from lmforge.errors import LmforgeError
+from lmforge.training.checkpoint import ResumeError
+from lmforge.training.trial import TRIAL_ENV, make_pruner
+from lmforge.training.tune_config import ParamSpec, TuneConfig
+
+MINIMIZE = ("loss", "val_loss", "val_ppl", "perplexity")
+PRUNED_EXIT = 3
+
+
+def _say(msg: str) -> None:
+    print(f"[tune] {msg}", flush=True)
+
+
+def unknown_keys(space_keys) -> list[tuple[str, str]]:
+    """Problems for searched keys that are not config keys (with a did-you-mean)."""
+    import difflib
+
+    keys = [k for k, *_ in describe(ExperimentConfig)]
+    problems = []
+    for key in space_keys:
+        if key not in keys:
+            hint = difflib.get_close_matches(str(key), keys, n=1)
+            problems.append((f"tune.space.{key}", "no such config key" + (f"; did you mean {hint[0]!r}?" if hint else "")))
+        elif key.startswith("tune."):
+            problems.append((f"tune.space.{key}", "the tune section cannot search itself"))
+    return problems
+
+
+def check_space(raw: dict, space: dict[str, ParamSpec]) -> None:
+    """Every searched key exists and accepts every value it can take (all problems at once)."""
+    problems = unknown_keys(space)
+    bad = {k.split("tune.space.", 1)[1] for k, _ in problems}
+    for key, spec in space.items():
+        if key in bad:
+            continue
+        values = spec.choices if spec.type == "categorical" else [spec.low, spec.high]
+        for v in values:
+            v = int(v) if spec.type == "int" else v
+            try:
+                load_config(raw=set_path(copy.deepcopy(raw), key.split("."), v))
+            except ConfigError as exc:
+                problems += [(f"tune.space.{key}", f"value {v!r}: {k}: {m}") for k, m in exc.problems if k == key] or \
+                            [(f"tune.space.{key}", f"value {v!r} makes the config invalid: {exc.problems[0][0]}: "
+                                                   f"{exc.problems[0][1]}")]
+    if problems:
+        raise ConfigError(problems, "the tune section")
+
+
+def resolve_metric(cfg: ExperimentConfig) -> tuple[str, str]:
+    """(metric, direction) of the objective."""
+    t = cfg.tune
+    metric = t.metric
+    if metric is None:
+        if t.target == "pretrain":
+            metric = "val_loss"
+        else:
+            from lmforge.tasks import get_task
+
+            m = cfg.finetune.loop.metric
+            metric = get_task(cfg.finetune.task).default_metric if m == "auto" else m
+    direction = t.direction if t.direction != "auto" else ("minimize" if metric in MINIMIZE else "maximize")
+    return metric, direction
+
+
+def _suggest(trial, key: str, p: ParamSpec):
+    if p.type == "categorical":
+        return trial.suggest_categorical(key, p.choices)
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, p.low, p.high, log=p.log, step=None if p.log else p.step)
+
+
+def _grid(space: dict[str, ParamSpec]) -> dict[str, list]:
+    import numpy as np
+
+    out = {}
+    for k, p in space.items():
+        if p.type == "categorical":
+            out[k] = list(p.choices)
+        elif p.type == "int":
+            out[k] = list(range(int(p.low), int(p.high) + 1, int(p.step or 1)))
+        else:
+            out[k] = [float(x) for x in np.arange(p.low, p.high + p.step / 2, p.step)]
+    return out
+
+
+def _sampler(t: TuneConfig, seed: int):
+    import optuna
+
+    if t.sampler == "grid":
+        return optuna.samplers.GridSampler(_grid(t.space), seed=seed)
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, t.n_trials // 4)))
+
+
+def tune(cfg: ExperimentConfig, raw: dict, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run (or continue) the study; returns the best trial's record."""
+    import optuna
+
+    t = cfg.tune
+    base = {k: v for k, v in copy.deepcopy(raw).items() if k != "tune"}
+    check_space(base, t.space)
+    metric, direction = resolve_metric(cfg)
+    out = Path(t.out_dir) if t.out_dir else cfg.run_path / "tune"
+    db = out / "study.db"
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise ResumeError(f"{out} already holds a study: continue it with --resume, or start over with --overwrite")
+        shutil.rmtree(out)
+    if resume and t.storage is None and not db.exists():
+        raise ResumeError(f"--resume: no study at {db}")
+    (out / "trials").mkdir(parents=True, exist_ok=True)
+    (out / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    storage = t.storage or f"sqlite:///{db.resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=direction,
+                                sampler=_sampler(t, cfg.seed if t.seed is None else t.seed), pruner=make_pruner(t.pruner),
+                                load_if_exists=True)
+    for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        _tell(study, tr.number, state=optuna.trial.TrialState.FAIL)  # left running by a killed tuner
+        _say(f"trial {tr.number} was running when the tuner stopped: recorded as failed")
+    n_trials = min(t.n_trials, _grid_size(t)) if t.sampler == "grid" else t.n_trials
+    done_before = len(study.trials)
+    if done_before:
+        _say(f"resuming study {cfg.name!r}: {done_before} trial(s) recorded, {max(0, n_trials - done_before)} to go")
+    threads = max(1, (os.cpu_count() or 1) // t.n_jobs)
+    lock = threading.Lock()
+    t0 = time.time()
+    records: dict[int, dict] = {r["number"]: r for r in _read_records(out)}
+
+    def next_trial():
+        with lock:
+            if len(study.trials) >= n_trials or (t.timeout_s and time.time() - t0 > t.timeout_s):
+                return None
+            trial = study.ask()
+            params = {k: _suggest(trial, k, p) for k, p in t.space.items()}
+            return trial, params
+
+    def worker() -> None:
+        while (item := next_trial()) is not None:
+            trial, params = item
+            rec = _run_trial(out, cfg.tune.target, trial, params, storage, cfg.name, metric, t.pruner, threads)
+            with lock:
+                _finish(study, trial, rec, direction)
+                records[trial.number] = rec
+                _write_outputs(out, study, records, base, t, metric, direction)
+                best = _best_record(records, direction)
+                left = max(0, n_trials - len(study.trials))
+                eta = (time.time() - t0) / max(1, len(study.trials) - done_before) * left / t.n_jobs
+                best_txt = f"{_fmt(best['value'])} (trial {best['number']})" if best else "none yet"
+                _say(f"trial {trial.number} {rec['state']}: {metric} {_fmt(rec.get('value'))} {json.dumps(params)} "
+                     f"({rec['seconds']:.1f} s) — best {best_txt}; {left} left, ETA {eta:.0f} s")
+            faults.point("tune.trial_done")
+
+    with ThreadPoolExecutor(t.n_jobs) as pool:
+        for f in [pool.submit(worker) for _ in range(t.n_jobs)]:
+            f.result()
+    _write_outputs(out, study, records, base, t, metric, direction)
+    best = _best_record(records, direction)
+    if best is None:
+        reasons = sorted({r.get("reason", "?") for r in records.values()})
+        raise LmforgeError(f"all {len(records)} trials failed or were pruned; reasons: {reasons[:3]}; see {out}/trials.jsonl")
+    _say(f"best: trial {best['number']}, {metric} {_fmt(best['value'])}, {json.dumps(best['params'])} → {out / 'best.yaml'}")
+    return best
+
+
+def _grid_size(t: TuneConfig) -> int:
+    n = 1
+    for values in _grid(t.space).values():
+        n *= len(values)
+    return n
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _run_trial(out: Path, target: str, trial, params: dict, storage: str, study: str, metric: str, pruner: str,
+               threads: int) -> dict:
+    """Run one trial as a fresh process; its record (state, value comes from the study later)."""
+    run_dir = out / "trials" / f"trial_{trial.number:04d}"
+    sets = [f"run_dir={run_dir}", f"{target}.{'loop.' if target == 'finetune' else ''}threads={threads}"]
+    sets += [f"{k}={json.dumps(v)}" for k, v in params.items()]
+    cmd = [sys.executable, "-m", "lmforge", target, str(out / "base.yaml"), "--overwrite", "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, TRIAL_ENV: json.dumps({"storage": storage, "study": study, "trial_id": trial._trial_id,
+                                                "metric": metric, "pruner": pruner})}
+    env.pop("LMFORGE_FAULT", None)  # fault points name the tuner's own moments, not its trials'
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(run_dir / "log.txt", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak memory
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    rec = {"number": trial.number, "params": params, "seconds": round(time.time() - t0, 2),
+           "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "run_dir": str(run_dir), "exit_code": proc.returncode}
+    if proc.returncode == 0:
+        rec["state"] = "complete"
+    elif proc.returncode == PRUNED_EXIT:
+        rec["state"] = "pruned"
+    else:
+        tail = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()[-3:]
+        rec["state"], rec["reason"] = "failed", " | ".join(tail)[-500:] or f"exit code {proc.returncode}"
+    return rec
+
+
+def _tell(study, *args, **kw) -> None:
+    """``study.tell``; the grid sampler asks to stop the study when its grid is used up, which
+    Optuna only allows inside ``optimize`` — the trial is recorded before that, so it is ignored."""
+    try:
+        study.tell(*args, **kw)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
+def _finish(study, trial, rec: dict, direction: str) -> None:
+    """Tell the study how the trial ended; its value is its best reported validation value."""
+    import optuna
+
+    reported = study.get_trials(deepcopy=False)[trial.number].intermediate_values
+    if rec["state"] == "complete" and not reported:
+        rec["state"], rec["reason"] = "failed", "no validation metric was reported (a validation set and eval_every?)"
+    if rec["state"] == "complete":
+        rec["value"] = (max if direction == "maximize" else min)(reported.values())
+        _tell(study, trial, rec["value"])
+    elif rec["state"] == "pruned":
+        rec["value"] = None
+        rec["pruned_at_step"] = max(reported) if reported else None
+        _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        rec["value"] = None
+        trial.set_user_attr("reason", rec["reason"])
+        _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _read_records(out: Path) -> list[dict]:
+    path = out / "trials.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _best_record(records: dict[int, dict], direction: str):
+    done = [r for r in records.values() if r["state"] == "complete" and r.get("value") is not None]
+    if not done:
+        return None
+    return (max if direction == "maximize" else min)(done, key=lambda r: r["value"])
+
+
+def _write_outputs(out: Path, study, records: dict[int, dict], base: dict, t: TuneConfig, metric: str,
+                   direction: str) -> None:
+    rows = [records[n] for n in sorted(records)]
+    tmp = out / "trials.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, out / "trials.jsonl")
+    done = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: r["value"],
+                  reverse=direction == "maximize")
+    keep = {r["run_dir"] for r in done[:t.keep_best]}
+    for r in rows:  # disk stays bounded: only the best trial folders survive
+        if r["run_dir"] not in keep and Path(r["run_dir"]).exists() and r["state"] != "running":
+            shutil.rmtree(r["run_dir"], ignore_errors=True)
+    if done:
+        best = copy.deepcopy(base)
+        for k, v in done[0]["params"].items():
+            set_path(best, k.split("."), v)
+        best.pop("run_dir", None)
+        (out / "best.yaml").write_text(f"# lmforge tune: best of {len(rows)} trials, {metric} {done[0]['value']:.6g} "
+                                       f"(trial {done[0]['number']})\n" + yaml.safe_dump(best, sort_keys=False))
+    _report(out, rows, metric, direction)
+
+
+def _report(out: Path, rows: list[dict], metric: str, direction: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({k for r in rows for k in r["params"]})
+    lines = [f"# Tuning: {metric} ({direction})", "", f"{len(rows)} trials: "
+             + ", ".join(f"{s} {sum(r['state'] == s for r in rows)}" for s in ("complete", "pruned", "failed")), "",
+             "| trial | state | " + " | ".join(keys) + f" | {metric} | seconds | peak RSS MB |",
+             "|---:|---|" + "---|" * len(keys) + "---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['number']} | {r['state']} | " + " | ".join(f"{r['params'].get(k)}" for k in keys)
+                     + f" | {_fmt(r.get('value'))} | {r['seconds']} | {r['peak_rss_mb']} |")
+    failed = [r for r in rows if r["state"] == "failed"]
+    if failed:
+        lines += ["", "## Failed trials", ""] + [f"- trial {r['number']}: {r['reason']}" for r in failed]
+    lines += ["", "![optimization history](tune.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [r["number"] for r in rows if r.get("value") is not None]
+    ys = [r["value"] for r in rows if r.get("value") is not None]
+    ax.scatter(xs, ys, label="complete", color="tab:blue")
+    best, run = [], None
+    for y in ys:
+        run = y if run is None else (max(run, y) if direction == "maximize" else min(run, y))
+        best.append(run)
+    ax.plot(xs, best, color="tab:orange", label="best so far")
+    pruned = [r["number"] for r in rows if r["state"] == "pruned"]
+    if pruned and ys:
+        ax.scatter(pruned, [min(ys)] * len(pruned), marker="x", color="tab:gray", label="pruned")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "tune.png", dpi=100)
+    plt.close(fig)

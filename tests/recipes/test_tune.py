@@ -1,0 +1,125 @@
+"""``lmforge tune`` on tiny data: each trial a fresh fine-tuning process; samplers, pruning,
+outputs, a kill -9 of the tuner followed by ``--resume``, and a bad search space rejected whole
+before any trial runs."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+from conftest import FILLER  # noqa: E402
+from lmforge.cli import main  # noqa: E402
+
+LABELS = ["a", "b", "c"]
+
+
+def write_data(path: Path, n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            c = rng.randrange(3)
+            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 10))]
+            words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
+            f.write(json.dumps({"text": " ".join(words), "label": LABELS[c]}) + "\n")
+    return str(path)
+
+
+def tune_config(root: Path, tokenizer_dir, name: str, space: dict, **tune) -> Path:
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 7,
+           "model": {"arch": "encoder", "n_layer": 1, "n_head": 2, "d_model": 32, "max_seq_len": 32, "mlp": "gelu",
+                     "norm_position": "post", "type_vocab_size": 2, "embedding_norm": True, "final_norm": False},
+           "finetune": {"init": "random", "tokenizer": str(tokenizer_dir),
+                        "data": {"train_file": write_data(root / "train.jsonl", 240, 1),
+                                 "val_file": write_data(root / "val.jsonl", 60, 2), "max_length": 32},
+                        "optim": {"lr": 1e-3},
+                        "loop": {"epochs": 6, "batch_size": 16, "eval_every": 15, "log_every": 5}},
+           "tune": {"space": space, "n_trials": 4, "sampler": "random", **tune}}
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def trials(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
+
+
+def test_random_search_writes_everything_and_keeps_the_best(tmp_path, tokenizer_dir, capsys):
+    space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+             "finetune.loop.batch_size": {"type": "categorical", "choices": [8, 16]}}
+    cfg = tune_config(tmp_path, tokenizer_dir, "rs", space, pruner="none", keep_best=1)
+    assert main(["tune", str(cfg)]) == 0
+    out = tmp_path / "rs" / "tune"
+    rows = trials(out)
+    assert [r["number"] for r in rows] == [0, 1, 2, 3] and all(r["state"] == "complete" for r in rows)
+    assert len({r["params"]["finetune.optim.lr"] for r in rows}) == 4  # four different draws
+    assert all(0 <= r["value"] <= 1 and r["peak_rss_mb"] > 50 for r in rows)
+    best = max(rows, key=lambda r: r["value"])
+    kept = [p.name for p in (out / "trials").iterdir()]
+    assert kept == [f"trial_{best['number']:04d}"]  # only the best trial's folder stays
+    assert (out / "trials" / kept[0] / "finetune" / "best" / "model.safetensors").is_file()
+    best_cfg = yaml.safe_load((out / "best.yaml").read_text())
+    assert best_cfg["finetune"]["optim"]["lr"] == best["params"]["finetune.optim.lr"] and "tune" not in best_cfg
+    assert (out / "report.md").read_text().count("| complete |") == 4 and (out / "tune.png").stat().st_size > 1000
+    said = capsys.readouterr().out
+    assert said.count("[tune] trial ") == 4 and "best: trial" in said
+    assert main(["tune", str(cfg)]) == 2  # a second run over the study needs --resume or --overwrite
+
+
+def test_a_bad_search_space_is_rejected_whole(tmp_path, tokenizer_dir, capsys):
+    space = {"finetune.optim.lrr": {"type": "float", "low": 1e-4, "high": 1e-2},
+             "finetune.loop.batch_size": {"type": "int", "low": 32, "high": 8},
+             "finetune.loop.epochs": {"type": "categorical", "choices": []},
+             "finetune.loop.eval_every": {"type": "categorical", "choices": [5, "often"]}}
+    assert main(["tune", str(tune_config(tmp_path, tokenizer_dir, "bad", space))]) == 2
+    err = capsys.readouterr().err
+    assert "tune.space.finetune.optim.lrr" in err and "did you mean 'finetune.optim.lr'" in err
+    assert "above high" in err and "non-empty list of choices" in err, err
+    assert not (tmp_path / "bad" / "tune" / "trials").exists() or not any((tmp_path / "bad" / "tune" / "trials").iterdir())
+
+
+def test_bad_values_are_found_before_any_trial(tmp_path, tokenizer_dir, capsys):
+    space = {"finetune.loop.eval_every": {"type": "categorical", "choices": [5, "often"]}}
+    assert main(["tune", str(tune_config(tmp_path, tokenizer_dir, "badv", space))]) == 2
+    err = capsys.readouterr().err
+    assert "tune.space.finetune.loop.eval_every" in err and "'often'" in err, err
+    assert not (tmp_path / "badv" / "tune" / "trials.jsonl").exists()
+
+
+def test_median_pruning_stops_hopeless_trials(tmp_path, tokenizer_dir):
+    """lr 1e-9 / 1e-10 cannot learn: after two trials that do, such a trial is stopped at one of
+    its first validations and recorded as pruned (its folder deleted). The grid order for seed 5
+    is lr 1e-2, 5e-3, 1e-9, 1e-10."""
+    space = {"finetune.optim.lr": {"type": "categorical", "choices": [1e-2, 5e-3, 1e-9, 1e-10]}}
+    cfg = tune_config(tmp_path, tokenizer_dir, "prune", space, sampler="grid", pruner="median", n_trials=10,
+                      metric="loss", seed=5)
+    assert main(["tune", str(cfg)]) == 0
+    rows = trials(tmp_path / "prune" / "tune")
+    assert [r["params"]["finetune.optim.lr"] for r in rows] == [1e-2, 5e-3, 1e-9, 1e-10]  # the grid, once each
+    assert [r["state"] for r in rows] == ["complete", "complete", "pruned", "pruned"], rows
+    assert all(r["pruned_at_step"] in (15, 30) for r in rows[2:])  # stopped early: 90 steps in a full run
+    assert all(not Path(r["run_dir"]).exists() for r in rows[2:])
+    assert rows[0]["value"] < 0.9 and rows[1]["value"] < 0.9
+
+
+def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
+    space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    cfg = tune_config(tmp_path, tokenizer_dir, "kill", space, pruner="none", n_trials=4)
+    env = {**os.environ, "LMFORGE_FAULT": "tune.trial_done:2"}
+    r = subprocess.run([sys.executable, "-m", "lmforge", "tune", str(cfg)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    out = tmp_path / "kill" / "tune"
+    before = trials(out)
+    assert [x["number"] for x in before] == [0, 1]
+    assert main(["tune", str(cfg), "--resume"]) == 0
+    after = trials(out)
+    assert [x["number"] for x in after] == [0, 1, 2, 3]
+    assert after[:2] == before  # finished trials are not run again

@@ -129,7 +129,8 @@ def tokenizer_of_tokens(tokens: Path) -> Optional[Path]:
     if not (Path(tokens) / "index.json").is_file():
         return None
     rel = read_index(tokens).get("tokenizer_dir")
-    return within(Path(tokens).parent.parent, Path(tokens) / rel, "the token index's tokenizer_dir") if rel else None
+    tokens = Path(tokens).resolve()  # "." or a relative path has no meaningful parents otherwise
+    return within(tokens.parent.parent, tokens / rel, "the token index's tokenizer_dir") if rel else None
 
 
 class TrainPaths:
@@ -155,8 +156,9 @@ class TrainPaths:
 
 def checkpoint_tokenizer(checkpoint: Path, state: dict) -> Path:
     """The tokenizer folder a checkpoint was trained with."""
-    return within(Path(checkpoint).parent.parent, Path(checkpoint) / state.get("tokenizer_dir", CHECKPOINT_TOKENIZER),
-                  f"{Path(checkpoint) / STATE_FILE}: tokenizer_dir")
+    checkpoint = Path(checkpoint).resolve()  # "step_N" or "." has no meaningful parents otherwise
+    return within(checkpoint.parent.parent, checkpoint / state.get("tokenizer_dir", CHECKPOINT_TOKENIZER),
+                  f"{checkpoint / STATE_FILE}: tokenizer_dir")
 
 
 Kind = Literal["checkpoint", "pretrain", "finetune", "task_model", "hf_model", "prepared_data", "tokens", "unknown"]

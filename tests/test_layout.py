@@ -1,6 +1,7 @@
 """The layout module: what each folder is, and which checkpoint a path means."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,14 @@ def test_run_paths_defaults_and_overrides(tmp_path):
     assert p.pretrain_tokens == tmp_path / "data" / "tokens" and p.finetune.best == tmp_path / "finetune" / "best"
     q = RunPaths(tmp_path, finetune_override=tmp_path / "elsewhere")
     assert q.finetune.eval("test") == tmp_path / "elsewhere" / "eval" / "test"
+
+
+def test_checkpoint_tokenizer_from_inside_the_checkpoints_folder(tiny_decoder, monkeypatch):
+    """A relative checkpoint path (generate --checkpoint step_N run from checkpoints/) resolves."""
+    from lmforge.layout import checkpoint_tokenizer, list_checkpoints
+
+    ck = list_checkpoints(tiny_decoder / "checkpoints")[-1]
+    monkeypatch.chdir(ck.parent)
+    assert checkpoint_tokenizer(Path(ck.name), {}) == (tiny_decoder / "tokenizer").resolve()
+    monkeypatch.chdir(ck)
+    assert checkpoint_tokenizer(Path("."), {}).is_dir()

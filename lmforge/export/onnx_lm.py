@@ -72,7 +72,17 @@ class _EncoderStates(torch.nn.Module):
 
 
 def _shapes(max_len: int) -> list[tuple[int, int]]:
-    return [(1, 5), (3, min(17, max_len)), (2, max_len)]
+    return [(1, min(5, max_len)), (3, min(17, max_len)), (2, max_len)]
+
+
+def _incremental_plan(total: int) -> list[int]:
+    """Chunk sizes for the incremental check: a prompt, single-token steps, then one chunk of
+    the rest (for the default 14 positions: 6, 1, 1, 1, 1, 1, 3), never an empty chunk."""
+    prompt = max(1, min(6, total - 2))
+    plan = [prompt] + [1] * min(5, total - prompt - 1)
+    if total > sum(plan):
+        plan.append(total - sum(plan))
+    return plan
 
 
 def _synthetic(lm: LoadedLM, pad: int, g: torch.Generator) -> list[dict]:
@@ -139,7 +149,7 @@ def _check_decoder(session, lm: LoadedLM, batches: list[dict], g: torch.Generato
         ref = lm.model(ids)[0].numpy()
         keys = values = _empty_past(lm, 2)
         pos = 0
-        for n in [6, 1, 1, 1, 1, 1, total - 11]:
+        for n in _incremental_plan(total):
             chunk = ids[:, pos:pos + n].numpy()
             logits, keys, values = session.run(None, {"input_ids": chunk, "attention_mask": np.ones((2, pos + n), np.int64),
                                                       "past_keys": keys, "past_values": values})

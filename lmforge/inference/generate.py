@@ -114,8 +114,13 @@ class TextStream:
         if cut >= 0:
             self.stopped, ready = True, cut
         else:  # hold back a tail that may be the start of a stop string
-            hold = max((k for s in self.stop for k in range(1, len(s)) if full.endswith(s[:k])), default=0)
+            hold = max((k for s in self.stop for k in range(1, min(len(s), len(full) + 1)) if full.endswith(s[:k])),
+                       default=0)
             ready = len(full) - hold
+            # a character split over tokens (byte-level BPE) decodes as U+FFFD until its last byte
+            # arrives: hold it back rather than send a replacement character that is never corrected
+            while ready > self.sent and full[ready - 1] == "\ufffd":
+                ready -= 1
         piece = full[self.sent:ready] if ready > self.sent else ""
         self.sent = max(self.sent, ready)
         return piece

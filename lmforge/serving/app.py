@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from typing import Optional
+from typing import Annotated, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,7 +58,8 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=100.0, description="0 = greedy")
     top_k: Optional[int] = Field(None, ge=1, description="sample among the k most likely tokens")
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0, description="nucleus sampling: smallest set with this much probability")
-    stop: list[str] = Field(default_factory=list, max_length=8, description="end the text before the first of these strings")
+    stop: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=8, description="end the text before the first of these strings (8 at most, 256 characters each)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same prompt, same settings: same text")
     ignore_eos: bool = Field(False, description="go on past the end-of-text token (for benchmarks: always max_new_tokens)")
     stream: bool = Field(False, description="send server-sent events: one per token, then the final record")
@@ -106,7 +108,7 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
     app = FastAPI(title="lmforge", lifespan=lifespan)
 
-    buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]
+    buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]; bounded, see over_rate
 
     def over_rate(client: str) -> float:
         """0 when ``client`` may send a request now (a token is taken), else seconds until it may."""
@@ -115,6 +117,9 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         now = time.monotonic()
         tokens, last = buckets.get(client, (burst, now))
         tokens = min(burst, tokens + (now - last) * rate)
+        if client not in buckets and len(buckets) >= 100_000:  # forget full buckets: they are the default
+            for k in [k for k, (tk, t) in buckets.items() if tk + (now - t) * rate >= burst]:
+                del buckets[k]
         if tokens >= 1.0:
             buckets[client] = [tokens - 1.0, now]
             return 0.0
@@ -132,7 +137,8 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
             return await _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")(
                 scope, receive, send)
         if cfg.rate_limit and path.startswith("/v1/"):
-            client = headers.get("authorization") or (scope.get("client") or ("?",))[0]
+            # the key names the client only when keys are checked; otherwise anyone could pick a new one
+            client = headers.get("authorization", "") if api_key else (scope.get("client") or ("?",))[0]
             wait = over_rate(client)
             if wait:
                 requests.labels(path, "429").inc()
@@ -153,7 +159,8 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
         try:
             await inner(scope, receive, send_and_note)
-        except Exception:  # a bug: logged by the server, a plain 500 to the client
+        except Exception:  # a bug: logged here, a plain 500 to the client
+            logging.getLogger("lmforge.serve").exception("%s %s failed", scope.get("method"), path)
             requests.labels(path, "500").inc()
             if "code" not in status:
                 await _error(500, None, "internal error")(scope, receive, send)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from lmforge.serving.batcher import QueueFull
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are tracked by identity
 class Job:
     events: asyncio.Queue
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -32,6 +32,7 @@ class Generations:
         self.dropped = 0  # never started: cancelled while waiting
         self.stopped = 0  # stopped while running (a client left or timed out)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmforge-generate")
+        self._live: set[Job] = set()  # submitted, not finished: cancelled at shutdown
 
     def submit(self, request) -> Job:
         """Queue ``request`` (a :class:`~lmforge.serving.lm_runner.GenerationRequest`); raises
@@ -41,15 +42,19 @@ class Generations:
         loop = asyncio.get_running_loop()
         job = Job(asyncio.Queue())
         self.waiting += 1
+        self._live.add(job)
 
-        def put(*event):
+        def on_loop(fn, *args):
             try:
-                loop.call_soon_threadsafe(job.events.put_nowait, event)
+                loop.call_soon_threadsafe(fn, *args)
             except RuntimeError:  # the loop is closed: the server is gone, nobody listens
                 pass
 
+        def put(*event):
+            on_loop(job.events.put_nowait, event)
+
         def work():
-            loop.call_soon_threadsafe(self._started, job)
+            on_loop(self._started, job)
             try:
                 if job.cancel.is_set():  # its client left while it waited
                     self.dropped += 1
@@ -62,7 +67,7 @@ class Generations:
             except Exception as exc:  # a bad prompt (UsageError) or a model failure fails this request only
                 put("error", exc)
             finally:
-                loop.call_soon_threadsafe(self._finished)
+                on_loop(self._finished, job)
 
         self._pool.submit(work)
         return job
@@ -72,8 +77,12 @@ class Generations:
         self.running += 1
         job.started = True
 
-    def _finished(self) -> None:
+    def _finished(self, job: Job) -> None:
         self.running -= 1
+        self._live.discard(job)
 
     def shutdown(self) -> None:
+        """Stop: queued jobs never start, a running one stops before its next forward pass."""
+        for job in self._live:
+            job.cancel.set()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -79,3 +79,22 @@ def test_not_a_language_model(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     assert main(["export", str(tmp_path / "x")]) != 0
     assert "x" in capsys.readouterr().err
+
+
+def test_a_decoder_shorter_than_the_checks_exports(tmp_path, tokenizer_dir):
+    """max_seq_len 8: the shapes and the incremental plan fit the model (they assumed 14+)."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmforge.tokenizer.io import load_for_model
+
+    torch.manual_seed(0)
+    vocab = load_for_model(tokenizer_dir)[0].get_vocab_size()
+    GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=8, n_embd=32, n_layer=1, n_head=2)).eval() \
+        .save_pretrained(str(tmp_path / "gpt2"))
+    for f in tokenizer_dir.iterdir():
+        shutil.copy2(f, tmp_path / "gpt2" / f.name)
+    rec = export_lm_onnx(ExportConfig(model=str(tmp_path / "gpt2"), out=str(tmp_path / "onnx")))
+    inc = [c for c in rec["verification"]["checks"] if c["inputs"].startswith("incremental")]
+    assert rec["verification"]["max_abs_diff"] <= 1e-4 and sum(c["shape"][1] for c in inc) == 8

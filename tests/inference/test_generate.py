@@ -37,3 +37,24 @@ def test_extreme_temperatures_sample_without_nan():
     assert sample_next(logits, 1e-137, None, None, g).tolist() == [1, 2]
     assert sample_next(logits, 1e-300, 2, 0.5, g).tolist() == [1, 2]
     assert sample_next(logits, 1e6, None, None, g).shape == (2,)
+
+
+def test_text_stream_holds_back_split_characters_and_stop_prefixes():
+    """Byte-level tokens can split a character: its bytes decode as U+FFFD until the last one
+    arrives, and nothing half-made is ever sent; a tail that may start a stop string waits too."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from lmforge.inference.generate import TextStream
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(sorted(alphabet))}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = "é😀x STOP y"
+    ids = tok.encode(text).ids  # one token per byte
+    for stop, want in (([], text), (["STOP"], "é😀x ")):
+        s = TextStream(tok, [], stop)
+        pieces = [s.push(i) for i in ids]
+        pieces.append(s.flush())
+        assert "".join(pieces) == want and "\ufffd" not in "".join(pieces), pieces
+        assert s.text == want

@@ -61,6 +61,8 @@ def test_random_search_writes_everything_and_keeps_the_best(tmp_path, tokenizer_
     assert [r["number"] for r in rows] == [0, 1, 2, 3] and all(r["state"] == "complete" for r in rows)
     assert len({r["params"]["finetune.optim.lr"] for r in rows}) == 4  # four different draws
     assert all(0 <= r["value"] <= 1 and r["peak_rss_mb"] > 50 for r in rows)
+    peaks = [r["peak_rss_mb"] for r in rows]  # a fresh process per trial: memory cannot grow trial after trial
+    assert max(peaks) <= 1.05 * min(peaks) and peaks[-1] <= 1.05 * peaks[0], peaks
     best = max(rows, key=lambda r: r["value"])
     kept = [p.name for p in (out / "trials").iterdir()]
     assert kept == [f"trial_{best['number']:04d}"]  # only the best trial's folder stays

@@ -125,3 +125,16 @@ def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
     after = trials(out)
     assert [x["number"] for x in after] == [0, 1, 2, 3]
     assert after[:2] == before  # finished trials are not run again
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_twenty_trials(tmp_path, tokenizer_dir):
+    """The issue's check: the 20th trial's peak RSS within 5 % of the 1st."""
+    space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    cfg = tune_config(tmp_path, tokenizer_dir, "flat", space, pruner="none", n_trials=20, sampler="tpe")
+    assert main(["tune", str(cfg)]) == 0
+    rows = trials(tmp_path / "flat" / "tune")
+    assert len(rows) == 20 and all(r["state"] == "complete" for r in rows)
+    first, last = rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]
+    print("peak RSS per trial (MB):", [r["peak_rss_mb"] for r in rows])
+    assert abs(last - first) <= 0.05 * first

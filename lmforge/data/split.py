@@ -94,9 +94,12 @@ def leak_check(store: UnitStore, split: np.ndarray, exact: np.ndarray, has_sig: 
     for a_name, b_name in PAIRS:
         a_ids = np.flatnonzero(split == SPLITS.index(a_name))
         b_ids = np.flatnonzero(split == SPLITS.index(b_name))
-        first_b = dict(zip(exact[b_ids[::-1]].tolist(), b_ids[::-1].tolist()))  # exact hash → lowest b doc
         hit = np.isin(exact[a_ids], exact[b_ids])
-        pairs += [(int(d), first_b[int(exact[d])], "exact", 1.0) for d in a_ids[hit]]
+        if hit.any():  # each exact copy's partner: the lowest-numbered b document with its hash
+            b_hash = exact[b_ids]
+            order = np.argsort(b_hash, kind="stable")  # b_ids ascend, so equal hashes keep id order
+            partner = b_ids[order[np.searchsorted(b_hash[order], exact[a_ids[hit]])]]
+            pairs += [(int(d), int(p), "exact", 1.0) for d, p in zip(a_ids[hit], partner)]
         out[f"exact_{a_name}_in_{b_name}"] = int(hit.sum())
         if hasher is None or not leak_bands:
             continue

@@ -122,3 +122,15 @@ def test_leak_check_can_stop_the_run(corpus, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "split.on_leak=fail" in err and "Jaccard 0." in err and "document 'p" in err
+
+
+def test_exact_leaks_name_the_lowest_partner():
+    import numpy as np
+
+    from lmforge.data.split import TEST, TRAIN, VAL, leak_check
+
+    exact = np.array([7, 9, 7, 5, 9, 7, 3], dtype=np.uint64)
+    split = np.array([TRAIN, TRAIN, TRAIN, VAL, TEST, TEST, VAL], dtype=np.int8)
+    out = leak_check(None, split, exact, np.zeros(7, bool), None, 0, 0.8)
+    assert sorted(out["pairs"]) == [(4, 1, "exact", 1.0), (5, 0, "exact", 1.0)]
+    assert out["exact_test_in_train"] == 2 and out["exact_val_in_train"] == 0 and out["total"] == 2

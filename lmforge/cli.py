@@ -44,6 +44,15 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from lmforge.recipes.distill import distill
+
+    cfg = load_config(args.config, args.set)
+    distill(cfg.distill, cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
+            overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from lmforge.config.experiment import load_raw
     from lmforge.recipes.tune import tune
@@ -205,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(ft)
     train_flags(ft)
     ft.set_defaults(func=_finetune)
+
+    di = sub.add_parser("distill", help="knowledge distillation: a smaller student (fewer layers of the teacher, "
+                                        "or random) fine-tuned on the teacher's soft labels and the data's labels")
+    with_config(di)
+    train_flags(di)
+    di.set_defaults(func=_distill)
 
     tu = sub.add_parser("tune", help="hyperparameter search (Optuna: grid, random, TPE; median/Hyperband pruning) "
                                      "over any config key; each trial a fresh finetune/pretrain run")

@@ -21,6 +21,7 @@ from lmforge.training.config import PretrainConfig
 from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.transfer_config import TransferConfig
 from lmforge.training.tune_config import TuneConfig
+from lmforge.training.distill_config import DistillConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -38,6 +39,7 @@ class ExperimentConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def run_path(self) -> Path:

@@ -37,6 +37,7 @@ from lmforge.evaluation.report import summary_table, write_report
 from lmforge.export.hf import export_task_model
 from lmforge.layout import RunPaths, ensure_dir, tokenizer_of_tokens, tokens_dir
 from lmforge.models.config import ModelConfig
+from lmforge.models.heads import keep_layers
 from lmforge.models.load import load_task_model
 from lmforge.models.lora import apply_lora
 from lmforge.tasks import Task, get_task
@@ -57,6 +58,8 @@ from lmforge.training.starts import start_from
 
 SPLITS = ("train", "val", "test")
 OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
+LossFn = Callable[[torch.Tensor, dict], torch.Tensor]  # (logits, batch on the device) -> loss
+LossFactory = Callable[[list[str], torch.device], LossFn]  # (labels, device) -> the loss of this run
 RESUME_SAFE = ("finetune.loop.eval_every", "finetune.loop.eval_batch_size", "finetune.loop.save_every",
                "finetune.loop.keep_last", "finetune.loop.log_every", "finetune.loop.early_stopping_patience",
                "finetune.loop.threads", "finetune.out_dir", "finetune.data.test_file")
@@ -117,14 +120,17 @@ def freeze(model, peft: PeftConfig) -> None:
 
 def finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, name: str = "finetune",
              resume: bool = False, overwrite: bool = False, resume_changed: bool = False, progress: bool = True,
-             on_eval: Optional[OnEval] = None) -> dict:
-    """Run fine-tuning; returns the summary (also written to ``summary.json``)."""
+             on_eval: Optional[OnEval] = None, loss: Optional[LossFactory] = None) -> dict:
+    """Run fine-tuning; returns the summary (also written to ``summary.json``). ``loss`` replaces
+    the cross-entropy (distillation passes its teacher-aware loss here)."""
     with StopRequest() as stop:
-        return _finetune(ft, model_cfg, paths, seed, name, stop, resume, overwrite, resume_changed, progress, on_eval)
+        return _finetune(ft, model_cfg, paths, seed, name, stop, resume, overwrite, resume_changed, progress, on_eval,
+                         loss)
 
 
 def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, name: str, stop: StopRequest,
-              resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval]) -> dict:
+              resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval],
+              loss_factory: Optional[LossFactory]) -> dict:
     D, O, L = ft.data, ft.optim, ft.loop
     out = paths.finetune
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,6 +151,8 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
         tok_dir = tokenizer_of_tokens(tokens_dir(paths.finetune_data))
     start = start_from(ft, model_cfg, labels, tok_dir)
     model = start.model
+    if ft.keep_layers is not None:
+        keep_layers(model, ft.keep_layers)
     tok, specials = load_for_model(start.tokenizer_dir)
     if D.max_length > model.cfg.max_seq_len:
         raise TrainingError(f"finetune.data.max_length={D.max_length} exceeds the model's max_seq_len "
@@ -153,6 +161,8 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     enc = {s: task.encode(tok, examples[s], label_ids, specials, model.causal, D.max_length, D.on_overflow)
            for s in SPLITS}
     weights = class_weights(ft.class_weights, ft.class_weight_values, enc["train"].labels, len(labels))
+    loss_fn: LossFn = (loss_factory(labels, device) if loss_factory is not None
+                       else lambda logits, batch: classification_loss(logits, batch["labels"], weights))
     freeze(model, ft.peft)
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -223,7 +233,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
             with precision.autocast():
                 logits, _ = model(batch["ids"], batch["attention_mask"], positions=batch.get("positions"),
                                   pool_index=batch.get("pool_index"))
-                loss = classification_loss(logits, batch["labels"], weights)
+                loss = loss_fn(logits, batch)
             precision.backward(loss / L.grad_accum)
             loss_sum += loss.item()
             seen += len(idx)

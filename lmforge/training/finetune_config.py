@@ -125,6 +125,7 @@ class FinetuneConfig:
     dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
     classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
+    keep_layers: Optional[list[int]] = field(default=None, metadata={"help": "keep only these body layers of the starting model (0-based, e.g. [0, 2, 4]: a 3-layer student from a 6-layer model, as DistilBERT)"})
     class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
     class_weight_values: Optional[list[float]] = None
     out_dir: Optional[str] = field(default=None, metadata={"help": "outputs (default <run>/finetune)"})
@@ -136,6 +137,9 @@ class FinetuneConfig:
     def validate(self):
         from lmforge.tasks import get_task
 
+        if self.keep_layers is not None and (not self.keep_layers or sorted(set(self.keep_layers)) != self.keep_layers
+                                             or self.keep_layers[0] < 0):
+            yield "keep_layers", "a non-empty, increasing list of layer numbers (0-based), e.g. [0, 2, 4]"
         if self.class_weights == "custom" and not self.class_weight_values:
             yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
         task = get_task(self.task)

@@ -1,0 +1,104 @@
+"""``lmforge distill`` on tiny data, and the distillation loss itself."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import FILLER
+from lmforge.cli import main
+from lmforge.training.distillation import kd_loss
+from lmforge.training.losses import classification_loss
+
+LABELS = ["a", "b", "c"]
+TINY = {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 32, "mlp": "gelu",
+        "norm_position": "post", "type_vocab_size": 2, "embedding_norm": True, "final_norm": False}
+
+
+def write_data(path: Path, n: int, seed: int, labels=LABELS) -> str:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            c = rng.randrange(len(labels))
+            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 10))]
+            words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
+            f.write(json.dumps({"text": " ".join(words), "label": labels[c]}) + "\n")
+    return str(path)
+
+
+def test_kd_loss_is_ce_plus_a_tempered_kl():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 3), torch.randn(6, 3)
+    y = torch.tensor([0, 1, 2, 1, -100, 0])
+    ce = classification_loss(s, y, None)
+    assert torch.allclose(kd_loss(s, t, y, 2.0, 0.0), ce)  # alpha 0: the labels only
+    assert torch.allclose(kd_loss(s, s, y, 2.0, 0.5), 0.5 * ce, atol=1e-6)  # same distributions: no soft term
+    keep = y != -100
+    p, q = (s[keep] / 3).log_softmax(-1), (t[keep] / 3).log_softmax(-1)
+    want = (q.exp() * (q - p)).sum(-1).mean() * 9
+    assert torch.allclose(kd_loss(s, t, y, 3.0, 1.0), want, atol=1e-6)  # KL(teacher || student) × T², labelled rows
+    tok = kd_loss(s.view(2, 3, 3), t.view(2, 3, 3), y.view(2, 3), 3.0, 1.0)  # per token, same thing
+    assert torch.allclose(tok, want, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tokenizer_dir):
+    root = tmp_path_factory.mktemp("teacher")
+    cfg = {"name": "teacher", "run_dir": str(root / "teacher"), "seed": 3, "model": TINY,
+           "finetune": {"init": "random", "tokenizer": str(tokenizer_dir),
+                        "data": {"train_file": write_data(root / "train.jsonl", 300, 1),
+                                 "val_file": write_data(root / "val.jsonl", 90, 2), "max_length": 32},
+                        "optim": {"lr": 3e-3}, "loop": {"epochs": 12, "batch_size": 16, "threads": 1},
+                        "classifier_dropout": 0.0}}
+    (root / "teacher.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["finetune", str(root / "teacher.yaml"), "--no-progress"]) == 0
+    summary = json.loads((root / "teacher" / "finetune" / "summary.json").read_text())
+    assert summary["results"]["val"]["accuracy"] >= 0.9
+    return root, root / "teacher" / "finetune"
+
+
+def distill_config(root: Path, name: str, teacher: Path, **ft) -> Path:
+    cfg = {"name": name, "run_dir": str(root / name), "seed": 4, "model": TINY,
+           "distill": {"teacher": str(teacher), "temperature": 2.0, "alpha": 0.5, "latency_length": 16},
+           "finetune": {"init": str(teacher), "keep_layers": [1],
+                        "data": {"train_file": str(root / "train.jsonl"), "val_file": str(root / "val.jsonl"),
+                                 "max_length": 32},
+                        "optim": {"lr": 1e-3}, "loop": {"epochs": 3, "batch_size": 16, "threads": 1}, **ft}}
+    p = root / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_a_one_layer_student_from_the_teacher(teacher):
+    root, t = teacher
+    assert main(["distill", str(distill_config(root, "student", t)), "--no-progress"]) == 0
+    rec = json.loads((root / "student" / "distill" / "distill.json").read_text())
+    assert rec["teacher"]["layers"] == 2 and rec["student"]["layers"] == 1
+    assert rec["student"]["non_embedding_params"] < rec["teacher"]["non_embedding_params"]
+    assert rec["student"]["val"]["accuracy"] >= 0.8
+    assert rec["teacher"]["latency_ms_batch32"] > 0 and rec["student"]["latency_ms_batch32"] > 0
+    best = root / "student" / "finetune" / "best"
+    assert json.loads((best / "config.json").read_text())["num_hidden_layers"] == 1  # an HF folder like any other
+    assert "| student | 1 |" in (root / "student" / "distill" / "report.md").read_text()
+
+
+def test_a_teacher_with_other_labels_is_refused(teacher, capsys):
+    root, t = teacher
+    cfg = distill_config(root, "other", t)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["finetune"]["init"] = "random"  # a random student (with the teacher's tokenizer)
+    raw["finetune"].pop("keep_layers")
+    raw["finetune"]["data"]["train_file"] = write_data(root / "train4.jsonl", 60, 5, ["a", "b", "c", "d"])
+    raw["finetune"]["data"]["val_file"] = write_data(root / "val4.jsonl", 20, 6, ["a", "b", "c", "d"])
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["distill", str(cfg), "--no-progress"]) == 1
+    assert "teacher's labels ['a', 'b', 'c'] differ" in capsys.readouterr().err
+
+
+def test_keep_layers_out_of_range_is_clear(teacher, capsys):
+    root, t = teacher
+    assert main(["distill", str(distill_config(root, "range", t, keep_layers=[0, 5])), "--no-progress"]) == 1
+    assert "keep_layers [0, 5]: the starting model has 2 layers" in capsys.readouterr().err

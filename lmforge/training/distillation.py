@@ -39,6 +39,8 @@ class TeacherLoss:
         self.teacher, self.temperature, self.alpha = teacher.eval(), temperature, alpha
 
     def __call__(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if self.alpha == 0.0:  # labels only: the teacher's forward pass would be wasted
+            return classification_loss(logits, batch["labels"], None)
         with torch.no_grad():
             t, _ = self.teacher(batch["ids"], batch["attention_mask"], positions=batch.get("positions"),
                                 pool_index=batch.get("pool_index"))

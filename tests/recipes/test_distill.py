@@ -102,3 +102,34 @@ def test_keep_layers_out_of_range_is_clear(teacher, capsys):
     root, t = teacher
     assert main(["distill", str(distill_config(root, "range", t, keep_layers=[0, 5])), "--no-progress"]) == 1
     assert "keep_layers [0, 5]: the starting model has 2 layers" in capsys.readouterr().err
+
+
+def write_conll(path: Path, n: int, seed: int) -> str:
+    """PER = one of w1..w5 (single word); everything else O."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        for _ in range(rng.randrange(4, 9)):
+            lines.append(f"w{rng.randrange(1, 6)} B-PER" if rng.random() < 0.2 else f"{rng.choice(FILLER)} O")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_ner_student_from_the_teacher(tmp_path, tokenizer_dir):
+    ner = {"task": "token", "data": {"train_file": write_conll(tmp_path / "train.txt", 200, 1),
+                                     "val_file": write_conll(tmp_path / "val.txt", 50, 2), "max_length": 32},
+           "optim": {"lr": 3e-3}, "loop": {"epochs": 8, "batch_size": 16, "threads": 1}, "classifier_dropout": 0.0}
+    t_cfg = {"name": "nert", "run_dir": str(tmp_path / "nert"), "seed": 3, "model": TINY,
+             "finetune": {"init": "random", "tokenizer": str(tokenizer_dir), **ner}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(t_cfg))
+    assert main(["finetune", str(tmp_path / "t.yaml"), "--no-progress"]) == 0
+    teacher = tmp_path / "nert" / "finetune"
+    s_cfg = {"name": "ners", "run_dir": str(tmp_path / "ners"), "seed": 4, "model": TINY,
+             "distill": {"teacher": str(teacher), "latency_length": 16},
+             "finetune": {"init": str(teacher), "keep_layers": [1], **ner,
+                          "optim": {"lr": 1e-3}, "loop": {"epochs": 3, "batch_size": 16, "threads": 1}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(s_cfg))
+    assert main(["distill", str(tmp_path / "s.yaml"), "--no-progress"]) == 0
+    rec = json.loads((tmp_path / "ners" / "distill" / "distill.json").read_text())
+    assert rec["student"]["layers"] == 1 and rec["student"]["val"]["entity_f1"] >= 0.8, rec["student"]["val"]

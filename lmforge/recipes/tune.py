@@ -14,7 +14,8 @@ Outputs under ``<run>/tune/`` (or ``tune.out_dir``)::
     trials/trial_NNNN/    a trial's run folder (only the ``tune.keep_best`` best are kept)
     trials.jsonl          one line per trial: number, state, params, value, seconds, peak RSS, reason
     best.yaml             base.yaml with the best values: runnable as is
-    report.md, tune.png   the table and the optimization history
+    report.md, tune.png   the table, parameter importances (4+ finished trials, 2+ parameters)
+                          and the optimization history
 
 Each trial is its own process, so memory cannot grow trial after trial (each trial's peak RSS is
 recorded); ``tune.n_jobs`` trials run at once with the cores divided among them.
@@ -308,10 +309,24 @@ def _write_outputs(out: Path, study, records: dict[int, dict], base: dict, t: Tu
         best.pop("run_dir", None)
         (out / "best.yaml").write_text(f"# lmforge tune: best of {len(rows)} trials, {metric} {done[0]['value']:.6g} "
                                        f"(trial {done[0]['number']})\n" + yaml.safe_dump(best, sort_keys=False))
-    _report(out, rows, metric, direction)
+    _report(out, rows, metric, direction, _importances(study, rows))
 
 
-def _report(out: Path, rows: list[dict], metric: str, direction: str) -> None:
+def _importances(study, rows: list[dict]) -> dict[str, float]:
+    """Parameter importances (Optuna's default fANOVA) once there are enough finished trials."""
+    import optuna
+
+    done = [r for r in rows if r["state"] == "complete"]
+    keys = {k for r in done for k in r["params"]}
+    if len(done) < 4 or len(keys) < 2:
+        return {}
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError):  # e.g. every finished trial has the same values
+        return {}
+
+
+def _report(out: Path, rows: list[dict], metric: str, direction: str, importances: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -328,6 +343,9 @@ def _report(out: Path, rows: list[dict], metric: str, direction: str) -> None:
     failed = [r for r in rows if r["state"] == "failed"]
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- trial {r['number']}: {r['reason']}" for r in failed]
+    if importances:
+        lines += ["", "## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---:|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
     lines += ["", "![optimization history](tune.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     fig, ax = plt.subplots(figsize=(6, 3.5))

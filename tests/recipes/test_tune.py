@@ -69,7 +69,9 @@ def test_random_search_writes_everything_and_keeps_the_best(tmp_path, tokenizer_
     assert (out / "trials" / kept[0] / "finetune" / "best" / "model.safetensors").is_file()
     best_cfg = yaml.safe_load((out / "best.yaml").read_text())
     assert best_cfg["finetune"]["optim"]["lr"] == best["params"]["finetune.optim.lr"] and "tune" not in best_cfg
-    assert (out / "report.md").read_text().count("| complete |") == 4 and (out / "tune.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert report.count("| complete |") == 4 and (out / "tune.png").stat().st_size > 1000
+    assert "## Parameter importance" in report and "| finetune.optim.lr |" in report.split("importance")[-1]
     said = capsys.readouterr().out
     assert said.count("[tune] trial ") == 4 and "best: trial" in said
     assert main(["tune", str(cfg)]) == 2  # a second run over the study needs --resume or --overwrite

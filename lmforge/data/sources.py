@@ -172,7 +172,11 @@ def plan_units(cfg: DataConfig) -> list[WorkUnit]:
         for path, size, splittable in _expand(src):
             fmt = src.format if src.format != "auto" else infer_format(path)
             if fmt in ("lines", "jsonl") and splittable:
-                for a, b, line in _line_chunks(path, size, chunk_bytes):
+                try:
+                    chunks = _line_chunks(path, size, chunk_bytes)
+                except OSError:  # unreadable: one unit, which check_readable reports with all the others
+                    chunks = [(0, size, 1)]
+                for a, b, line in chunks:
                     units.append(WorkUnit(len(units), si, path, fmt, a, b, line, size=b - a))
             elif fmt == "parquet":
                 units.extend(_parquet_units(path, si, len(units), size))

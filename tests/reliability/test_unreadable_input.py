@@ -36,10 +36,13 @@ def world_dir():
 def test_an_unreadable_input_is_one_clear_error(world_dir):
     for name in ("ok.jsonl", "secret.jsonl", "hidden.jsonl"):
         (world_dir / name).write_text("".join(json.dumps({"text": f"some words number {i}"}) + "\n" for i in range(5)))
+    big = "".join(json.dumps({"text": f"a longer record number {i} " + "w " * 40}) + "\n" for i in range(12000))
+    (world_dir / "hidden.jsonl").write_text(big)  # over 1 MB: cut into chunks at planning (data.chunk_mb: 1)
     (world_dir / "secret.jsonl").chmod(0)
     (world_dir / "hidden.jsonl").chmod(0)
     cfg = {"name": "u", "run_dir": str(world_dir / "run"), "workers": 1,
-           "data": {"sources": [{"path": str(world_dir / n)} for n in ("ok.jsonl", "secret.jsonl", "hidden.jsonl")],
+           "data": {"chunk_mb": 1,
+                    "sources": [{"path": str(world_dir / n)} for n in ("ok.jsonl", "secret.jsonl", "hidden.jsonl")],
                     "split": {"val": 0.0, "test": 0.0}},
            "tokenizer": {"type": "bpe", "vocab_size": 300}}
     (world_dir / "u.yaml").write_text(yaml.safe_dump(cfg))

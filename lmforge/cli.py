@@ -65,7 +65,8 @@ def _tune(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         raise ConfigError(exc.problems + unknown_keys(space if isinstance(space, dict) else {}), source) from None
-    tune(cfg, raw, resume=args.resume, overwrite=args.overwrite)
+    tune(cfg.tune, cfg.finetune, raw, name=cfg.name, seed=cfg.seed, run_dir=cfg.run_path, resume=args.resume,
+         overwrite=args.overwrite)
     return 0
 
 

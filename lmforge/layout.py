@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
+from lmforge.containment import within
 from lmforge.errors import ArtifactError
 
 CHECKPOINT_PREFIX = "step_"
@@ -44,17 +45,6 @@ def ensure_dir(path: Path, what: str) -> Path:
         raise ArtifactError(f"cannot write the {what} folder {path}: {exc.strerror or exc}; "
                             "choose a writable run_dir (or fix the permissions)") from None
     return path
-
-
-def within(root: Path, path: Path, what: str) -> Path:
-    """``path`` resolved (``..`` and symlinks followed), refused with an :class:`ArtifactError`
-    unless it stays inside ``root``: a path read from a file (an index, a state.json) cannot
-    reach outside the folder it describes."""
-    resolved, base = Path(path).resolve(), Path(root).resolve()
-    if not resolved.is_relative_to(base):
-        raise ArtifactError(f"{what} {path} resolves to {resolved}, outside {base}; refusing to read it "
-                            "(the file naming it was edited, or a symlink points elsewhere)")
-    return resolved
 
 
 def checkpoint_name(step: int) -> str:

@@ -93,6 +93,21 @@ def tiny_decoder(prepared):
 FILLER = "the of and to in is that for it as with was on be by this are or from at".split()
 
 
+def write_keyword_data(path: Path, n: int, seed: int, labels: list[str], keywords: int = 1,
+                       max_words: int = 10) -> Path:
+    """A learnable text-classification JSONL file: class c = ``keywords`` of its words
+    w(10c)..w(10c+9) among filler words."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            c = rng.randrange(len(labels))
+            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, max_words))]
+            for _ in range(keywords):
+                words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
+            f.write(json.dumps({"text": " ".join(words), "label": labels[c]}) + "\n")
+    return Path(path)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     """A word-level tokenizer over the test vocabulary: one token per word keeps the tiny tasks

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import ArtifactError, DataError
-from lmforge.layout import within
+from lmforge.containment import within
 
 FORMAT = "lmforge-tokens-v1"
 

@@ -67,6 +67,40 @@ class _LogitsOnly(torch.nn.Module):
 INT8_METHOD = "onnxruntime quantize_dynamic, per-channel int8 weights, dynamic int8 activations"
 
 
+def staging(out: Path) -> Path:
+    """An empty ``<out>.tmp`` folder: an export is written there and renamed into place only once
+    it is verified and complete (:func:`publish`)."""
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def check_tolerance(tmp: Path, rows: list[dict], tolerance: float) -> float:
+    """The largest ``max_abs_diff`` of the checks; above ``tolerance`` the staging folder is
+    deleted and the export fails."""
+    worst = max(r["max_abs_diff"] for r in rows)
+    if worst > tolerance:
+        shutil.rmtree(tmp)
+        bad = max(rows, key=lambda r: r["max_abs_diff"])["inputs"]
+        raise ExportError(f"the ONNX graph differs from the PyTorch model by {worst:.2e} (> {tolerance:.0e}) on "
+                          f"{bad}; nothing was written")
+    return worst
+
+
+def publish(tmp: Path, out: Path, record: dict, card: str) -> dict:
+    """Write ``export.json``, the model card and checksums, then put the folder in place."""
+    (tmp / "export.json").write_text(json.dumps(record, indent=2))
+    (tmp / "README.md").write_text(card)
+    write_checksums(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    record["out"] = str(out)
+    return record
+
+
 @contextmanager
 def quiet():
     """Python warnings and WARNING-level log lines off (the exporter's notes on torchvision ops we
@@ -171,10 +205,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
 
     tm = load_task_model(cfg.model)
     out = Path(cfg.out) if cfg.out else tm.folder.parent / "export" / "onnx"
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging(out)
     wrapped = _LogitsOnly(tm.model.cpu().eval())
     example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
     batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("seq", min=2, max=tm.model.cfg.max_seq_len)
@@ -188,11 +219,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
     export_s = time.time() - t0
     batches, data = _check_batches(tm, cfg)
     fp32 = session(tmp / "model.onnx")
-    worst, rows = _max_diff(fp32, wrapped, batches)
-    if worst > cfg.tolerance:
-        shutil.rmtree(tmp)
-        raise ExportError(f"the ONNX graph differs from the PyTorch model by {worst:.2e} (> {cfg.tolerance:.0e}) on "
-                          f"{max(rows, key=lambda r: r['max_abs_diff'])['inputs']}; nothing was written")
+    _, rows = _max_diff(fp32, wrapped, batches)
+    worst = check_tolerance(tmp, rows, cfg.tolerance)
     record = {"format": "onnx", "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
               "source": str(tm.folder), "task": tm.model.task, "labels": tm.labels,
               "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
@@ -209,14 +237,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     if data is not None:
         record["quality"] = _quality(tm, data, tmp, cfg)
     _copy_model_files(tm, tmp)
-    (tmp / "export.json").write_text(json.dumps(record, indent=2))
-    (tmp / "README.md").write_text(model_card(tm, record))
-    write_checksums(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    record["out"] = str(out)
-    return record
+    return publish(tmp, out, record, model_card(tm, record))
 
 
 def _quality(tm: TaskModel, data: dict, folder: Path, cfg: ExportConfig) -> dict:

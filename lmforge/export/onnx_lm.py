@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,13 +33,12 @@ import numpy as np
 import torch
 
 from lmforge.export.config import ExportConfig
-from lmforge.export.onnx import ExportError, quantize_int8, quiet
+from lmforge.export.onnx import ExportError, check_tolerance, publish, quantize_int8, quiet, staging
 from lmforge.inference.ort import session
 from lmforge.inference.embed import mean_pool, normalize
 from lmforge.layout import LM_META_FILE, kind_of
 from lmforge.models.layers import KVCache
 from lmforge.models.load import LoadedLM, load_language_model
-from lmforge.models.weights import write_checksums
 from lmforge.tokenizer.io import copy_files, load_for_model
 
 
@@ -214,10 +212,7 @@ def export_lm_onnx(cfg: ExportConfig) -> dict:
         out = Path("runs") / "minilm" / "export" / "onnx"
     else:
         out = lm.source / "export" / "onnx"
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staging(out)
     tok, specials = load_for_model(lm.tokenizer_dir)
     t0 = time.time()
     _export_graph(lm, tmp / "model.onnx")
@@ -231,12 +226,7 @@ def export_lm_onnx(cfg: ExportConfig) -> dict:
         return _check_decoder(s, lm, batches, g.manual_seed(1)) if lm.causal else _check_encoder(s, lm, batches)
 
     rows = check(tmp / "model.onnx")
-    worst = max(r["max_abs_diff"] for r in rows)
-    if worst > cfg.tolerance:
-        shutil.rmtree(tmp)
-        bad = max(rows, key=lambda r: r["max_abs_diff"])["inputs"]
-        raise ExportError(f"the ONNX graph differs from the PyTorch model by {worst:.2e} (> {cfg.tolerance:.0e}) on "
-                          f"{bad}; nothing was written")
+    worst = check_tolerance(tmp, rows, cfg.tolerance)
     c = lm.cfg
     inputs = {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"}
     outputs = {"last_hidden_state": "float32 [batch, seq, d_model]", "sentence_embedding": "float32 [batch, d_model] (masked mean)"}
@@ -263,14 +253,7 @@ def export_lm_onnx(cfg: ExportConfig) -> dict:
     meta = {"kind": kind, "model": asdict(c), "source": str(lm.source), "step": lm.step,
             "pooling": None if lm.causal else "mean"}
     (tmp / LM_META_FILE).write_text(json.dumps(meta, indent=2))
-    (tmp / "export.json").write_text(json.dumps(record, indent=2))
-    (tmp / "README.md").write_text(lm_model_card(lm, record))
-    write_checksums(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    record["out"] = str(out)
-    return record
+    return publish(tmp, out, record, lm_model_card(lm, record))
 
 
 def lm_model_card(lm: LoadedLM, record: dict) -> str:

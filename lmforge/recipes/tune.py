@@ -43,6 +43,7 @@ from lmforge.config.schema import describe
 from lmforge.errors import LmforgeError
 from lmforge.training.checkpoint import ResumeError
 from lmforge.training.trial import TRIAL_ENV, make_pruner
+from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.tune_config import ParamSpec, TuneConfig
 
 MINIMIZE = ("loss", "val_loss", "val_ppl", "perplexity")
@@ -88,18 +89,9 @@ def check_space(raw: dict, space: dict[str, ParamSpec]) -> None:
         raise ConfigError(problems, "the tune section")
 
 
-def resolve_metric(cfg: ExperimentConfig) -> tuple[str, str]:
+def resolve_metric(t: TuneConfig, ft: FinetuneConfig) -> tuple[str, str]:
     """(metric, direction) of the objective."""
-    t = cfg.tune
-    metric = t.metric
-    if metric is None:
-        if t.target == "pretrain":
-            metric = "val_loss"
-        else:
-            from lmforge.tasks import get_task
-
-            m = cfg.finetune.loop.metric
-            metric = get_task(cfg.finetune.task).default_metric if m == "auto" else m
+    metric = t.metric or ("val_loss" if t.target == "pretrain" else ft.selection_metric())
     direction = t.direction if t.direction != "auto" else ("minimize" if metric in MINIMIZE else "maximize")
     return metric, direction
 
@@ -136,15 +128,16 @@ def _sampler(t: TuneConfig, seed: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, t.n_trials // 4)))
 
 
-def tune(cfg: ExperimentConfig, raw: dict, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run (or continue) the study; returns the best trial's record."""
+def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, run_dir: Path, resume: bool = False,
+         overwrite: bool = False) -> dict:
+    """Run (or continue) the study named ``name``; ``raw`` is the whole config as written (what
+    every trial starts from). Returns the best trial's record."""
     import optuna
 
-    t = cfg.tune
     base = {k: v for k, v in copy.deepcopy(raw).items() if k != "tune"}
     check_space(base, t.space)
-    metric, direction = resolve_metric(cfg)
-    out = Path(t.out_dir) if t.out_dir else cfg.run_path / "tune"
+    metric, direction = resolve_metric(t, ft)
+    out = Path(t.out_dir) if t.out_dir else Path(run_dir) / "tune"
     db = out / "study.db"
     if out.exists() and any(out.iterdir()) and not resume:
         if not overwrite:
@@ -156,8 +149,8 @@ def tune(cfg: ExperimentConfig, raw: dict, *, resume: bool = False, overwrite: b
     (out / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
     storage = t.storage or f"sqlite:///{db.resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=cfg.name, storage=storage, direction=direction,
-                                sampler=_sampler(t, cfg.seed if t.seed is None else t.seed), pruner=make_pruner(t.pruner),
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                sampler=_sampler(t, seed if t.seed is None else t.seed), pruner=make_pruner(t.pruner),
                                 load_if_exists=True)
     for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         _tell(study, tr.number, state=optuna.trial.TrialState.FAIL)  # left running by a killed tuner
@@ -165,7 +158,7 @@ def tune(cfg: ExperimentConfig, raw: dict, *, resume: bool = False, overwrite: b
     n_trials = min(t.n_trials, _grid_size(t)) if t.sampler == "grid" else t.n_trials
     done_before = len(study.trials)
     if done_before:
-        _say(f"resuming study {cfg.name!r}: {done_before} trial(s) recorded, {max(0, n_trials - done_before)} to go")
+        _say(f"resuming study {name!r}: {done_before} trial(s) recorded, {max(0, n_trials - done_before)} to go")
     threads = max(1, (os.cpu_count() or 1) // t.n_jobs)
     lock = threading.Lock()
     t0 = time.time()
@@ -182,7 +175,7 @@ def tune(cfg: ExperimentConfig, raw: dict, *, resume: bool = False, overwrite: b
     def worker() -> None:
         while (item := next_trial()) is not None:
             trial, params = item
-            rec = _run_trial(out, cfg.tune.target, trial, params, storage, cfg.name, metric, t.pruner, threads)
+            rec = _run_trial(out, t.target, trial, params, storage, name, metric, t.pruner, threads)
             with lock:
                 _finish(study, trial, rec, direction)
                 records[trial.number] = rec

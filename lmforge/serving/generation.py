@@ -21,7 +21,6 @@ from lmforge.serving.batcher import QueueFull
 class Job:
     events: asyncio.Queue
     cancel: threading.Event = field(default_factory=threading.Event)
-    started: bool = False
 
 
 class Generations:
@@ -54,7 +53,7 @@ class Generations:
             on_loop(job.events.put_nowait, event)
 
         def work():
-            on_loop(self._started, job)
+            on_loop(self._started)
             try:
                 if job.cancel.is_set():  # its client left while it waited
                     self.dropped += 1
@@ -72,10 +71,9 @@ class Generations:
         self._pool.submit(work)
         return job
 
-    def _started(self, job: Job) -> None:
+    def _started(self) -> None:
         self.waiting -= 1
         self.running += 1
-        job.started = True
 
     def _finished(self, job: Job) -> None:
         self.running -= 1

@@ -44,18 +44,11 @@ class EmbeddingRunner:
 
     kind = "encoder"
 
-    def __init__(self, cfg, lm=None):
+    def __init__(self, cfg, model_cfg: ModelConfig, tokenizer_dir: Path, embed):
+        """``embed(ids, mask) -> (B, C)``: a :class:`TorchEmbedder` or :class:`OnnxEmbedder`."""
         folder = Path(cfg.model)
-        if lm is None:  # onnx
-            meta = _onnx_meta(folder, cfg.onnx_file)
-            self.model_cfg = ModelConfig(**meta["model"])
-            self._embed = OnnxEmbedder(ort_session(folder / cfg.onnx_file, cfg.threads))
-            tok_dir = folder
-        else:
-            self.model_cfg = lm.cfg
-            self._embed = TorchEmbedder(lm.body)
-            tok_dir = lm.tokenizer_dir
-        self.tokenizer, ids = load_folder(tok_dir)
+        self.model_cfg, self._embed = model_cfg, embed
+        self.tokenizer, ids = load_folder(tokenizer_dir)
         self.specials = Specials.from_ids(ids)
         self.max_length = self.model_cfg.max_seq_len
         self.folder, self.backend = folder, cfg.backend
@@ -93,19 +86,11 @@ class GenerationRunner:
 
     kind = "causal_lm"
 
-    def __init__(self, cfg, lm=None):
+    def __init__(self, cfg, model_cfg: ModelConfig, tokenizer_dir: Path, new_decoder):
+        """``new_decoder()``: a fresh :class:`TorchDecoder` or :class:`OnnxDecoder` per generation."""
         folder = Path(cfg.model)
-        if lm is None:  # onnx
-            meta = _onnx_meta(folder, cfg.onnx_file)
-            self.model_cfg = ModelConfig(**meta["model"])
-            sess, c = ort_session(folder / cfg.onnx_file, cfg.threads), self.model_cfg
-            self._decoder = lambda: OnnxDecoder(sess, c.n_layer, c.n_head, c.head_dim)
-            tok_dir = folder
-        else:
-            self.model_cfg = lm.cfg
-            self._decoder = lambda: TorchDecoder(lm.model, cfg.kv_cache)
-            tok_dir = lm.tokenizer_dir
-        self.tokenizer, self.special = load_folder(tok_dir)
+        self.model_cfg, self._decoder = model_cfg, new_decoder
+        self.tokenizer, self.special = load_folder(tokenizer_dir)
         self.max_length = self.model_cfg.max_seq_len
         self.folder, self.backend, self.kv_cache = folder, cfg.backend, cfg.kv_cache or cfg.backend == "onnx"
 
@@ -160,8 +145,13 @@ class GenerationRunner:
 def load_lm_runner(cfg):
     """The runner for a language-model / encoder folder (``cfg.backend`` torch or onnx)."""
     if cfg.backend == "onnx":
-        meta = _onnx_meta(Path(cfg.model), cfg.onnx_file)
-        return GenerationRunner(cfg) if meta["kind"] == "causal_lm" else EmbeddingRunner(cfg)
+        folder = Path(cfg.model)
+        meta = _onnx_meta(folder, cfg.onnx_file)
+        mc = ModelConfig(**meta["model"])
+        sess = ort_session(folder / cfg.onnx_file, cfg.threads)
+        if meta["kind"] == "causal_lm":
+            return GenerationRunner(cfg, mc, folder, lambda: OnnxDecoder(sess, mc.n_layer, mc.n_head, mc.head_dim))
+        return EmbeddingRunner(cfg, mc, folder, OnnxEmbedder(sess))
     from lmforge.models.load import load_language_model
 
     lm = load_language_model(cfg.model)
@@ -174,4 +164,6 @@ def load_lm_runner(cfg):
         # waits for every intra-op thread, so one descheduled thread stalls them all (measured: the
         # quickstart decoder streamed 311 tokens/s with 2 threads on 2 cores, 815 with 1)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-    return GenerationRunner(cfg, lm) if lm.causal else EmbeddingRunner(cfg, lm)
+    if lm.causal:
+        return GenerationRunner(cfg, lm.cfg, lm.tokenizer_dir, lambda: TorchDecoder(lm.model, cfg.kv_cache))
+    return EmbeddingRunner(cfg, lm.cfg, lm.tokenizer_dir, TorchEmbedder(lm.body))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import FILLER
+from conftest import FILLER, write_keyword_data
 from lmforge.cli import main
 from lmforge.training.distillation import kd_loss
 from lmforge.training.losses import classification_loss
@@ -19,14 +19,7 @@ TINY = {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_le
 
 
 def write_data(path: Path, n: int, seed: int, labels=LABELS) -> str:
-    rng = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            c = rng.randrange(len(labels))
-            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 10))]
-            words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
-            f.write(json.dumps({"text": " ".join(words), "label": labels[c]}) + "\n")
-    return str(path)
+    return str(write_keyword_data(path, n, seed, labels))
 
 
 def test_kd_loss_is_ce_plus_a_tempered_kl():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import interrupt_after
+from conftest import interrupt_after, write_keyword_data
 
 from lmforge.cli import main
 from lmforge.layout import list_checkpoints
@@ -26,15 +26,7 @@ TINY = {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_le
 
 def write_seq_data(path: Path, n: int, seed: int) -> Path:
     """Class c = two of its keywords w(10c)..w(10c+9) among filler words."""
-    rng = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            c = rng.randrange(3)
-            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 12))]
-            for _ in range(2):
-                words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
-            f.write(json.dumps({"text": " ".join(words), "label": CLASSES[c]}) + "\n")
-    return path
+    return write_keyword_data(path, n, seed, CLASSES, keywords=2, max_words=12)
 
 
 def write_conll(path: Path, n: int, seed: int) -> Path:

@@ -4,7 +4,6 @@ before any trial runs."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,21 +14,14 @@ import yaml
 
 pytest.importorskip("optuna")
 
-from conftest import FILLER  # noqa: E402
+from conftest import write_keyword_data  # noqa: E402
 from lmforge.cli import main  # noqa: E402
 
 LABELS = ["a", "b", "c"]
 
 
 def write_data(path: Path, n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(n):
-            c = rng.randrange(3)
-            words = [rng.choice(FILLER) for _ in range(rng.randrange(4, 10))]
-            words.insert(rng.randrange(len(words) + 1), f"w{10 * c + rng.randrange(10)}")
-            f.write(json.dumps({"text": " ".join(words), "label": LABELS[c]}) + "\n")
-    return str(path)
+    return str(write_keyword_data(path, n, seed, LABELS))
 
 
 def tune_config(root: Path, tokenizer_dir, name: str, space: dict, **tune) -> Path:

@@ -1,11 +1,15 @@
-"""Inputs, config and output digests shared by the data-prepare fault tests."""
+"""Inputs, config, output digests and the uninterrupted reference run shared by the
+data-prepare fault tests (import ``reference`` to use the fixture)."""
 
 import hashlib
 import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
+
+from lmforge.cli import main
 
 VOCAB = [f"tok{i}" for i in range(400)] + "the a of and to in is it that was for on with as".split()
 VOLATILE = {"timings_s", "peak_rss_mb", "peak_rss_workers_mb"}
@@ -52,3 +56,12 @@ def outputs(run: Path) -> dict[str, str]:
     out["manifest"] = json.dumps({k: v for k, v in m.items() if k not in VOLATILE}, sort_keys=True).replace(
         str(run), "RUN")
     return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(root, input files, outputs of an uninterrupted run of the same config)."""
+    root = tmp_path_factory.mktemp("ref")
+    files = write_inputs(root)
+    assert main(["data", "prepare", str(config(root, "ref", files)), "--no-progress"]) == 0
+    return root, files, outputs(root / "ref")

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 import pytest
-from prepare_helpers import config, outputs, write_inputs
+from prepare_helpers import config, outputs, reference  # noqa: F401 (a fixture)
 
 from lmforge.cli import main
 from lmforge.training import checkpoint as ckpt
@@ -26,14 +26,6 @@ def small_disk(tmp_path):
 
 def resize(mnt, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("full")
-    files = write_inputs(root)
-    assert main(["data", "prepare", str(config(root, "ref", files)), "--no-progress"]) == 0
-    return root, files, outputs(root / "ref")
 
 
 @pytest.mark.parametrize("size", ["300k", "900k", "1150k"])  # runs out in ingest / split-tokenize / pack-report

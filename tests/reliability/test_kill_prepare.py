@@ -12,17 +12,9 @@ import subprocess
 import sys
 
 import pytest
-from prepare_helpers import config, outputs, write_inputs
+from prepare_helpers import config, outputs, reference  # noqa: F401 (a fixture)
 
 from lmforge.cli import main
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill")
-    files = write_inputs(root)
-    assert main(["data", "prepare", str(config(root, "ref", files)), "--no-progress"]) == 0
-    return root, files, outputs(root / "ref")
-
 
 FAULTS = ["ingest.mid_unit", "ingest.before_marker:2", "ingest.after_marker:1", "dedup.done", "plan.unit:2",
           "split.before_marker:1", "split.after_marker:3", "tokenizer.trained", "tokens.before_marker:2",

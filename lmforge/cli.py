@@ -48,8 +48,8 @@ def _distill(args: argparse.Namespace) -> int:
     from lmforge.recipes.distill import distill
 
     cfg = load_config(args.config, args.set)
-    distill(cfg.distill, cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
-            overwrite=args.overwrite, progress=not args.no_progress)
+    distill(cfg.distill, cfg.finetune, cfg.pretrain, cfg.model, cfg.paths, cfg.seed, name=cfg.name,
+            resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 
 
@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=_finetune)
 
     di = sub.add_parser("distill", help="knowledge distillation: a smaller student (fewer layers of the teacher, "
-                                        "or random) fine-tuned on the teacher's soft labels and the data's labels")
+                                        "or random) trained on the teacher's soft labels and the data's labels "
+                                        "(classifier/tagger teacher: fine-tuning; causal-LM teacher: CLM pretraining)")
     with_config(di)
     train_flags(di)
     di.set_defaults(func=_distill)

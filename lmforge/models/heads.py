@@ -115,15 +115,16 @@ def build_classifier(cfg: ModelConfig, body: TransformerBody, task: Task, num_la
     return Classifier(cfg, body, task, num_labels, pooler, classifier, p)
 
 
-def keep_layers(model: Classifier, layers: list[int]) -> None:
-    """Keep only ``layers`` (0-based) of ``model``'s body, in order; the config follows."""
+def keep_layers(model: nn.Module, layers: list[int], key: str = "finetune.keep_layers") -> None:
+    """Keep only ``layers`` (0-based) of ``model``'s body, in order; the config follows. ``model``
+    is a :class:`Classifier` or a :class:`~lmforge.models.transformer.LanguageModel`."""
     from dataclasses import replace
 
     from lmforge.errors import ModelError
 
     n = len(model.body.blocks)
     if max(layers) >= n:
-        raise ModelError(f"finetune.keep_layers {layers}: the starting model has {n} layers (0..{n - 1})")
+        raise ModelError(f"{key} {layers}: the starting model has {n} layers (0..{n - 1})")
     model.body.blocks = nn.ModuleList([model.body.blocks[i] for i in layers])
     model.cfg = replace(model.cfg, n_layer=len(layers))
     model.body.cfg = replace(model.body.cfg, n_layer=len(layers))

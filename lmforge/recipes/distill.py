@@ -1,30 +1,47 @@
-"""``lmforge distill``: a smaller student learns from a fine-tuned teacher.
+"""``lmforge distill``: a smaller student learns from a teacher.
 
-One linear recipe on the fine-tuning recipe: load the teacher → the student starts from the
-teacher with fewer layers (``finetune.init: <teacher>``, ``finetune.keep_layers: [0, 2, 4]``) or
-at random with the teacher's tokenizer → ``finetune`` with the distillation loss
-(:mod:`lmforge.training.distillation`) instead of plain cross-entropy → the same HF folder,
-checkpoints and evaluation as any fine-tuning run → a comparison of teacher and student on the
-validation set (metrics, parameters, CPU latency at batch 1 and 32) in ``<run>/distill/``.
+One linear recipe per kind of teacher, each on an existing recipe with a different loss:
+
+* a fine-tuned classifier or tagger → the student starts from the teacher with fewer layers
+  (``finetune.init: <teacher>``, ``finetune.keep_layers: [0, 2, 4]``) or at random with the
+  teacher's tokenizer → ``finetune`` with the distillation loss instead of plain cross-entropy →
+  the same HF folder, checkpoints and evaluation as any fine-tuning run;
+* a causal LM (our pretrain folder or checkpoint, an HF GPT-2/Llama folder) → the student is the
+  teacher with fewer layers (``distill.keep_layers``, weights copied) or the ``model`` section at
+  random → ``pretrain`` (CLM) on ``pretrain.data_dir`` with the soft term added to the next-token
+  loss → a pretrain folder like any other (generate, export, serve). The shards must be tokenized
+  with the teacher's vocabulary (logit distillation compares distributions over one vocabulary).
+
+Both end with a comparison of teacher and student (quality on the validation set, parameters,
+CPU latency at batch 1 and 32) in ``<run>/distill/`` (``distill.json``, ``report.md``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
+from lmforge.data.shards import PackedDataset
 from lmforge.errors import DataError
-from lmforge.layout import RunPaths, task_model_dir
+from lmforge.layout import RunPaths, kind_of, task_model_dir, tokenizer_of_tokens
 from lmforge.models.config import ModelConfig
-from lmforge.models.load import load_task_model
+from lmforge.models.heads import keep_layers
+from lmforge.models.load import load_checkpoint_model, load_language_model, load_task_model, resolve_init
+from lmforge.models.transformer import LanguageModel
 from lmforge.recipes.finetune import finetune
+from lmforge.recipes.pretrain import pretrain
+from lmforge.tokenizer.io import load_folder
+from lmforge.training.config import PretrainConfig
 from lmforge.training.distill_config import DistillConfig
-from lmforge.training.distillation import TeacherLoss
+from lmforge.training.distillation import CausalTeacherLoss, TeacherLoss
 from lmforge.training.finetune_config import FinetuneConfig
 
 
@@ -32,23 +49,38 @@ def _say(msg: str) -> None:
     print(f"[distill] {msg}", flush=True)
 
 
-def latency_ms(model: torch.nn.Module, batch: int, length: int, vocab: int, calls: int = 20) -> float:
+def latency_ms(forward: Callable[[torch.Tensor], object], batch: int, length: int, vocab: int,
+               calls: int = 20) -> float:
     """Median CPU time of one forward pass on random ids (batch, length)."""
     ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones_like(ids)
-    model = model.eval()
     times = []
     with torch.inference_mode():
         for i in range(calls + 3):
             t = time.perf_counter()
-            model(ids, mask)
+            forward(ids)
             if i >= 3:
                 times.append(1000 * (time.perf_counter() - t))
     return round(statistics.median(times), 2)
 
 
-def distill(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *,
-            name: str = "distill", resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def distill(dc: DistillConfig, ft: FinetuneConfig, pt: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths,
+            seed: int, *, name: str = "distill", resume: bool = False, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Distil ``dc.teacher`` into a student: fine-tuning for a classifier/tagger teacher,
+    CLM pretraining for a causal-LM teacher. Returns the run's summary plus ``distill``."""
+    if kind_of(resolve_init(dc.teacher)) in ("checkpoint", "pretrain", "hf_model"):
+        return distill_causal_lm(dc, pt, model_cfg, paths, seed, resume=resume, overwrite=overwrite,
+                                 progress=progress)
+    return distill_classifier(dc, ft, model_cfg, paths, seed, name=name, resume=resume, overwrite=overwrite,
+                              progress=progress)
+
+
+def distill_classifier(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *,
+                       name: str = "distill", resume: bool = False, overwrite: bool = False,
+                       progress: bool = True) -> dict:
+    if dc.keep_layers is not None:
+        raise DataError("distill.keep_layers is for causal-LM teachers; a classifier student keeps teacher layers "
+                        "with finetune.init: <teacher> and finetune.keep_layers")
     teacher = load_task_model(dc.teacher)
     if teacher.model.task != ft.task:
         raise DataError(f"distill.teacher is a {teacher.model.task} model; finetune.task is {ft.task}")
@@ -72,21 +104,105 @@ def distill(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths
     summary = finetune(ft, model_cfg, paths, seed, name=name, resume=resume, overwrite=overwrite, progress=progress,
                        loss=loss)
     student = load_task_model(paths.finetune.best)
+    sides = compare(dc, teacher.model.cpu().eval(), student.model.eval(),
+                    lambda m: (lambda ids: m(ids, torch.ones_like(ids))))
+    sides["student"]["val"] = summary["results"].get("val")
+    note = "Evaluate the teacher on the same data with `lmforge evaluate` to compare quality."
+    record = write_report(dc, teacher_dir, sides, paths.finetune.root.parent / "distill", note)
+    return {**summary, "distill": record}
+
+
+def distill_causal_lm(dc: DistillConfig, pt: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *,
+                      resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    teacher = load_language_model(dc.teacher)
+    if not teacher.causal or not isinstance(teacher.model, LanguageModel):
+        raise DataError(f"distill.teacher {teacher.source} is an encoder; language-model distillation needs a causal "
+                        "LM teacher (a decoder pretrain folder or an HF GPT-2/Llama folder)")
+    if pt.objective != "clm":
+        raise DataError(f"distill from a causal LM trains with pretrain.objective: clm (got {pt.objective})")
+    tokens = paths.pretrain_tokens
+    train = PackedDataset(tokens, "train")
+    _check_vocabulary(teacher.tokenizer_dir, teacher.cfg.vocab_size, tokens, train.index["vocab_size"])
+    start = None
+    if dc.keep_layers is not None:
+        student_cfg = replace(teacher.cfg, n_layer=len(dc.keep_layers))
+
+        def start(model: LanguageModel) -> None:
+            import copy
+
+            donor = copy.deepcopy(teacher.model)
+            keep_layers(donor, dc.keep_layers, "distill.keep_layers")
+            model.load_state_dict(donor.state_dict())
+    else:
+        student_cfg = model_cfg
+    _say(f"teacher {teacher.source}: decoder, {teacher.cfg.n_layer} layers, d_model {teacher.cfg.d_model}; student "
+         + (f"keeps teacher layers {dc.keep_layers}" if dc.keep_layers else
+            f"at random: {student_cfg.n_layer} layers, d_model {student_cfg.d_model}")
+         + f"; loss {dc.alpha} × T² KL (T = {dc.temperature}) + {1 - dc.alpha:g} × next-token CE on {tokens}")
+    summary = pretrain(pt, student_cfg, paths, seed, resume=resume, overwrite=overwrite, progress=progress,
+                       loss=CausalTeacherLoss(teacher.model, dc.temperature, dc.alpha), start=start, name="distill")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return summary
+    student, _ = load_checkpoint_model(paths.pretrain.root, prefer="best")
+    val = PackedDataset(tokens, "val")
+    n = min(len(val), pt.eval_batches * pt.batch_size)
+    sides = compare(dc, teacher.model.cpu().eval(), student, lambda m: (lambda ids: m(ids)))
+    for side, m in (("teacher", teacher.model), ("student", student)):
+        loss = lm_loss(m, val, n, pt.batch_size)
+        sides[side]["val"] = {"val_loss": round(loss, 4), "val_ppl": round(math.exp(min(loss, 50)), 3), "windows": n}
+    note = f"Both sides scored on the first {n} validation windows of {tokens} (next-token loss, perplexity)."
+    _say(f"val perplexity: teacher {sides['teacher']['val']['val_ppl']}, student {sides['student']['val']['val_ppl']}")
+    record = write_report(dc, teacher.source, sides, paths.pretrain.root.parent / "distill", note)
+    return {**summary, "distill": record}
+
+
+def _check_vocabulary(teacher_tok: Path, teacher_vocab: int, tokens: Path, data_vocab: int) -> None:
+    """Logit distillation needs the teacher to read the shards' ids: one vocabulary."""
+    hint = ("logit distillation of a causal LM needs one vocabulary: prepare pretrain.data_dir with the teacher's "
+            f"tokenizer (tokenizer.path: {teacher_tok}). Sequence-level distillation (the student trains on the "
+            "teacher's generations) is not supported yet")
+    if teacher_vocab != data_vocab:
+        raise DataError(f"distill: the teacher has {teacher_vocab} token ids, the shards in {tokens} "
+                        f"{data_vocab}; {hint}")
+    data_tok = tokenizer_of_tokens(tokens)
+    if data_tok is None or not data_tok.is_dir():
+        return  # sizes match; nothing more to compare
+    if load_folder(data_tok)[0].get_vocab() != load_folder(teacher_tok)[0].get_vocab():
+        raise DataError(f"distill: the shards in {tokens} were tokenized with {data_tok}, whose vocabulary differs "
+                        f"from the teacher's ({teacher_tok}); {hint}")
+
+
+@torch.inference_mode()
+def lm_loss(model: LanguageModel, val: PackedDataset, n: int, batch: int) -> float:
+    """Mean next-token loss over the first ``n`` windows of ``val``."""
+    total, count = 0.0, 0
+    for b in range(0, n, batch):
+        ids = torch.stack([val[i] for i in range(b, min(b + batch, n))])
+        _, loss = model.eval()(ids, ids)
+        total, count = total + loss.item() * len(ids), count + len(ids)
+    return total / max(count, 1)
+
+
+def compare(dc: DistillConfig, teacher: torch.nn.Module, student: torch.nn.Module,
+            forward: Callable[[torch.nn.Module], Callable[[torch.Tensor], object]]) -> dict:
+    """Layers, parameters and CPU latency (batch 1 and 32) of both sides."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     emb = lambda m: sum(p.numel() for n, p in m.named_parameters() if ".embed." in n or n.startswith("body.embed"))  # noqa: E731
-    vocab = teacher.model.cfg.vocab_size
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    vocab = teacher.cfg.vocab_size
     sides = {}
-    for side, m in (("teacher", teacher.model.cpu()), ("student", student.model)):
+    for side, m in (("teacher", teacher), ("student", student)):
         sides[side] = {"layers": m.cfg.n_layer, "params": count(m), "non_embedding_params": count(m) - emb(m),
-                       "latency_ms_batch1": latency_ms(m, 1, dc.latency_length, vocab),
-                       "latency_ms_batch32": latency_ms(m, 32, dc.latency_length, vocab)}
-    sides["student"]["val"] = summary["results"].get("val")
+                       "latency_ms_batch1": latency_ms(forward(m), 1, dc.latency_length, vocab),
+                       "latency_ms_batch32": latency_ms(forward(m), 32, dc.latency_length, vocab)}
+    return sides
+
+
+def write_report(dc: DistillConfig, teacher_dir: Path, sides: dict, default_out: Path, note: str) -> dict:
     record = {"teacher": str(teacher_dir), "temperature": dc.temperature, "alpha": dc.alpha, **sides,
               "speedup_batch32": round(sides["teacher"]["latency_ms_batch32"] / sides["student"]["latency_ms_batch32"], 2),
               "non_embedding_param_ratio": round(sides["student"]["non_embedding_params"]
                                                  / max(1, sides["teacher"]["non_embedding_params"]), 3)}
-    out = Path(dc.out_dir) if dc.out_dir else paths.finetune.root.parent / "distill"
+    out = Path(dc.out_dir) if dc.out_dir else default_out
     out.mkdir(parents=True, exist_ok=True)
     (out / "distill.json").write_text(json.dumps(record, indent=2))
     rows = ["| | layers | params | non-embedding | batch-1 ms | batch-32 ms |", "|---|---:|---:|---:|---:|---:|"]
@@ -97,8 +213,8 @@ def distill(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths
     (out / "report.md").write_text("\n".join(
         [f"# Distillation from {teacher_dir}", "", f"Loss: {dc.alpha} × T² KL (T = {dc.temperature}) + "
          f"{1 - dc.alpha:g} × cross-entropy.", "", *rows, "",
-         f"Student on val: {json.dumps(sides['student']['val'])}", "",
-         "Evaluate the teacher on the same data with `lmforge evaluate` to compare quality.", ""]))
+         *[f"{side.capitalize()} on val: {json.dumps(sides[side]['val'])}" for side in ("teacher", "student")
+           if sides[side].get("val")], "", note, ""]))
     _say(f"student: {sides['student']['params']:,} params ({record['non_embedding_param_ratio']:.0%} of the teacher's "
          f"non-embedding parameters), {record['speedup_batch32']}× faster at batch 32 → {out / 'report.md'}")
-    return {**summary, "distill": record}
+    return record

@@ -41,6 +41,9 @@ from lmforge.training.sampling import BatchPlan
 from lmforge.training.schedules import WarmupDecay
 
 OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
+# (student logits, input ids, the objective's loss) -> the loss to minimize (distillation adds a teacher term)
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+StartFn = Callable[[LanguageModel], None]  # fills a freshly built model's weights (a student from its teacher)
 
 # keys that may change between a run and its --resume without breaking the exact continuation
 RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_every", "pretrain.keep_last",
@@ -96,12 +99,17 @@ def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d
 
 def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, resume: bool = False,
              overwrite: bool = False, resume_changed: bool = False, progress: bool = True,
-             on_eval: Optional[OnEval] = None) -> dict:
-    """Run pretraining; returns the summary (also written to ``summary.json``)."""
+             on_eval: Optional[OnEval] = None, loss: Optional[LossFn] = None, start: Optional[StartFn] = None,
+             name: str = "pretrain") -> dict:
+    """Run pretraining; returns the summary (also written to ``summary.json``).
+
+    ``loss`` replaces the objective's loss in training (validation always reports the objective's);
+    ``start`` fills the weights of a fresh model (not of a resumed one: its checkpoint does)."""
     d = setup()
     try:
         with StopRequest() as stop:
-            summary = _pretrain(p, model_cfg, paths, seed, d, stop, resume, overwrite, resume_changed, progress, on_eval)
+            summary = _pretrain(p, model_cfg, paths, seed, d, stop, resume, overwrite, resume_changed, progress, on_eval,
+                                loss, start, name)
         barrier(d)
         return summary
     finally:
@@ -109,7 +117,8 @@ def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: i
 
 
 def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, d: Dist, stop: StopRequest,
-              resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval]) -> dict:
+              resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval],
+              loss_fn: Optional[LossFn], start: Optional[StartFn], name: str) -> dict:
     out, data_dir = paths.pretrain, paths.pretrain_tokens
     if p.threads:
         torch.set_num_threads(p.threads)
@@ -122,7 +131,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     special = train.index["special_ids"]
     objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed)
     torch.manual_seed(seed)  # same initial weights on every rank
-    model = build_model_for_data(model_cfg, objective.arch, p.objective, train.index, train.seq_len).to(d.device)
+    model = build_model_for_data(model_cfg, objective.arch, p.objective, train.index, train.seq_len)
+    if start is not None:
+        start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
+    model = model.to(d.device)
     groups, decayed = param_groups(model, p.lr, p.weight_decay,
                                    decay_embeddings=p.decay_embeddings or p.decay_norms_biases_embeddings,
                                    decay_norms_biases=p.decay_norms_biases_embeddings)
@@ -167,7 +179,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     if d.main and progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=p.max_steps, initial=start_step, desc="pretrain", disable=not sys.stderr.isatty())
+        bar = tqdm(total=p.max_steps, initial=start_step, desc=name, disable=not sys.stderr.isatty())
     net.train()
     t_log, tokens_since, wait_since, skipped = time.time(), 0, 0.0, 0
     last_loss = float("nan")
@@ -186,7 +198,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             sync = contextlib.nullcontext() if (a == p.grad_accum - 1 or not d.enabled) else net.no_sync()
             with sync:
                 with precision.autocast():
-                    _, loss = net(inputs, labels)
+                    logits, loss = net(inputs, labels)
+                    if loss_fn is not None:
+                        loss = loss_fn(logits, inputs, loss)
                     loss = loss + penalty(decayed, p.l1, p.l2)
                 precision.backward(loss / p.grad_accum)
             loss_sum += loss.detach()

@@ -126,3 +126,66 @@ def test_a_ner_student_from_the_teacher(tmp_path, tokenizer_dir):
     assert main(["distill", str(tmp_path / "s.yaml"), "--no-progress"]) == 0
     rec = json.loads((tmp_path / "ners" / "distill" / "distill.json").read_text())
     assert rec["student"]["layers"] == 1 and rec["student"]["val"]["entity_f1"] >= 0.8, rec["student"]["val"]
+
+
+# -- causal LMs ---------------------------------------------------------------------------------
+
+def test_causal_teacher_loss_adds_a_per_position_soft_term():
+    from lmforge.training.distillation import CausalTeacherLoss, soft_loss
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Module()
+    t_logits = torch.randn(2, 5, 7)
+    teacher.forward = lambda ids: (t_logits, None)
+    s = torch.randn(2, 5, 7)
+    ce = torch.tensor(1.5)
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    assert CausalTeacherLoss(teacher, 2.0, 0.0)(s, ids, ce) is ce
+    p, q = (s / 2).log_softmax(-1), (t_logits / 2).log_softmax(-1)
+    want = (q.exp() * (q - p)).sum(-1).mean() * 4  # KL per position, averaged over the 10 positions, × T²
+    assert torch.allclose(soft_loss(s.view(-1, 7), t_logits.view(-1, 7), 2.0), want, atol=1e-6)
+    assert torch.allclose(CausalTeacherLoss(teacher, 2.0, 0.25)(s, ids, ce), 0.25 * want + 0.75 * ce, atol=1e-6)
+
+
+def _lm_distill_config(cfg_for, name: str, teacher: Path, **over) -> Path:
+    return cfg_for(name, **{"distill.teacher": str(teacher), "distill.latency_length": 16,
+                            "distill.temperature": 2.0, "pretrain.max_steps": 10, "pretrain.eval_every": 5,
+                            "pretrain.save_every": 5, **over})
+
+
+def test_a_causal_lm_student_copies_the_teacher_layers(cfg_for, tiny_decoder):
+    # every layer kept and no learning: the student must be the teacher, so the copy and the report agree
+    cfg = _lm_distill_config(cfg_for, "lm_same", tiny_decoder, **{"distill.keep_layers": [0, 1], "distill.alpha": 1.0,
+                                                                   "pretrain.lr": 0.0, "pretrain.min_lr": 0.0})
+    assert main(["distill", str(cfg), "--no-progress"]) == 0
+    rec = json.loads((cfg.parent / "lm_same" / "distill" / "distill.json").read_text())
+    assert rec["teacher"]["params"] == rec["student"]["params"]
+    assert abs(rec["teacher"]["val"]["val_loss"] - rec["student"]["val"]["val_loss"]) < 1e-4
+
+
+def test_a_one_layer_causal_lm_student(cfg_for, tiny_decoder):
+    cfg = _lm_distill_config(cfg_for, "lm_student", tiny_decoder, **{"distill.keep_layers": [1], "distill.alpha": 0.5,
+                                                                      "pretrain.lr": 3e-3})
+    assert main(["distill", str(cfg), "--no-progress"]) == 0
+    run = cfg.parent / "lm_student"
+    rec = json.loads((run / "distill" / "distill.json").read_text())
+    assert rec["teacher"]["layers"] == 2 and rec["student"]["layers"] == 1
+    assert rec["student"]["non_embedding_params"] < rec["teacher"]["non_embedding_params"]
+    assert 0 < rec["student"]["val"]["val_loss"] < 6  # log(300) = 5.7: it learned something
+    assert "Teacher on val" in (run / "distill" / "report.md").read_text()
+    assert main(["generate", str(run / "pretrain"), "--prompt", "w1 w2", "--max-new-tokens", "4"]) == 0  # a pretrain folder like any other
+
+
+def test_a_random_causal_lm_student(cfg_for, tiny_decoder):
+    cfg = _lm_distill_config(cfg_for, "lm_random", tiny_decoder, **{"model.n_layer": 1, "model.d_model": 16})
+    assert main(["distill", str(cfg), "--no-progress"]) == 0
+    rec = json.loads((cfg.parent / "lm_random" / "distill" / "distill.json").read_text())
+    assert rec["student"]["layers"] == 1 and rec["student"]["params"] < rec["teacher"]["params"]
+
+
+def test_a_causal_lm_teacher_with_another_vocabulary_is_refused(cfg_for, make_hf_lm, tmp_path, capsys):
+    llama = make_hf_lm(tmp_path / "llama", "llama")  # word-level tokenizer; the shards are BPE
+    cfg = _lm_distill_config(cfg_for, "lm_vocab", llama, **{"distill.keep_layers": [0]})
+    assert main(["distill", str(cfg), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "one vocabulary" in err and "Sequence-level distillation" in err

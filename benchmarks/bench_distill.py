@@ -47,7 +47,7 @@ def main() -> None:
                                 "loop": {"batch_size": 32, "epochs": 1, "log_every": 100, "eval_batch_size": 64}}}
             cfg = load_config(raw=raw)
             t0 = time.time()
-            out = distill(cfg.distill, cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=name, overwrite=True,
+            out = distill(cfg.distill, cfg.finetune, cfg.pretrain, cfg.model, cfg.paths, cfg.seed, name=name, overwrite=True,
                           progress=False)
             rec = out["distill"]
             print(json.dumps({"student": name, "alpha": alpha, "seed": seed, "wall_s": round(time.time() - t0, 1),

@@ -18,6 +18,7 @@ CPU latency at batch 1 and 32) in ``<run>/distill/`` (``distill.json``, ``report
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,17 +32,19 @@ import torch
 
 from lmforge.data.shards import PackedDataset
 from lmforge.errors import DataError
-from lmforge.layout import RunPaths, kind_of, task_model_dir, tokenizer_of_tokens
+from lmforge.layout import CHECKSUMS_FILE, RunPaths, kind_of, task_model_dir, tokenizer_of_tokens
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import keep_layers
 from lmforge.models.load import load_checkpoint_model, load_language_model, load_task_model, resolve_init
 from lmforge.models.transformer import LanguageModel
-from lmforge.recipes.finetune import finetune
+from lmforge.recipes.finetune import finetune, subsample
 from lmforge.recipes.pretrain import pretrain
+from lmforge.tasks import get_task
+from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_folder
 from lmforge.training.config import PretrainConfig
 from lmforge.training.distill_config import DistillConfig
-from lmforge.training.distillation import CausalTeacherLoss, TeacherLoss
+from lmforge.training.distillation import CachedTeacherLoss, CausalTeacherLoss, TeacherLoss, teacher_logits
 from lmforge.training.finetune_config import FinetuneConfig
 
 
@@ -81,6 +84,9 @@ def distill_classifier(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelCo
     if dc.keep_layers is not None:
         raise DataError("distill.keep_layers is for causal-LM teachers; a classifier student keeps teacher layers "
                         "with finetune.init: <teacher> and finetune.keep_layers")
+    if (dc.transfer_file or dc.teacher_logits == "cache") and ft.task != "sequence":
+        raise DataError("distill.transfer_file and distill.teacher_logits: cache are for sequence classification; "
+                        f"finetune.task is {ft.task} (its teacher runs on the fly)")
     teacher = load_task_model(dc.teacher)
     if teacher.model.task != ft.task:
         raise DataError(f"distill.teacher is a {teacher.model.task} model; finetune.task is {ft.task}")
@@ -95,25 +101,57 @@ def distill_classifier(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelCo
          + (f" keeping layers {ft.keep_layers}" if ft.keep_layers else "")
          + f"; loss {dc.alpha} × T² KL (T = {dc.temperature}) + {1 - dc.alpha:g} × CE")
 
-    def loss(labels: list[str], device: torch.device):
+    unlabeled = []
+    if dc.transfer_file:
+        task = get_task(ft.task)
+        unlabeled = [replace(ex, label=None) for ex in
+                     task.read(dc.transfer_file, ft.data.text_field, ft.data.label_field, need_label=False)]
+        unlabeled = subsample(unlabeled, dc.max_transfer_examples, seed + 1)
+        _say(f"transfer set: {len(unlabeled)} unlabeled texts from {dc.transfer_file} (teacher soft labels only)")
+    out = Path(dc.out_dir) if dc.out_dir else paths.finetune.root.parent / "distill"
+
+    def loss(labels: list[str], device: torch.device, train: Encoded):
         if labels != teacher.labels:
             raise DataError(f"distill: the teacher's labels {teacher.labels} differ from the data's {labels}; "
                             "declare the same label set (finetune.data.labels) or use a matching teacher")
+        if dc.teacher_logits == "cache" and dc.alpha > 0.0:
+            cached = teacher_logits(teacher.model.to(device), train, teacher.specials.pad, out / "teacher_logits",
+                                    str(teacher_dir.resolve()) + ":" + _teacher_stamp(teacher_dir), say=_say)
+            teacher.model.cpu()
+            return CachedTeacherLoss(cached, dc.temperature, dc.alpha)
         return TeacherLoss(teacher.model.to(device), dc.temperature, dc.alpha)
 
     summary = finetune(ft, model_cfg, paths, seed, name=name, resume=resume, overwrite=overwrite, progress=progress,
-                       loss=loss)
+                       loss=loss, unlabeled=unlabeled)
     student = load_task_model(paths.finetune.best)
     sides = compare(dc, teacher.model.cpu().eval(), student.model.eval(),
                     lambda m: (lambda ids: m(ids, torch.ones_like(ids))))
     sides["student"]["val"] = summary["results"].get("val")
-    note = "Evaluate the teacher on the same data with `lmforge evaluate` to compare quality."
-    record = write_report(dc, teacher_dir, sides, paths.finetune.root.parent / "distill", note)
+    note = (f"Student trained on {summary['train_examples']} labeled"
+            + (f" + {len(unlabeled)} unlabeled (teacher soft labels only)" if unlabeled else "")
+            + f" examples; teacher logits {dc.teacher_logits.replace('_', ' ')}. "
+            "Evaluate the teacher on the same data with `lmforge evaluate` to compare quality.")
+    sides["student"]["trained_on"] = {"labeled": summary["train_examples"], "unlabeled": len(unlabeled),
+                                      "teacher_logits": dc.teacher_logits}
+    record = write_report(dc, teacher_dir, sides, out, note)
     return {**summary, "distill": record}
+
+
+def _teacher_stamp(folder: Path) -> str:
+    """Identifies the teacher's weights: their checksum file when there is one, else size + mtime."""
+    sums = folder / CHECKSUMS_FILE
+    if sums.is_file():
+        return hashlib.sha256(sums.read_bytes()).hexdigest()[:16]
+    w = folder / "model.safetensors"
+    return f"{w.stat().st_size}:{w.stat().st_mtime_ns}" if w.is_file() else "unknown"
 
 
 def distill_causal_lm(dc: DistillConfig, pt: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *,
                       resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    if dc.transfer_file or dc.teacher_logits == "cache":
+        raise DataError("distill.transfer_file and distill.teacher_logits: cache are for classifier teachers; a causal "
+                        "LM student learns from pretrain.data_dir with the teacher on the fly (its logits are "
+                        "vocabulary-sized: caching them would take seq_len × vocab floats per window)")
     teacher = load_language_model(dc.teacher)
     if not teacher.causal or not isinstance(teacher.model, LanguageModel):
         raise DataError(f"distill.teacher {teacher.source} is an encoder; language-model distillation needs a causal "

@@ -42,6 +42,7 @@ from lmforge.models.load import load_task_model
 from lmforge.models.lora import apply_lora
 from lmforge.tasks import Task, get_task
 from lmforge.tasks.batching import collate, pack
+from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_for_model
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
@@ -59,7 +60,9 @@ from lmforge.training.starts import start_from
 SPLITS = ("train", "val", "test")
 OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
 LossFn = Callable[[torch.Tensor, dict], torch.Tensor]  # (logits, batch on the device) -> loss
-LossFactory = Callable[[list[str], torch.device], LossFn]  # (labels, device) -> the loss of this run
+# (labels, device, the encoded training set) -> the loss of this run; batches carry "index": the
+# positions of their examples in that set (distillation looks up cached teacher logits with it)
+LossFactory = Callable[[list[str], torch.device, Encoded], LossFn]
 RESUME_SAFE = ("finetune.loop.eval_every", "finetune.loop.eval_batch_size", "finetune.loop.save_every",
                "finetune.loop.keep_last", "finetune.loop.log_every", "finetune.loop.early_stopping_patience",
                "finetune.loop.threads", "finetune.out_dir", "finetune.data.test_file")
@@ -120,17 +123,19 @@ def freeze(model, peft: PeftConfig) -> None:
 
 def finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, name: str = "finetune",
              resume: bool = False, overwrite: bool = False, resume_changed: bool = False, progress: bool = True,
-             on_eval: Optional[OnEval] = None, loss: Optional[LossFactory] = None) -> dict:
+             on_eval: Optional[OnEval] = None, loss: Optional[LossFactory] = None,
+             unlabeled: Optional[list[Example]] = None) -> dict:
     """Run fine-tuning; returns the summary (also written to ``summary.json``). ``loss`` replaces
-    the cross-entropy (distillation passes its teacher-aware loss here)."""
+    the cross-entropy (distillation passes its teacher-aware loss here); ``unlabeled`` examples
+    join the training set with no label (-100: only a loss that uses a teacher learns from them)."""
     with StopRequest() as stop:
         return _finetune(ft, model_cfg, paths, seed, name, stop, resume, overwrite, resume_changed, progress, on_eval,
-                         loss)
+                         loss, unlabeled or [])
 
 
 def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, name: str, stop: StopRequest,
               resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval],
-              loss_factory: Optional[LossFactory]) -> dict:
+              loss_factory: Optional[LossFactory], unlabeled: list[Example]) -> dict:
     D, O, L = ft.data, ft.optim, ft.loop
     out = paths.finetune
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -146,6 +151,10 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     labels = task.label_names(examples["train"], declared)
     if len(labels) < 2:
         raise DataError(f"need at least 2 labels; the training data has {labels}")
+    if unlabeled and loss_factory is None:
+        raise TrainingError("unlabeled training examples need a loss that learns from them (distillation)")
+    n_labeled = len(examples["train"])
+    examples["train"] = examples["train"] + unlabeled
     tok_dir = Path(ft.tokenizer) if ft.tokenizer else None
     if tok_dir is None and ft.init == "random":
         tok_dir = tokenizer_of_tokens(tokens_dir(paths.finetune_data))
@@ -161,7 +170,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     enc = {s: task.encode(tok, examples[s], label_ids, specials, model.causal, D.max_length, D.on_overflow)
            for s in SPLITS}
     weights = class_weights(ft.class_weights, ft.class_weight_values, enc["train"].labels, len(labels))
-    loss_fn: LossFn = (loss_factory(labels, device) if loss_factory is not None
+    loss_fn: LossFn = (loss_factory(labels, device, enc["train"]) if loss_factory is not None
                        else lambda logits, batch: classification_loss(logits, batch["labels"], weights))
     freeze(model, ft.peft)
     model.to(device)
@@ -182,7 +191,9 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     save_every = L.save_every or (eval_every if has_val else total)  # no validation: no per-epoch checkpoints
     metric = ft.selection_metric()
     _say(f"{start.description}: {n_params / 1e6:.2f}M params ({n_trainable / 1e6:.2f}M trainable); "
-         f"{len(labels)} labels; train/val/test = {len(enc['train'])}/{len(enc['val'])}/{len(enc['test'])} "
+         f"{len(labels)} labels; train/val/test = {n_labeled}"
+         + (f" (+{len(unlabeled)} unlabeled)" if unlabeled else "")
+         + f"/{len(enc['val'])}/{len(enc['test'])} "
          f"(truncated at {D.max_length}: {enc['train'].truncated}/{enc['val'].truncated}/{enc['test'].truncated}); "
          f"{total} steps of {L.batch_size * L.grad_accum}, {steps_per_epoch} per epoch, on {device}")
 
@@ -229,6 +240,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
             idx = micro_batch(step * L.grad_accum + a)
             batch = pack(enc["train"], idx, specials.pad, D.max_length, model.causal) if use_pack \
                 else collate(enc["train"], idx, specials.pad)
+            batch["index"] = torch.as_tensor(idx)
             batch = {k: v.to(device) for k, v in batch.items()}
             with precision.autocast():
                 logits, _ = model(batch["ids"], batch["attention_mask"], positions=batch.get("positions"),
@@ -281,7 +293,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     train_seconds = time.time() - t0
     summary = {"stop_reason": stop_reason, "best_step": best.step, "selection_metric": metric,
                "best_val": best.metrics, "train_seconds": train_seconds, "steps": total, "steps_done": done,
-               "train_examples": len(enc["train"]), "labels": labels, "start": start.description,
+               "train_examples": n_labeled, "unlabeled_examples": len(unlabeled), "labels": labels, "start": start.description,
                "truncated": {s: enc[s].truncated for s in SPLITS}, "trainable_params": n_trainable,
                "params": n_params}
     if stop_reason.startswith("interrupted"):

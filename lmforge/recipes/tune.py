@@ -14,8 +14,9 @@ Outputs under ``<run>/tune/`` (or ``tune.out_dir``)::
     trials/trial_NNNN/    a trial's run folder (only the ``tune.keep_best`` best are kept)
     trials.jsonl          one line per trial: number, state, params, value, seconds, peak RSS, reason
     best.yaml             base.yaml with the best values: runnable as is
-    report.md, tune.png   the table, parameter importances (4+ finished trials, 2+ parameters)
-                          and the optimization history
+    report.md, tune.png   the table, parameter importances (4+ finished trials, 2+ parameters);
+                          the plot: optimization history, each trial's validations, parallel
+                          coordinates, importances
 
 Each trial is its own process, so memory cannot grow trial after trial (each trial's peak RSS is
 recorded); ``tune.n_jobs`` trials run at once with the cores divided among them.
@@ -302,7 +303,8 @@ def _write_outputs(out: Path, study, records: dict[int, dict], base: dict, t: Tu
         best.pop("run_dir", None)
         (out / "best.yaml").write_text(f"# lmforge tune: best of {len(rows)} trials, {metric} {done[0]['value']:.6g} "
                                        f"(trial {done[0]['number']})\n" + yaml.safe_dump(best, sort_keys=False))
-    _report(out, rows, metric, direction, _importances(study, rows))
+    curves = {t.number: dict(t.intermediate_values) for t in study.trials if t.intermediate_values}
+    _report(out, rows, metric, direction, _importances(study, rows), curves)
 
 
 def _importances(study, rows: list[dict]) -> dict[str, float]:
@@ -319,12 +321,8 @@ def _importances(study, rows: list[dict]) -> dict[str, float]:
         return {}
 
 
-def _report(out: Path, rows: list[dict], metric: str, direction: str, importances: dict[str, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _report(out: Path, rows: list[dict], metric: str, direction: str, importances: dict[str, float],
+            curves: dict[int, dict[int, float]]) -> None:
     keys = sorted({k for r in rows for k in r["params"]})
     lines = [f"# Tuning: {metric} ({direction})", "", f"{len(rows)} trials: "
              + ", ".join(f"{s} {sum(r['state'] == s for r in rows)}" for s in ("complete", "pruned", "failed")), "",
@@ -339,9 +337,24 @@ def _report(out: Path, rows: list[dict], metric: str, direction: str, importance
     if importances:
         lines += ["", "## Parameter importance (fANOVA)", "", "| parameter | importance |", "|---|---:|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
-    lines += ["", "![optimization history](tune.png)", ""]
+    lines += ["", "![history, validation curves, parallel coordinates, parameter weights](tune.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    _plot(out / "tune.png", rows, keys, metric, direction, importances, curves)
+
+
+def _plot(path: Path, rows: list[dict], keys: list[str], metric: str, direction: str, importances: dict[str, float],
+          curves: dict[int, dict[int, float]]) -> None:
+    """Four panels: optimization history, each trial's validations (pruned ones dashed), parallel
+    coordinates of the finished trials (colour = metric), parameter importances."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0][0]
     xs = [r["number"] for r in rows if r.get("value") is not None]
     ys = [r["value"] for r in rows if r.get("value") is not None]
     ax.scatter(xs, ys, label="complete", color="tab:blue")
@@ -353,9 +366,52 @@ def _report(out: Path, rows: list[dict], metric: str, direction: str, importance
     pruned = [r["number"] for r in rows if r["state"] == "pruned"]
     if pruned and ys:
         ax.scatter(pruned, [min(ys)] * len(pruned), marker="x", color="tab:gray", label="pruned")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
+    ax.set(xlabel="trial", ylabel=metric, title="optimization history")
     ax.legend(fontsize=8)
+
+    ax = axes[0][1]
+    state = {r["number"]: r["state"] for r in rows}
+    for n, c in sorted(curves.items()):
+        steps = sorted(c)
+        ax.plot(steps, [c[s] for s in steps], ls="--" if state.get(n) == "pruned" else "-", marker=".", lw=1,
+                label=f"{n}" if len(curves) <= 12 else None)
+    ax.set(xlabel="step", ylabel=metric, title="validations per trial (dashed: pruned)")
+    if curves and len(curves) <= 12:
+        ax.legend(fontsize=7, ncol=2, title="trial", title_fontsize=7)
+
+    ax = axes[1][0]
+    done = [r for r in rows if r["state"] == "complete" and r.get("value") is not None]
+    if done and keys:
+        def axis(k):  # each parameter scaled to [0, 1]; log scale when it spans 2+ decades; categories by order
+            vals = [r["params"].get(k) for r in done]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                lo, hi = min(vals), max(vals)
+                if lo > 0 and hi / lo >= 100:
+                    vals, lo, hi = [math.log10(v) for v in vals], math.log10(lo), math.log10(hi)
+                return [(v - lo) / (hi - lo) if hi > lo else 0.5 for v in vals]
+            order = sorted({str(v) for v in vals})
+            return [order.index(str(v)) / max(1, len(order) - 1) for v in vals]
+        cols = [axis(k) for k in keys]
+        vs = [r["value"] for r in done]
+        lo, hi = min(vs), max(vs)
+        cmap = plt.get_cmap("viridis" if direction == "maximize" else "viridis_r")
+        for i, v in enumerate(vs):
+            ax.plot(range(len(keys)), [c[i] for c in cols], color=cmap((v - lo) / (hi - lo) if hi > lo else 1.0),
+                    alpha=0.8, marker="o", ms=3)
+        ax.set_xticks(range(len(keys)), [k.split(".")[-1] for k in keys], fontsize=8)
+        ax.set_yticks([0, 1], ["low", "high"])
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+        fig.colorbar(sm, ax=ax, label=metric)
+    ax.set_title("parallel coordinates (finished trials)")
+
+    ax = axes[1][1]
+    if importances:
+        names = list(importances)[::-1]
+        ax.barh([n.split(".")[-1] for n in names], [importances[n] for n in names], color="tab:green")
+        ax.set(xlabel="importance (fANOVA)", title="parameter importance")
+    else:
+        ax.text(0.5, 0.5, "importances need 4+ finished trials\nand 2+ parameters", ha="center", va="center")
+        ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(out / "tune.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

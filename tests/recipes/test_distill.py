@@ -30,11 +30,15 @@ def test_kd_loss_is_ce_plus_a_tempered_kl():
     assert torch.allclose(kd_loss(s, t, y, 2.0, 0.0), ce)  # alpha 0: the labels only
     assert torch.allclose(kd_loss(s, s, y, 2.0, 0.5), 0.5 * ce, atol=1e-6)  # same distributions: no soft term
     keep = y != -100
-    p, q = (s[keep] / 3).log_softmax(-1), (t[keep] / 3).log_softmax(-1)
-    want = (q.exp() * (q - p)).sum(-1).mean() * 9
-    assert torch.allclose(kd_loss(s, t, y, 3.0, 1.0), want, atol=1e-6)  # KL(teacher || student) × T², labelled rows
-    tok = kd_loss(s.view(2, 3, 3), t.view(2, 3, 3), y.view(2, 3), 3.0, 1.0)  # per token, same thing
-    assert torch.allclose(tok, want, atol=1e-6)
+    p, q = (s / 3).log_softmax(-1), (t / 3).log_softmax(-1)
+    kl = (q.exp() * (q - p)).sum(-1) * 9  # KL(teacher || student) × T², per row
+    assert torch.allclose(kd_loss(s, t, y, 3.0, 1.0), kl.mean(), atol=1e-6)  # per example: every row, labelled or not
+    tok = kd_loss(s.view(2, 3, 3), t.view(2, 3, 3), y.view(2, 3), 3.0, 1.0)  # per token: the labelled positions only
+    assert torch.allclose(tok, kl[keep].mean(), atol=1e-6)
+    mixed = kd_loss(s, t, y, 3.0, 0.5)  # unlabelled rows (-100) count in the soft term, not in the hard one
+    assert torch.allclose(mixed, 0.5 * kl.mean() + 0.5 * ce, atol=1e-6)
+    none = torch.full_like(y, -100)
+    assert torch.allclose(kd_loss(s, t, none, 3.0, 0.5), kl.mean(), atol=1e-6)  # a batch of transfer texts only
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +99,71 @@ def test_keep_layers_out_of_range_is_clear(teacher, capsys):
     root, t = teacher
     assert main(["distill", str(distill_config(root, "range", t, keep_layers=[0, 5])), "--no-progress"]) == 1
     assert "keep_layers [0, 5]: the starting model has 2 layers" in capsys.readouterr().err
+
+
+def _transfer_run(root: Path, teacher: Path, name: str, transfer: bool, cache: bool) -> dict:
+    """A random 1-layer student from 15 labelled texts, with or without 300 unlabelled ones."""
+    few = root / "few.jsonl"
+    if not few.exists():
+        few.write_text("".join((root / "train.jsonl").read_text().splitlines(keepends=True)[:15]))
+        lines = (root / "transfer_src.jsonl")
+        write_data(lines, 300, 9)
+        (root / "transfer.jsonl").write_text("".join(json.dumps({"text": json.loads(x)["text"]}) + "\n"
+                                                     for x in lines.read_text().splitlines()))
+    cfg = yaml.safe_load(distill_config(root, name, teacher).read_text())
+    cfg["model"] = {**TINY, "n_layer": 1}
+    cfg["distill"].update({"alpha": 0.5, "teacher_logits": "cache" if cache else "on_the_fly",
+                           **({"transfer_file": str(root / "transfer.jsonl")} if transfer else {})})
+    cfg["finetune"].update({"init": "random", "classifier_dropout": 0.0, "optim": {"lr": 3e-3},
+                            "loop": {"epochs": 12, "batch_size": 16, "threads": 1}})
+    cfg["finetune"].pop("keep_layers")
+    cfg["finetune"]["data"]["train_file"] = str(few)
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["distill", str(root / f"{name}.yaml"), "--no-progress", "--overwrite"]) == 0
+    return json.loads((root / name / "distill" / "distill.json").read_text())
+
+
+def test_unlabeled_transfer_texts_teach_the_student(teacher):
+    root, t = teacher
+    alone = _transfer_run(root, t, "few_alone", transfer=False, cache=False)
+    helped = _transfer_run(root, t, "few_transfer", transfer=True, cache=False)
+    assert helped["student"]["trained_on"] == {"labeled": 15, "unlabeled": 300, "teacher_logits": "on_the_fly"}
+    a, h = alone["student"]["val"]["accuracy"], helped["student"]["val"]["accuracy"]
+    assert h >= 0.8 and h >= a + 0.15, (a, h)  # the teacher's soft labels on 300 texts beat 15 hard labels
+
+
+def test_cached_teacher_logits_match_the_teacher_and_are_reused(teacher, capsys):
+    import numpy as np
+
+    from lmforge.models.load import load_task_model
+    from lmforge.tasks import get_task
+
+    root, t = teacher
+    rec = _transfer_run(root, t, "few_cached", transfer=True, cache=True)
+    assert rec["student"]["val"]["accuracy"] >= 0.8
+    cache = np.load(root / "few_cached" / "distill" / "teacher_logits.npy")
+    assert cache.shape == (315, 3) and cache.dtype == np.float16
+    tm = load_task_model(t)  # rows 0..14 are the labelled texts in file order, then the transfer texts
+    task = get_task("sequence")
+    ex = task.read(root / "few.jsonl", "text", "label")[:4]
+    enc = task.encode(tm.tokenizer, ex, {n: i for i, n in enumerate(tm.labels)}, tm.specials, False, 32)
+    with torch.no_grad():
+        for i in range(4):
+            logits, _ = tm.model(torch.as_tensor(enc.ids[i])[None], torch.ones(1, len(enc.ids[i]), dtype=torch.long))
+            assert np.allclose(cache[i], logits[0].numpy(), atol=2e-2)
+    capsys.readouterr()
+    _transfer_run(root, t, "few_cached", transfer=True, cache=True)  # same data, same teacher: no second pass
+    assert "teacher logits: reusing" in capsys.readouterr().out
+
+
+def test_transfer_texts_are_refused_for_ner(tmp_path, teacher, capsys):
+    root, t = teacher
+    cfg = yaml.safe_load(distill_config(root, "ner_transfer", t).read_text())
+    cfg["finetune"]["task"] = "token"
+    cfg["distill"]["transfer_file"] = str(root / "train.jsonl")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["distill", str(tmp_path / "c.yaml"), "--no-progress"]) == 1
+    assert "for sequence classification" in capsys.readouterr().err
 
 
 def write_conll(path: Path, n: int, seed: int) -> str:

@@ -53,6 +53,16 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from lmforge.config.experiment import load_raw
+    from lmforge.recipes.run import run
+
+    raw, _ = load_raw(args.config, args.set)
+    cfg = load_config(args.config, args.set)
+    run(cfg, raw, from_stage=args.from_stage, only=args.only, force=args.force, progress=not args.no_progress)
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from lmforge.config.experiment import load_raw
     from lmforge.recipes.tune import tune
@@ -222,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(di)
     train_flags(di)
     di.set_defaults(func=_distill)
+
+    from lmforge.pipeline.config import STAGES
+
+    rn = sub.add_parser("run", help="every stage the config declares, in order (data → labeled_data → pretrain → "
+                                    "finetune → tune → distill → export → serve smoke); finished stages are "
+                                    "skipped, an interrupted one resumes")
+    with_config(rn)
+    rn.add_argument("--from", dest="from_stage", choices=STAGES, help="rerun this stage and the ones after it")
+    rn.add_argument("--only", choices=STAGES, help="(re)run this stage alone")
+    rn.add_argument("--force", action="store_true", help="rerun every stage, ignoring what is done")
+    rn.add_argument("--no-progress", action="store_true", default=False)
+    rn.set_defaults(func=_run)
 
     tu = sub.add_parser("tune", help="hyperparameter search (Optuna: grid, random, TPE; median/Hyperband pruning) "
                                      "over any config key; each trial a fresh finetune/pretrain run")

@@ -22,6 +22,7 @@ from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.transfer_config import TransferConfig
 from lmforge.training.tune_config import TuneConfig
 from lmforge.training.distill_config import DistillConfig
+from lmforge.pipeline.config import PipelineConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -33,6 +34,7 @@ class ExperimentConfig:
     seed: int = field(default=1234, metadata={"help": "seed for every random choice"})
     workers: int = field(default=0, metadata={"min": 0, "help": "processes for data work (0 = all cores)"})
     data: DataConfig = field(default_factory=DataConfig)
+    labeled_data: DataConfig = field(default_factory=DataConfig, metadata={"help": "a second dataset, labeled, for fine-tuning (prepared into <run>/labeled/data; finetune reads its splits): one config can hold an unlabeled pretraining corpus (data) and a labeled task"})
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -40,16 +42,23 @@ class ExperimentConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
     @property
+    def labeled_paths(self) -> RunPaths:
+        """Where ``labeled_data`` is prepared: ``<run>/labeled/`` (data/, tokenizer/)."""
+        return RunPaths(self.run_path / "labeled")
+
+    @property
     def paths(self) -> RunPaths:
         """The run folder and its stage folders (explicit ``*.out_dir`` / ``*.data_dir`` keys win)."""
         opt = lambda v: Path(v) if v else None  # noqa: E731
-        return RunPaths(self.run_path, data_override=opt(self.finetune.data.data_dir),
+        labeled = self.labeled_paths.data if self.labeled_data.sources else None
+        return RunPaths(self.run_path, data_override=opt(self.finetune.data.data_dir) or labeled,
                         pretrain_tokens_override=opt(self.pretrain.data_dir),
                         pretrain_override=opt(self.pretrain.out_dir), finetune_override=opt(self.finetune.out_dir),
                         transfer_override=opt(self.transfer.out_dir))

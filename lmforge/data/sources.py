@@ -125,6 +125,11 @@ def _expand(src: SourceConfig) -> list[tuple[str, int, bool]]:
     return out
 
 
+def source_files(src: SourceConfig) -> list[tuple[str, int, bool]]:
+    """The files one source names: (path or URL, size, local and uncompressed), sorted."""
+    return _expand(src)
+
+
 def _line_chunks(path: str, size: int, chunk_bytes: int) -> list[tuple[int, int, int]]:
     """Cut a local file into (start, end, first_line) ranges aligned to line starts."""
     if size <= chunk_bytes:

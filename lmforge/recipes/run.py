@@ -1,0 +1,322 @@
+"""``lmforge run CONFIG``: every stage one config declares, in order, skipping what is done.
+
+Stages, in this order (a stage runs when the config declares it, or when ``pipeline.stages``
+names it)::
+
+    data          data prepare of ``data`` (a ``data`` section with sources)
+    labeled_data  data prepare of ``labeled_data`` into <run>/labeled/ (reusing data's tokenizer)
+    pretrain      a ``pretrain`` section
+    finetune      a ``finetune`` section (it evaluates its best model on val and test)
+    tune          a ``tune`` section
+    distill       a ``distill`` section
+    export        a verified ONNX folder (+ int8) of the last trained model (``pipeline.export``)
+    serve         one smoke request to a server on the export
+
+Each stage has a *key*: a hash of its config sections, of its inputs (sizes and times of the
+source files, for data stages) and of the keys of the stages it reads from. Stamps under
+``<run>/pipeline/``::
+
+    <stage>.started.json   the key when the stage began
+    <stage>.done.json      the key, wall time and result once it finished
+    summary.json, summary.md
+
+A stage whose done stamp has the current key (and whose outputs exist) is skipped; one whose
+started stamp has the current key was interrupted and resumes (training from its last
+checkpoint, data prepare from its per-unit markers); anything else starts fresh. A changed
+upstream stage changes the keys of what reads from it, so those rerun. ``--from STAGE`` reruns
+that stage and the ones after it, ``--only STAGE`` just that one, ``--force`` everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from lmforge.config.experiment import ExperimentConfig
+from lmforge.config.schema import to_dict
+from lmforge.errors import UsageError
+from lmforge.layout import ensure_dir, list_checkpoints, splits_dir
+from lmforge.pipeline.config import STAGES
+
+
+def _say(msg: str) -> None:
+    print(f"[run] {msg}", flush=True)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sections: tuple[str, ...]  # config sections (dotted) the key covers
+    needs: tuple[str, ...]  # stages it reads from (their keys join its key when declared)
+    outputs: Callable[[ExperimentConfig], list[Path]]  # must exist for a skip
+    run: Callable[[ExperimentConfig, dict, bool, bool], dict]  # (cfg, raw, resume, progress) -> result
+
+
+# -- what each stage does ------------------------------------------------------------------------
+
+
+def _data(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.data.prepare import prepare
+    from lmforge.errors import writing
+
+    with writing(cfg.paths.data):
+        m = prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
+                    progress=progress)
+    return {"splits": {s: v["docs"] for s, v in m["splits"].items()}, "manifest": str(cfg.paths.data / "manifest.json")}
+
+
+def _labeled_tokenizer(cfg: ExperimentConfig):
+    """The labeled set is tokenized with the pretraining corpus's tokenizer when there is one."""
+    return replace(cfg.tokenizer, path=str(cfg.paths.tokenizer)) if cfg.data.sources else cfg.tokenizer
+
+
+def _labeled_data(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.data.prepare import prepare
+    from lmforge.errors import writing
+
+    paths = cfg.labeled_paths
+    with writing(paths.data):
+        m = prepare(cfg.labeled_data, _labeled_tokenizer(cfg), paths, seed=cfg.seed, workers=cfg.num_workers,
+                    name=f"{cfg.name}-labeled", progress=progress)
+    return {"splits": {s: v["docs"] for s, v in m["splits"].items()}, "manifest": str(paths.data / "manifest.json")}
+
+
+def _pretrain(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.recipes.pretrain import pretrain
+
+    resume = resume and bool(list_checkpoints(cfg.paths.pretrain.checkpoints))
+    s = pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=resume, overwrite=not resume, progress=progress)
+    return {"best_val_loss": s["best"]["val_loss"], "steps": s["steps"], "folder": str(cfg.paths.pretrain.root)}
+
+
+def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.recipes.finetune import finetune
+
+    resume = resume and bool(list_checkpoints(cfg.paths.finetune.checkpoints))
+    s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
+                 progress=progress)
+    return {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
+
+
+def _tune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.recipes.tune import tune
+
+    study = cfg.run_path / "tune" / "study.db"
+    resume = resume and study.is_file()
+    out = tune(cfg.tune, cfg.finetune, raw, name=cfg.name, seed=cfg.seed, run_dir=cfg.run_path, resume=resume,
+               overwrite=not resume)
+    return {"best_trial": out.get("number"), "best_value": out.get("value"), "best_params": out.get("params")}
+
+
+def _distill(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.recipes.distill import distill
+
+    out = distill(cfg.distill, cfg.finetune, cfg.pretrain, cfg.model, cfg.paths, cfg.seed, name=cfg.name,
+                  resume=resume, overwrite=not resume, progress=progress)
+    d = out["distill"]
+    return {"student": d["student"].get("val"), "speedup_batch32": d["speedup_batch32"]}
+
+
+def trained_model(cfg: ExperimentConfig, declared: list[str]) -> Path:
+    """The model the export and serve stages ship: the fine-tuned one, else the pretrained one."""
+    if "finetune" in declared:
+        return cfg.paths.finetune.root
+    if "pretrain" in declared:
+        return cfg.paths.pretrain.root
+    raise UsageError("the export and serve stages need a trained model: declare a finetune or pretrain section")
+
+
+def _export_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.run_path / "export" / "onnx"
+
+
+def _export(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.export.config import ExportConfig
+    from lmforge.export.onnx import export_onnx
+    from lmforge.export.onnx_lm import export_lm_onnx, is_lm_source
+
+    model = trained_model(cfg, declared_stages(cfg, raw))
+    ec = ExportConfig(model=str(model), quantize="int8" if cfg.pipeline.export == "onnx_int8" else None,
+                      out=str(_export_dir(cfg)))
+    rec = export_lm_onnx(ec) if is_lm_source(str(model)) else export_onnx(ec)
+    v = rec["verification"]
+    diff = v.get("max_abs_diff", v.get("max_abs_logit_diff"))
+    _say(f"export: ONNX of {model} → {rec['out']} (verified, max |Δ| {diff:.2e})")
+    return {"folder": str(rec["out"]), "max_abs_diff": diff, "int8": (Path(rec["out"]) / "model.int8.onnx").is_file()}
+
+
+def _smoke_text(cfg: ExperimentConfig, causal_lm: bool) -> str:
+    if cfg.pipeline.smoke:
+        return cfg.pipeline.smoke
+    if causal_lm:
+        return "The"
+    test = splits_dir(cfg.paths.finetune_data) / "test"
+    for f in sorted(test.glob("*.jsonl")) if test.is_dir() else []:
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                return json.loads(line)["text"]
+    return "hello"
+
+
+def _serve(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge.export.onnx_lm import is_lm_source
+    from lmforge.serving.config import ServeConfig
+    from lmforge.serving.server import smoke
+
+    model = trained_model(cfg, declared_stages(cfg, raw))
+    folder = _export_dir(cfg)
+    onnx_file = "model.int8.onnx" if (folder / "model.int8.onnx").is_file() else "model.onnx"
+    text = _smoke_text(cfg, is_lm_source(str(model)))
+    body = smoke(ServeConfig(model=str(folder), backend="onnx", onnx_file=onnx_file, port=0), text)
+    return {"model": str(folder / onnx_file), "request": text[:200], "response": json.dumps(body)[:500]}
+
+
+STAGE_TABLE: dict[str, Stage] = {s.name: s for s in (
+    Stage("data", ("data", "tokenizer", "seed"), (), lambda c: [c.paths.data / "manifest.json"], _data),
+    Stage("labeled_data", ("labeled_data", "tokenizer", "seed"), ("data",),
+          lambda c: [c.labeled_paths.data / "manifest.json"], _labeled_data),
+    Stage("pretrain", ("pretrain", "model", "seed"), ("data",), lambda c: [c.paths.pretrain.summary], _pretrain),
+    Stage("finetune", ("finetune", "model", "seed"), ("data", "labeled_data", "pretrain"),
+          lambda c: [c.paths.finetune.summary, c.paths.finetune.best], _finetune),
+    Stage("tune", ("tune", "finetune", "model", "seed"), ("data", "labeled_data", "pretrain"),
+          lambda c: [c.run_path / "tune" / "best.yaml"], _tune),
+    Stage("distill", ("distill", "finetune", "pretrain", "model", "seed"), ("data", "labeled_data", "pretrain",
+                                                                             "finetune"),
+          lambda c: [c.paths.finetune.root.parent / "distill" / "distill.json"], _distill),
+    Stage("export", ("pipeline.export",), ("pretrain", "finetune"), lambda c: [_export_dir(c) / "model.onnx"],
+          _export),
+    Stage("serve", ("pipeline.smoke",), ("export",), lambda c: [], _serve),
+)}
+assert tuple(STAGE_TABLE) == STAGES
+
+
+# -- keys and stamps -----------------------------------------------------------------------------
+
+
+def declared_stages(cfg: ExperimentConfig, raw: dict) -> list[str]:
+    """The stages this config runs, in pipeline order."""
+    if cfg.pipeline.stages is not None:
+        return [s for s in STAGES if s in cfg.pipeline.stages]
+    have = {"data": bool(cfg.data.sources), "labeled_data": bool(cfg.labeled_data.sources),
+            **{s: s in raw for s in ("pretrain", "finetune", "tune", "distill")}}
+    trained = have["pretrain"] or have["finetune"]
+    have["export"] = have["serve"] = trained and cfg.pipeline.export != "none"
+    return [s for s in STAGES if have[s]]
+
+
+def _section(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _source_stamps(data) -> list:
+    """Path, size and modification time of every file the sources name (builtins by name)."""
+    from lmforge.data.sources import source_files
+
+    out = []
+    for src in data.sources:
+        if src.builtin:
+            out.append(["builtin", src.builtin])
+            continue
+        for url, size, _ in source_files(src):
+            out.append([url, size, os.stat(url).st_mtime_ns if os.path.exists(url) else None])
+    return out
+
+
+def stage_keys(cfg: ExperimentConfig, stages: list[str]) -> dict[str, str]:
+    d = to_dict(cfg)
+    keys: dict[str, str] = {}
+    for name in stages:
+        st = STAGE_TABLE[name]
+        parts = {"sections": {s: _section(d, s) for s in st.sections},
+                 "upstream": {u: keys[u] for u in st.needs if u in keys}}
+        if name == "data":
+            parts["inputs"] = _source_stamps(cfg.data)
+        elif name == "labeled_data":
+            parts["inputs"] = _source_stamps(cfg.labeled_data)
+            parts["tokenizer"] = to_dict(_labeled_tokenizer(cfg))
+        keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return keys
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+
+
+# -- the recipe ----------------------------------------------------------------------------------
+
+
+def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, only: Optional[str] = None,
+        force: bool = False, progress: bool = True) -> dict:
+    """Run the declared stages; returns ``{stage: {"status", "seconds", "result"}}`` (also in
+    ``<run>/pipeline/summary.json`` and ``summary.md``)."""
+    if from_stage and only:
+        raise UsageError("give --from or --only, not both")
+    stages = declared_stages(cfg, raw)
+    if not stages:
+        raise UsageError("this config declares no stage: give data sources, a pretrain or finetune section, ... "
+                         "or list them in pipeline.stages")
+    for flag, name in (("--from", from_stage), ("--only", only)):
+        if name is not None and name not in stages:
+            raise UsageError(f"{flag} {name}: not a stage of this config; its stages are {stages}")
+    keys = stage_keys(cfg, stages)
+    stamps = ensure_dir(cfg.run_path / "pipeline", "pipeline stamps")
+    first_forced = stages.index(from_stage) if from_stage else (0 if force else len(stages))
+    t_run = time.time()
+    _say(f"{cfg.name}: stages {' → '.join(stages)}" + (f" (only {only})" if only else "")
+         + (f" (from {from_stage})" if from_stage else "") + (" (forced)" if force else ""))
+    record: dict[str, dict] = {}
+    for i, name in enumerate(stages):
+        st = STAGE_TABLE[name]
+        done_file, started_file = stamps / f"{name}.done.json", stamps / f"{name}.started.json"
+        done, started = _read(done_file), _read(started_file)
+        if (only and name != only) or (from_stage and i < first_forced):
+            fresh = done is not None and done.get("key") == keys[name]
+            record[name] = {"status": "not run" + ("" if fresh else " (not done for this config)")}
+            continue
+        forced = i >= first_forced or only == name
+        if not forced and done and done.get("key") == keys[name] and all(p.exists() for p in st.outputs(cfg)):
+            _say(f"{name}: done ({done.get('seconds', 0):.0f} s on {done.get('finished', '?')}); its config, inputs "
+                 "and upstream stages are unchanged — skipped")
+            record[name] = {"status": "skipped", "seconds": 0.0, "result": done.get("result")}
+            continue
+        resume = not forced and started is not None and started.get("key") == keys[name]
+        why = "resumed after an interruption" if resume else (
+            "forced" if forced else "config or upstream changed" if done else "first run")
+        _say(f"{name}: {why}")
+        done_file.unlink(missing_ok=True)
+        _write(started_file, {"stage": name, "key": keys[name], "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        t = time.time()
+        result = st.run(cfg, raw, resume, progress)
+        seconds = round(time.time() - t, 1)
+        _write(done_file, {"stage": name, "key": keys[name], "seconds": seconds, "result": result,
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        record[name] = {"status": "resumed" if resume else "ran", "seconds": seconds, "result": result}
+    total = round(time.time() - t_run, 1)
+    summary = {"name": cfg.name, "config_hash": cfg.hash(), "stages": record, "seconds": total}
+    _write(stamps / "summary.json", summary)
+    lines = [f"# Run {cfg.name}", "", f"Config hash {summary['config_hash']}; {total:.0f} s in all.", "",
+             "| stage | status | seconds | result |", "|---|---|---:|---|"]
+    for name, r in record.items():
+        res = json.dumps(r.get("result"), default=str) if r.get("result") is not None else ""
+        lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {res[:300].replace('|', '/')} |")
+    (stamps / "summary.md").write_text("\n".join(lines) + "\n")
+    ran = [n for n, r in record.items() if r["status"] in ("ran", "resumed")]
+    _say(f"done in {total:.0f} s: ran {ran or 'nothing'}, skipped "
+         f"{[n for n, r in record.items() if r['status'] == 'skipped'] or 'nothing'} → {stamps / 'summary.md'}")
+    return record

@@ -1,0 +1,117 @@
+"""``lmforge run``: one config, every stage in order; skip what is done, rerun what changed,
+resume what a kill -9 interrupted."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import _corpus, write_keyword_data
+from lmforge.cli import main
+
+NO_REPEAT_FILTERS = {"max_dup_line_frac": None, "max_top_ngram_frac": None, "max_dup_ngram_frac": None}
+
+
+def pipeline_config(root: Path, name: str = "pipe", **pipeline) -> Path:
+    if not (root / "corpus.jsonl").exists():
+        _corpus(root / "corpus.jsonl", n=300, seed=5)
+        write_keyword_data(root / "labeled.jsonl", 240, 7, ["a", "b", "c"])
+    run = root / name
+    cfg = {"name": name, "run_dir": str(run), "seed": 3, "workers": 1,
+           "data": {"sources": [{"path": str(root / "corpus.jsonl")}], "dedup": {"near": False},
+                    "split": {"val": 0.1, "test": 0.05}, "pack": {"seq_len": 32}},
+           "tokenizer": {"type": "bpe", "vocab_size": 300},
+           "labeled_data": {"sources": [{"path": str(root / "labeled.jsonl"), "label_field": "label"}],
+                            "labels": ["a", "b", "c"], "filter": NO_REPEAT_FILTERS,
+                            "dedup": {"exact": False, "near": False}, "split": {"val": 0.15, "test": 0.15}},
+           "model": {"arch": "decoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64},
+           "pretrain": {"max_steps": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+                        "eval_every": 10, "eval_batches": 2, "save_every": 5, "log_every": 5, "threads": 1},
+           "finetune": {"task": "sequence", "init": str(run / "pretrain"), "data": {"max_length": 32},
+                        "optim": {"lr": 3e-3}, "loop": {"epochs": 12, "batch_size": 16, "threads": 1},
+                        "classifier_dropout": 0.0},
+           "pipeline": {"export": "onnx", **pipeline}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def stamps(run: Path) -> dict:
+    return json.loads((run / "pipeline" / "summary.json").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = pipeline_config(root)
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    return root, cfg
+
+
+def test_one_config_runs_every_stage(finished):
+    root, cfg = finished
+    run = root / "pipe"
+    s = stamps(run)
+    assert list(s) == ["data", "labeled_data", "pretrain", "finetune", "export", "serve"]
+    assert all(v["status"] == "ran" for v in s.values())
+    # the labeled set was tokenized with the pretraining corpus's tokenizer, and fine-tuning read it
+    labeled = json.loads((run / "labeled" / "data" / "manifest.json").read_text())
+    assert labeled["tokenizer"]["trained"] is False and labeled["tokenizer"]["source"] == str(run / "tokenizer")
+    ft = json.loads((run / "finetune" / "summary.json").read_text())
+    assert ft["labels"] == ["a", "b", "c"] and ft["results"]["test"]["accuracy"] > 0.5
+    assert "pretrain" in ft["start"] or str(run / "pretrain") in ft["start"]
+    assert (run / "export" / "onnx" / "model.onnx").is_file()
+    assert json.loads(s["serve"]["result"]["response"])["results"][0]["label"] in ("a", "b", "c")
+    assert "| finetune | ran |" in (run / "pipeline" / "summary.md").read_text()
+
+
+def test_a_second_run_skips_everything_and_a_change_reruns_what_depends_on_it(finished, capsys):
+    root, cfg = finished
+    run = root / "pipe"
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    assert all(v["status"] == "skipped" for v in stamps(run).values())
+    assert "unchanged — skipped" in capsys.readouterr().out
+    # a fine-tuning change: data and pretraining stay, fine-tuning and what ships it rerun
+    assert main(["run", str(cfg), "--no-progress", "--set", "finetune.loop.epochs=3"]) == 0
+    s = stamps(run)
+    assert [n for n, v in s.items() if v["status"] == "skipped"] == ["data", "labeled_data", "pretrain"]
+    assert [n for n, v in s.items() if v["status"] == "ran"] == ["finetune", "export", "serve"]
+    # --only reruns one stage; the others are not touched
+    assert main(["run", str(cfg), "--no-progress", "--set", "finetune.loop.epochs=3", "--only", "serve"]) == 0
+    s = stamps(run)
+    assert s["serve"]["status"] == "ran" and s["finetune"]["status"] == "not run"
+
+
+def test_bad_stage_flags_are_usage_errors(finished, capsys):
+    root, cfg = finished
+    assert main(["run", str(cfg), "--from", "tune"]) == 2
+    assert "--from tune: not a stage of this config" in capsys.readouterr().err
+
+
+def test_kill_9_mid_pipeline_then_the_same_command_continues(tmp_path):
+    """SIGKILL while pretraining writes its 2nd checkpoint; the rerun skips data, resumes pretraining
+    from its last checkpoint and ends with the same model as a run that was never interrupted."""
+    cfg = pipeline_config(tmp_path, "killed")
+    cmd = [sys.executable, "-m", "lmforge", "run", str(cfg), "--no-progress"]
+    env = {**os.environ, "LMFORGE_FAULT": "checkpoint.before_rename:2"}
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr[-2000:]
+    run = tmp_path / "killed"
+    assert (run / "pipeline" / "data.done.json").is_file() and not (run / "pipeline" / "pretrain.done.json").exists()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "data: done" in p.stdout and "pretrain: resumed after an interruption" in p.stdout
+    s = stamps(run)
+    assert s["data"]["status"] == "skipped" and s["pretrain"]["status"] == "resumed"
+    assert s["serve"]["status"] == "ran"
+    # the reference: the same config, never interrupted
+    ref_cfg = pipeline_config(tmp_path, "reference")
+    assert main(["run", str(ref_cfg), "--no-progress", "--only", "data"]) == 0
+    assert main(["run", str(ref_cfg), "--no-progress", "--only", "pretrain"]) == 0
+    got = json.loads((run / "pretrain" / "summary.json").read_text())
+    want = json.loads((tmp_path / "reference" / "pretrain" / "summary.json").read_text())
+    assert got["best"]["val_loss"] == pytest.approx(want["best"]["val_loss"], abs=1e-6)

@@ -16,15 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/lmforge data prepare quickstart
-	$(VENV)/bin/lmforge data prepare quickstart_labeled
-	$(VENV)/bin/lmforge pretrain quickstart --overwrite
+	$(VENV)/bin/lmforge run quickstart
 	$(VENV)/bin/lmforge generate runs/quickstart/pretrain --prompt "Return the" --max-new-tokens 60
-	$(VENV)/bin/lmforge finetune quickstart_labeled --overwrite
-	$(VENV)/bin/lmforge evaluate runs/quickstart_labeled/finetune --data-dir runs/quickstart_labeled/data --split test
-	$(VENV)/bin/lmforge export runs/quickstart_labeled/finetune --quantize int8
-	$(VENV)/bin/lmforge serve runs/quickstart_labeled/finetune --smoke "Return a logger with the specified name."
-	$(VENV)/bin/lmforge serve runs/quickstart/pretrain --smoke "Return the"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

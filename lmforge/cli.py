@@ -63,6 +63,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmforge.errors import UsageError
+    from lmforge.reporting.render import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"{args.run_dir}: no such run folder (give runs/<name>)")
+    page = write_report(args.run_dir, args.out)
+    print(f"report: {page} (and {page.with_suffix('.md')})")
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     from lmforge.config.experiment import load_raw
     from lmforge.recipes.tune import tune
@@ -244,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--force", action="store_true", help="rerun every stage, ignoring what is done")
     rn.add_argument("--no-progress", action="store_true", default=False)
     rn.set_defaults(func=_run)
+
+    rp = sub.add_parser("report", help="one HTML page (figures embedded, opens offline) and the same as Markdown "
+                                       "about a run folder: data, tokenizer, training curves, metrics, ROC/PR, "
+                                       "calibration, mistakes, export, lineage")
+    rp.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
+    rp.add_argument("--out", help="output folder (default <run>/report)")
+    rp.set_defaults(func=_report)
 
     tu = sub.add_parser("tune", help="hyperparameter search (Optuna: grid, random, TPE; median/Hyperband pruning) "
                                      "over any config key; each trial a fresh finetune/pretrain run")

@@ -199,3 +199,33 @@ def make_hf_lm(tokenizer_dir):
             shutil.copy2(f, Path(folder) / f.name)
         return Path(folder)
     return make
+
+
+NO_REPEAT_FILTERS = {"max_dup_line_frac": None, "max_top_ngram_frac": None, "max_dup_ngram_frac": None}
+
+
+def pipeline_config(root: Path, name: str = "pipe", **pipeline) -> Path:
+    """A one-config pipeline (corpus + labeled set → pretrain → finetune → ONNX export → serve) on tiny data."""
+    if not (root / "corpus.jsonl").exists():
+        _corpus(root / "corpus.jsonl", n=300, seed=5)
+        write_keyword_data(root / "labeled.jsonl", 240, 7, ["a", "b", "c"])
+    run = root / name
+    cfg = {"name": name, "run_dir": str(run), "seed": 3, "workers": 1,
+           "data": {"sources": [{"path": str(root / "corpus.jsonl")}], "dedup": {"near": False},
+                    "split": {"val": 0.1, "test": 0.05}, "pack": {"seq_len": 32}},
+           "tokenizer": {"type": "bpe", "vocab_size": 300},
+           "labeled_data": {"sources": [{"path": str(root / "labeled.jsonl"), "label_field": "label"}],
+                            "labels": ["a", "b", "c"], "filter": NO_REPEAT_FILTERS,
+                            "dedup": {"exact": False, "near": False}, "split": {"val": 0.15, "test": 0.15}},
+           "model": {"arch": "decoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64},
+           "pretrain": {"max_steps": 20, "batch_size": 4, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+                        "eval_every": 10, "eval_batches": 2, "save_every": 5, "log_every": 5, "threads": 1},
+           "finetune": {"task": "sequence", "init": str(run / "pretrain"), "data": {"max_length": 32},
+                        "optim": {"lr": 3e-3}, "loop": {"epochs": 12, "batch_size": 16, "threads": 1},
+                        "classifier_dropout": 0.0},
+           "pipeline": {"export": "onnx", **pipeline}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+

@@ -3,7 +3,9 @@
 Classification: accuracy; precision/recall/F1 macro, micro, weighted and per class; ROC-AUC
 (binary on the positive-class probability; multi-class one-vs-rest, macro over the classes
 present in the gold labels); confusion matrix (rows = gold, columns = predicted); mean
-cross-entropy. Entities: seqeval's CoNLL-style exact span matching (IOB2), micro P/R/F1 and per
+cross-entropy; curves for plots (:func:`classification_curves`): ROC and precision-recall
+(binary: the positive class; multi-class: one-vs-rest per class), and calibration (a reliability
+table of confidence vs accuracy in 10 bins, and the expected calibration error). Entities: seqeval's CoNLL-style exact span matching (IOB2), micro P/R/F1 and per
 entity type, plus word-level tag accuracy.
 """
 
@@ -79,3 +81,40 @@ def metric_value(metrics: dict, name: str) -> float:
         return -metrics["loss"]
     v = metrics.get(name)
     return -math.inf if v is None else float(v)
+
+
+def _thin(xs: np.ndarray, n: int = 101) -> list[float]:
+    """At most ``n`` points of a curve (first and last kept), rounded for JSON."""
+    idx = np.unique(np.linspace(0, len(xs) - 1, min(n, len(xs))).round().astype(int))
+    return [round(float(v), 5) for v in xs[idx]]
+
+
+def classification_curves(y_true: np.ndarray, probs: np.ndarray, labels: list[str], bins: int = 10) -> dict:
+    """ROC and precision-recall curves per scored class, and calibration of the top prediction."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+    K = len(labels)
+    present = sorted(set(int(x) for x in y_true))
+    classes = [1] if K == 2 else (present if len(present) >= 2 else [])
+    roc, pr = {}, {}
+    for k in classes:
+        pos = y_true == k
+        if pos.all() or not pos.any():
+            continue
+        fpr, tpr, _ = roc_curve(pos, probs[:, k])
+        prec, rec, _ = precision_recall_curve(pos, probs[:, k])
+        roc[labels[k]] = {"fpr": _thin(fpr), "tpr": _thin(tpr)}
+        pr[labels[k]] = {"recall": _thin(rec[::-1]), "precision": _thin(prec[::-1]),
+                         "average_precision": float(average_precision_score(pos, probs[:, k]))}
+    conf = probs.max(1)
+    right = probs.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if m.any():
+            c, a = float(conf[m].mean()), float(right[m].mean())
+            table.append({"low": round(float(lo), 2), "high": round(float(hi), 2), "confidence": round(c, 4),
+                          "accuracy": round(a, 4), "count": int(m.sum())})
+            ece += m.mean() * abs(c - a)
+    return {"roc_curves": roc, "pr_curves": pr, "calibration": table, "ece": float(ece)}

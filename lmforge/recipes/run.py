@@ -293,7 +293,8 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
         if not forced and done and done.get("key") == keys[name] and all(p.exists() for p in st.outputs(cfg)):
             _say(f"{name}: done ({done.get('seconds', 0):.0f} s on {done.get('finished', '?')}); its config, inputs "
                  "and upstream stages are unchanged — skipped")
-            record[name] = {"status": "skipped", "seconds": 0.0, "result": done.get("result")}
+            record[name] = {"status": "skipped", "seconds": 0.0, "ran_seconds": done.get("seconds"),
+                            "finished": done.get("finished"), "result": done.get("result")}
             continue
         resume = not forced and started is not None and started.get("key") == keys[name]
         why = "resumed after an interruption" if resume else (
@@ -306,7 +307,8 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
         seconds = round(time.time() - t, 1)
         _write(done_file, {"stage": name, "key": keys[name], "seconds": seconds, "result": result,
                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-        record[name] = {"status": "resumed" if resume else "ran", "seconds": seconds, "result": result}
+        record[name] = {"status": "resumed" if resume else "ran", "seconds": seconds, "ran_seconds": seconds,
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
     total = round(time.time() - t_run, 1)
     summary = {"name": cfg.name, "config_hash": cfg.hash(), "stages": record, "seconds": total}
     _write(stamps / "summary.json", summary)
@@ -316,7 +318,11 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
         res = json.dumps(r.get("result"), default=str) if r.get("result") is not None else ""
         lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {res[:300].replace('|', '/')} |")
     (stamps / "summary.md").write_text("\n".join(lines) + "\n")
+    from lmforge.reporting.render import write_report
+
+    page = write_report(cfg.run_path)
     ran = [n for n, r in record.items() if r["status"] in ("ran", "resumed")]
     _say(f"done in {total:.0f} s: ran {ran or 'nothing'}, skipped "
-         f"{[n for n, r in record.items() if r['status'] == 'skipped'] or 'nothing'} → {stamps / 'summary.md'}")
+         f"{[n for n, r in record.items() if r['status'] == 'skipped'] or 'nothing'}")
+    _say(f"report: {page} (and {page.with_suffix('.md')})")
     return record

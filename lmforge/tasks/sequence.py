@@ -8,7 +8,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from lmforge.data.labeled_files import Example, read_prepared_split, read_records
-from lmforge.evaluation.metrics import classification_metrics
+from lmforge.evaluation.metrics import classification_curves, classification_metrics
 from lmforge.tasks.encoding import Encoded, encode_sequences
 
 
@@ -33,7 +33,15 @@ class SequenceTask:
         return encode_sequences(tok, examples, label_ids, specials, causal, max_length, on_overflow)
 
     def score(self, probs: list[np.ndarray], enc: Encoded, examples: list[Example], labels: list[str]) -> dict:
-        return classification_metrics(np.asarray(enc.labels), np.stack(probs), labels)
+        y, p = np.asarray(enc.labels), np.stack(probs)
+        m = classification_metrics(y, p, labels)
+        m.update(classification_curves(y, p, labels))
+        wrong = np.flatnonzero(p.argmax(1) != y)
+        worst = wrong[np.argsort(-p[wrong].max(1), kind="stable")][:10]  # the most confident mistakes
+        m["confident_mistakes"] = [{"line": examples[i].line, "text": str(examples[i].text)[:300],
+                                    "gold": labels[y[i]], "predicted": labels[int(p[i].argmax())],
+                                    "confidence": round(float(p[i].max()), 4)} for i in worst]
+        return m
 
     def format(self, examples: list[Example], enc: Encoded, probs: list[np.ndarray],
                labels: list[str]) -> Iterator[dict]:

@@ -274,12 +274,39 @@ def _copy_model_files(tm: TaskModel, dst: Path) -> None:
             shutil.copy2(tm.folder / name, dst / name)
 
 
+def _training_results(tm: TaskModel) -> dict:
+    """The fine-tuning run's final evaluation (``summary.json`` beside ``best/``), if there is one."""
+    summary = tm.folder.parent / "summary.json"
+    try:
+        return json.loads(summary.read_text()).get("results") or {} if summary.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def model_card(tm: TaskModel, record: dict) -> str:
-    """A Hugging Face style model card from the export's own records."""
+    """A Hugging Face style model card from the export's own records (and, when the model comes
+    from a fine-tuning run, that run's evaluation as ``model-index`` results)."""
     meta = tm.meta
     v = record["verification"]
-    lines = ["---", "library_name: onnx", f"pipeline_tag: {'token-classification' if tm.model.task == 'token' else 'text-classification'}",
-             "tags: [lmforge, onnx]", "---", "", f"# {tm.folder.parent.name or tm.folder.name} (ONNX)", "",
+    pipeline_tag = "token-classification" if tm.model.task == "token" else "text-classification"
+    name = tm.folder.parent.parent.name if tm.folder.parent.name == "finetune" else (tm.folder.parent.name
+                                                                                   or tm.folder.name)
+    results = _training_results(tm)
+    keys = ("accuracy", "f1_macro", "roc_auc", "entity_f1", "entity_precision", "entity_recall")
+    front = []
+    if results:
+        front = ["model-index:", f"- name: {json.dumps(name)}", "  results:"]
+        for split, m in results.items():
+            scored = [(k, m[k]) for k in keys if isinstance(m.get(k), (int, float))]
+            if not scored:
+                continue
+            front += [f"  - task: {{type: {pipeline_tag}}}",
+                      f"    dataset: {{name: {json.dumps(f'{split} split of the fine-tuning data')}, type: custom, "
+                      f"split: {split}}}", "    metrics:"]
+            front += [f"    - {{type: {k}, value: {round(float(val), 4)}, name: {json.dumps(f'{split} {k}')}}}"
+                      for k, val in scored]
+    lines = ["---", "library_name: onnx", f"pipeline_tag: {pipeline_tag}", "tags: [lmforge, onnx]", *front, "---",
+             "", f"# {name} (ONNX)", "",
              f"A {tm.model.task} classifier exported by lmforge from `{tm.folder}`.", "",
              "## Model", "",
              f"- task: {tm.model.task}; labels: {', '.join(tm.labels)}",
@@ -292,6 +319,15 @@ def model_card(tm: TaskModel, record: dict) -> str:
     if "int8" in record:
         lines += [f"int8 (`model.int8.onnx`): max |Δ logit| = {record['int8']['max_abs_logit_diff']:.3g}, "
                   f"{record['int8']['bytes'] / 1e6:.1f} MB vs {record['files']['model.onnx'] / 1e6:.1f} MB.", ""]
+    if results:
+        lines += ["## Evaluation (PyTorch weights, from the fine-tuning run)", "",
+                  "| split | " + " | ".join(k for k in keys if any(k in m for m in results.values())) + " | examples |",
+                  "| --- |" + " --- |" * (sum(any(k in m for m in results.values()) for k in keys) + 1)]
+        for split, m in results.items():
+            lines.append(f"| {split} | " + " | ".join(
+                f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"
+                for k in keys if any(k in mm for mm in results.values())) + f" | {m.get('examples', 'n/a')} |")
+        lines.append("")
     if "quality" in record:
         q = record["quality"]
         lines += [f"## Quality on `{q['file']}` ({q['examples']} examples)", "",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import pipeline_config
 from lmforge.cli import main
@@ -38,6 +39,14 @@ def test_one_config_runs_every_stage(finished):
     assert ft["labels"] == ["a", "b", "c"] and ft["results"]["test"]["accuracy"] > 0.5
     assert "pretrain" in ft["start"] or str(run / "pretrain") in ft["start"]
     assert (run / "export" / "onnx" / "model.onnx").is_file()
+    # the exported folder's model card carries the fine-tuning run's evaluation as model-index results
+    card = (run / "export" / "onnx" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    results = {r["dataset"]["split"]: {m["type"]: m["value"] for m in r["metrics"]}
+               for r in front["model-index"][0]["results"]}
+    assert front["model-index"][0]["name"] == "pipe"
+    assert results["test"]["accuracy"] == round(ft["results"]["test"]["accuracy"], 4)
+    assert "## Evaluation" in card and "more information needed" not in card.lower()
     assert json.loads(s["serve"]["result"]["response"])["results"][0]["label"] in ("a", "b", "c")
     assert "| finetune | ran |" in (run / "pipeline" / "summary.md").read_text()
 

@@ -202,9 +202,63 @@ def _config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_diff(args: argparse.Namespace) -> int:
+    """Keys whose resolved values differ between two configs (defaults filled in on both sides)."""
+    import json
+
+    from lmforge.config.schema import to_dict
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else k
+            out.update(flat(v, key) if isinstance(v, dict) and v else {key: v})
+        return out
+
+    a = flat(to_dict(load_config(args.a, args.set)))
+    b = flat(to_dict(load_config(args.b, args.set)))
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    for k in changed:
+        print(f"{k}: {json.dumps(a.get(k))} → {json.dumps(b.get(k))}")
+    print(f"{len(changed)} key(s) differ" if changed else "no difference")
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    """The presets under configs/, each with the first line of its header comment."""
+    from lmforge.config.experiment import PRESET_DIR
+
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                      if ln.startswith("#") and ln.lstrip("# ").strip()), "")
+        print(f"{path.stem:22s} {first}")
+    return 0
+
+
+EXAMPLES = """examples:
+  lmforge run quickstart                         the whole path on built-in data (data → pretrain → finetune → export → serve)
+  lmforge run my.yaml --set finetune.optim.lr=1e-4   change a key: only what depends on it reruns
+  lmforge data prepare my.yaml --set data.sources[0].path=corpus.jsonl
+  lmforge finetune my.yaml --resume              continue from the last checkpoint
+  lmforge report runs/my                         the run's HTML report
+  lmforge configs                                the presets, one line each
+
+exit codes: 0 done, 1 failure (data, files, training), 2 bad config or usage, 130 interrupted"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmforge", description="From raw text to trained Transformers.")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("lmforge")
+    except PackageNotFoundError:
+        ver = "unknown"
+    p = argparse.ArgumentParser(prog="lmforge", description="From raw text to trained Transformers.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"lmforge {ver}")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("configs", help="list the preset configs (configs/*.yaml) with a line each").set_defaults(
+        func=_configs)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("config", help="YAML file or preset name under configs/ (e.g. quickstart)")
@@ -355,7 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the validated config with all defaults")
     with_config(show)
     show.set_defaults(func=_config_show)
+    diff = config.add_parser("diff", help="the keys whose values differ between two configs (defaults filled in)")
+    diff.add_argument("a", help="YAML file or preset")
+    diff.add_argument("b", help="YAML file or preset")
+    diff.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to both sides")
+    diff.set_defaults(func=_config_diff)
     return p
+
+
+def _check_model_paths(args: argparse.Namespace) -> None:
+    """A model or checkpoint argument that names nothing on disk is said to be missing as such
+    (not as a folder of the wrong kind). ``minilm`` is a name, not a path."""
+    from pathlib import Path
+
+    from lmforge.errors import ArtifactError
+
+    for attr in ("checkpoint", "model"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and value and value != "minilm" and not Path(value).exists():
+            parent = Path(value).parent
+            near = sorted(p.name for p in parent.iterdir())[:8] if parent.is_dir() else []
+            raise ArtifactError(f"{value}: does not exist" + (f" (in {parent}: {', '.join(near)})" if near else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         try:
+            _check_model_paths(args)
             return args.func(args)
         except OSError as exc:  # disk full, read-only, permission denied: the user's to fix, not a bug
             err = storage_error(exc)

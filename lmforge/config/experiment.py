@@ -78,8 +78,11 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` → (['a','b','c'], yaml-parsed value)."""
+def parse_override(text: str) -> tuple[list, Any]:
+    """``a.b.c=value`` → (['a','b','c'], yaml-parsed value); ``data.sources[0].path=x`` →
+    (['data', 'sources', 0, 'path'], 'x')."""
+    import re
+
     if "=" not in text:
         raise ConfigError([(text, "override must look like key.path=value, e.g. data.split.val=0.05")])
     key, _, raw = text.partition("=")
@@ -87,18 +90,52 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError([(key, f"cannot parse override value {raw!r}: {exc}")]) from None
-    return key.strip().split("."), value
+    keys: list = []
+    for part in key.strip().split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if not m:
+            raise ConfigError([(key, "a key path is names separated by dots, with [N] for list items, "
+                                     "e.g. data.sources[0].path=corpus.jsonl")])
+        keys.append(m.group(1))
+        keys += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    return keys, value
 
 
-def set_path(raw: dict, keys: list[str], value: Any) -> dict:
-    """Set ``raw[k0][k1]...[kn] = value``, creating mappings on the way."""
-    node = raw
-    for k in keys[:-1]:
-        if not isinstance(node.get(k), dict):
-            node[k] = {}
-        node = node[k]
-    node[keys[-1]] = value
+def set_path(raw: dict, keys: list, value: Any) -> dict:
+    """Set ``raw[k0][k1]...[kn] = value``, creating mappings on the way; an int key indexes an
+    existing list (an index past its end is an error naming the list's length)."""
+    node: Any = raw
+    path = ""
+    for k, nxt in zip(keys[:-1], keys[1:]):
+        node = _child(node, k, path, want_list=isinstance(nxt, int))
+        path = f"{path}[{k}]" if isinstance(k, int) else (f"{path}.{k}" if path else k)
+    last = keys[-1]
+    if isinstance(last, int):
+        _check_index(node, last, path)
+    node[last] = value
     return raw
+
+
+def _check_index(node: Any, i: int, path: str) -> None:
+    if not isinstance(node, list):
+        raise ConfigError([(path, f"[{i}] indexes a list, but {path or 'this'} is not one")])
+    if i >= len(node):
+        raise ConfigError([(f"{path}[{i}]", f"{path} has {len(node)} item(s) (indices 0..{len(node) - 1})")])
+
+
+def _child(node: Any, k, path: str, want_list: bool) -> Any:
+    if isinstance(k, int):
+        _check_index(node, k, path)
+        if not isinstance(node[k], (dict, list)):
+            node[k] = {}
+        return node[k]
+    if want_list:
+        if not isinstance(node.get(k), list):
+            raise ConfigError([(f"{path}.{k}" if path else k, "is not a list in this config, so it has no [N] items")])
+        return node[k]
+    if not isinstance(node.get(k), dict):
+        node[k] = {}
+    return node[k]
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

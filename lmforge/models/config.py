@@ -32,6 +32,13 @@ class ModelConfig:
     final_norm: bool = field(default=True, metadata={"help": "norm after the last block (pre-norm models)"})
 
     def validate(self):
+        if self.preset is not None and self.preset not in PRESETS:  # reported with the config's other problems
+            import difflib
+
+            near = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
+            yield "preset", (f"unknown preset {self.preset!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                             + f" (choose from {', '.join(PRESETS)})")
+            return
         if self.d_model % self.n_head:
             yield "d_model", f"must be divisible by n_head={self.n_head}; got {self.d_model}"
         if self.pos == "rope" and (self.d_model // max(self.n_head, 1)) % 2:

@@ -70,3 +70,20 @@ def test_describe_lists_documented_keys():
     rows = {r[0]: r for r in describe(ExperimentConfig)}
     assert "data.dedup.threshold" in rows and rows["data.dedup.threshold"][3]
     assert rows["tokenizer.vocab_size"][2] == 8000
+
+
+def test_list_items_in_overrides():
+    cfg = load_config("quickstart", ["data.sources[0].builtin=stdlib_packages", "pretrain.betas[1]=0.95"])
+    assert cfg.data.sources[0].builtin == "stdlib_packages" and cfg.pretrain.betas == [0.9, 0.95]
+    with pytest.raises(ConfigError, match=r"data.sources\[3\]: data.sources has 1 item"):
+        load_config("quickstart", ["data.sources[3].path=x"])
+    with pytest.raises(ConfigError, match="tokenizer: is not a list"):
+        load_config("quickstart", ["tokenizer[0]=x"])
+
+
+def test_a_mistyped_preset_is_reported_with_the_other_problems():
+    with pytest.raises(ConfigError) as exc:
+        load_config("quickstart", ["model.preset=tinyy", "pretrain.lr=-1"])
+    keys = [k for k, _ in exc.value.problems]
+    assert sorted(keys) == ["model.preset", "pretrain.lr"]
+    assert "did you mean 'tiny'" in str(exc.value)

@@ -21,10 +21,22 @@ class SourceConfig:
     id_field: Optional[str] = field(default=None, metadata={"help": "field holding a document id (default: file:line)"})
     group_field: Optional[str] = field(default=None, metadata={"help": "field whose value keeps records together in one split"})
     csv_header: bool = field(default=True, metadata={"help": "CSV/TSV first row is a header; if false, columns are named 0, 1, ..."})
+    encoding: str = field(default="utf-8", metadata={"help": "text encoding of the files: any Python codec (latin-1, cp1252, utf-16 for format: text, ...)"})
+    encoding_errors: Literal["strict", "replace"] = field(default="strict", metadata={"help": "strict: a record that does not decode is rejected (invalid_utf8 / invalid_encoding); replace: decoded with U+FFFD in place of the bad bytes"})
 
     def validate(self):
+        import codecs
+
         if (self.path is None) == (self.builtin is None):
             yield "path", "set exactly one of 'path' or 'builtin'"
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            yield "encoding", f"unknown encoding {self.encoding!r} (e.g. utf-8, latin-1, cp1252)"
+            return
+        if name.startswith(("utf-16", "utf-32")) and self.format != "text":
+            yield "encoding", (f"{self.encoding} is not ASCII-compatible, so records cannot be split on newlines: "
+                               "use format: text (a document per file) or convert the files to UTF-8")
 
 
 @dataclass
@@ -50,6 +62,7 @@ class CleanConfig:
 class FilterConfig:
     """Quality filters; ``null`` disables a rule. Each rejection is counted by reason."""
 
+    web_quality: Literal["auto", "on", "off"] = field(default="auto", metadata={"help": "the repetition filters below (max_dup_line_frac, max_top_ngram_frac, max_dup_ngram_frac) at their defaults: auto = on for unlabeled corpora, off for labeled data (short examples are not web pages); a value you set yourself always applies"})
     min_chars: Optional[int] = field(default=1, metadata={"min": 0})
     max_chars: Optional[int] = field(default=None, metadata={"min": 1})
     min_words: Optional[int] = field(default=1, metadata={"min": 0})
@@ -135,3 +148,17 @@ class DataConfig:
     def validate(self):
         if not self.sources:
             yield "sources", "at least one source is needed (e.g. - path: data/*.jsonl)"
+
+
+WEB_QUALITY_KEYS = ("max_dup_line_frac", "max_top_ngram_frac", "max_dup_ngram_frac")
+
+
+def effective_filter(f: "FilterConfig", labeled: bool) -> "FilterConfig":
+    """The filter that runs: ``web_quality`` applied to the repetition rules left at their defaults."""
+    from dataclasses import fields, replace
+
+    on = f.web_quality == "on" or (f.web_quality == "auto" and not labeled)
+    if on:
+        return f
+    defaults = {x.name: x.default for x in fields(FilterConfig)}
+    return replace(f, **{k: None for k in WEB_QUALITY_KEYS if getattr(f, k) == defaults[k]})

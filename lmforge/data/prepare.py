@@ -18,15 +18,17 @@ import hashlib
 import json
 import os
 import resource
+import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from lmforge import faults
 from lmforge.config.schema import to_dict
-from lmforge.data.config import DataConfig
+from lmforge.data.config import DataConfig, effective_filter
 from lmforge.data.dedup import KEEP, find_duplicates
 from lmforge.data.document import StepStats
 from lmforge.data.executor import LocalExecutor
@@ -95,6 +97,31 @@ def _say(msg: str) -> None:
     print(f"[data] {msg}", flush=True)
 
 
+DROP_WARNING = 0.2  # a step that drops more than this share of what it read is a console warning
+
+
+def _warn(msg: str) -> None:
+    print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
+    """One console line per step that dropped something (its reasons, largest first), and a
+    warning for a step that dropped more than ``DROP_WARNING`` of its input."""
+    for name, st in steps.items():
+        n = sum(st.dropped.values())
+        if not n:
+            continue
+        share = n / max(1, st.read)
+        reasons = ", ".join(f"{k} {v:,}" for k, v in st.dropped.most_common(5))
+        _say(f"  {name}: {st.read:,} → {st.kept:,} ({share:.0%} dropped: {reasons})")
+        if share > DROP_WARNING:
+            hint = {"read": "check the inputs, text_field/label_field and data.labels",
+                    "filter": "check data.filter", "clean": "check data.clean",
+                    "dedup": "check data.dedup"}.get(name, "")
+            _warn(f"the {name} step dropped {share:.0%} of its {st.read:,} records ({reasons})"
+                  + (f"; {hint}" if hint else "") + f"; each one is in {reject_dir}/")
+
+
 def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, seed: int, workers: int,
             name: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
     """Run the whole flow into ``paths.data`` (and the tokenizer into ``paths.tokenizer``) with
@@ -110,6 +137,9 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
         ensure_dir(d, "data")
     ex = LocalExecutor(workers, progress=progress)
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
+    data = replace(data, filter=effective_filter(data.filter, labeled))
+    if labeled and data.filter.web_quality == "auto":
+        _say("labeled data: the web-quality repetition filters are off (filter.web_quality: on to use them)")
     fingerprints = data.dedup.near or data.split.leak_check
     hasher = make_hasher(data, seed) if fingerprints else None
 
@@ -143,6 +173,14 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     n_docs = sum(r["docs"] for r in r1)
     _say(f"ingest: read {steps['read'].read} records, {n_docs} documents kept after clean+filter "
          f"({timings['ingest']:.1f}s)")
+    say_drops(steps, reject_dir)
+    per_file: Counter = Counter()
+    for u, r in zip(units, r1):
+        if u.format != "builtin":
+            per_file[u.path] += r["docs"]
+    for path, n in per_file.items():
+        if n == 0:
+            _warn(f"{path} contributed no document (every record dropped; reasons in {reject_dir}/)")
     if n_docs == 0:
         reasons = Counter()
         for s in steps.values():
@@ -188,6 +226,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
                                            f"{leak['total']} left" if leak["found"] else "0")
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
          f"({timings['dedup_split']:.1f}s)")
+    say_drops({"dedup": dedup_stats}, reject_dir)
     del dup, store
 
     # -- stage 2: write splits (+ augment) -------------------------------------------------
@@ -218,6 +257,11 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
         aug.extra["augmented_records_added"] = augmented
         steps["augment"] = aug
     timings["split"] = time.time() - t
+    if data.labels:
+        empty = [lb for lb in data.labels if not split_labels["train"].get(lb)]
+        if empty:
+            _warn(f"declared label(s) {empty} have no training example (data.labels lists {len(data.labels)}); "
+                  "the model cannot learn them")
     if split_docs["train"] == 0:
         raise PipelineError("the train split is empty: too few documents for the requested val/test fractions "
                             f"(kept {dedup_stats.kept}; data.split.val={data.split.val}, data.split.test={data.split.test})")

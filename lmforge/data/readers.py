@@ -107,15 +107,39 @@ class UnitReader:
                         label=label, group=str(group) if group is not None else None,
                         source=source, line=line)
 
+    @property
+    def _bad_encoding_reason(self) -> str:
+        return "invalid_utf8" if self.src.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else "invalid_encoding"
+
     def _decode(self, raw: Optional[bytes], line: int) -> Optional[str]:
         if raw is None:
             self._reject("record_too_large", line, None, f"longer than data.max_record_bytes={self.cfg.max_record_bytes}")
             return None
         try:
-            return raw.decode("utf-8")
+            return raw.decode(self.src.encoding, self.src.encoding_errors)
         except UnicodeDecodeError as exc:
-            self._reject("invalid_utf8", line, raw[:200].decode("utf-8", "replace"), str(exc))
+            self._reject(self._bad_encoding_reason, line, raw[:200].decode("utf-8", "replace"),
+                         f"{exc} (set data.sources[].encoding, e.g. latin-1, or encoding_errors: replace)")
             return None
+
+    def _binary(self) -> Optional[str]:
+        """Why the unit's file looks binary (from its first 8 KiB), or None for text: NUL bytes
+        (none in ASCII-compatible text), or over 30 % of the characters undecodable."""
+        import codecs
+
+        import fsspec
+
+        with fsspec.open(self.unit.path, "rb", compression="infer") as fh:
+            head = fh.read(8192)
+        if not head:
+            return None
+        if b"\x00" in head and not codecs.lookup(self.src.encoding).name.startswith(("utf-16", "utf-32")):
+            return f"NUL bytes in its first {len(head)} bytes (a binary file, or text in UTF-16: set encoding)"
+        text = codecs.getincrementaldecoder(self.src.encoding)("replace").decode(head, final=False)
+        bad = text.count("\ufffd") / max(1, len(text))
+        if bad > 0.3:
+            return f"{bad:.0%} of its first {len(head)} bytes are not {self.src.encoding}"
+        return None
 
     # -- formats -------------------------------------------------------------------------
     def documents(self) -> Iterator[Document]:
@@ -139,11 +163,20 @@ class UnitReader:
                 else:
                     yield item
             return
+        import sys
+
         import fsspec
 
         readers = {"lines": self._lines, "jsonl": self._jsonl, "text": self._text,
                    "csv": self._csv, "tsv": self._csv, "parquet": self._parquet}
         try:
+            why = self._binary() if fmt != "parquet" else None
+            if why is not None:  # the whole file is skipped as one counted reject, and said on the console
+                self._reject("binary_file", self.unit.first_line, None, why)
+                if self.unit.start == 0:
+                    print(f"[data] warning: {self.unit.path}: skipped, looks binary: {why}", file=sys.stderr,
+                          flush=True)
+                return
             with fsspec.open(self.unit.path, "rb", compression="infer") as fh:
                 for rec, line in readers[fmt](fh):
                     yield rec, line, None
@@ -199,7 +232,8 @@ class UnitReader:
 
     def _csv(self, fh) -> Iterator[tuple[dict, int]]:
         delimiter = "\t" if self.unit.format == "tsv" else ","
-        stream = io.TextIOWrapper(fh, encoding="utf-8", errors="surrogateescape", newline="")
+        stream = io.TextIOWrapper(fh, encoding=self.src.encoding, newline="",
+                                  errors="surrogateescape" if self.src.encoding_errors == "strict" else "replace")
         csv.field_size_limit(self.cfg.max_record_bytes)
         reader = csv.reader(stream, delimiter=delimiter)
         header: Optional[list[str]] = None
@@ -232,7 +266,8 @@ class UnitReader:
                              f"expected {len(names)} columns, got {len(row)}")
                 continue
             if any(_has_surrogates(c) for c in row):
-                self._reject("invalid_utf8", line, delimiter.join(row).encode("utf-8", "replace")[:200].decode("utf-8", "replace"))
+                self._reject(self._bad_encoding_reason, line,
+                             delimiter.join(row).encode("utf-8", "replace")[:200].decode("utf-8", "replace"))
                 continue
             yield dict(zip(names, row)), line
 

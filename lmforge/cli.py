@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="finetune output folder or HF classification folder")
     pr.add_argument("--file", required=True, help="input: .jsonl/.csv/.tsv (text field) or .txt (one text per line)")
     pr.add_argument("--text-field", help="default text")
+    pr.add_argument("--id-field", help="copy this field/column of each record into its prediction as id")
+    pr.add_argument("--with-text", action="store_true", default=S, help="copy each input text into its prediction")
     pr.add_argument("--out", help="output JSONL (default: stdout)")
     pr.add_argument("--max-length", type=int)
     pr.add_argument("--batch-size", type=int, help="default 128")

@@ -7,9 +7,13 @@ This module alone names the files and folders the stages hand to each other::
         tokens/index.json             token shards (format in lmforge.data.shards), rejected/, work/
       tokenizer/                      the run's tokenizer (an HF tokenizer folder)
       pretrain/                       TrainPaths: checkpoints/step_NNNNNNN/, tokenizer/, metrics.jsonl,
-                                      tb/, loss_curve.png, summary.json
+                                      tb/, loss_curve.png, summary.json, config.yaml (resolved)
       finetune/                       TrainPaths: best/ (HF folder), checkpoints/, eval/<split>/,
-                                      metrics.jsonl, curves.png, summary.json
+                                      metrics.jsonl, curves.png, summary.json, config.yaml (resolved)
+      labeled/data/                   the labeled_data section, prepared (lmforge run)
+      export/onnx/                    the pipeline's export (lmforge run)
+      pipeline/                       lmforge run: <stage>.started/.done.json, summary.json/.md
+      report/                         report.html, report.md, figures/
       transfer/                       results.jsonl, table.md, transfer.png, runs/<start>_<count>/
 
 A checkpoint ``step_NNNNNNN/`` records where its tokenizer is, relative to itself

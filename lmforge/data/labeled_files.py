@@ -34,6 +34,7 @@ class Example:
     label: Union[str, list[str], None]  # a label, a tag per word, or None (prediction input)
     source: str
     line: int
+    id: Optional[str] = None  # the record's own id (predict --id-field), carried to the outputs
 
 
 def _check_field(rec: dict, key: str, where: str, required: bool, blank_ok: bool = False) -> Optional[object]:
@@ -41,13 +42,23 @@ def _check_field(rec: dict, key: str, where: str, required: bool, blank_ok: bool
     value = rec.get(key)
     if value is None or (isinstance(value, str) and not value.strip() and not blank_ok):
         if required:
-            raise LabeledDataError(f"{where}: missing {key!r} (fields: {sorted(rec)}); set finetune.text_field/label_field")
+            raise LabeledDataError(f"{where}: missing {key!r} (fields: {sorted(rec)}); name the right field: "
+                                   "finetune.data.text_field / label_field in a config, --text-field (and "
+                                   "--label-field for evaluate) on the command line")
         return None
     return value
 
 
+def _id(rec: dict, id_field: Optional[str], where: str) -> Optional[str]:
+    if id_field is None:
+        return None
+    if rec.get(id_field) is None:
+        raise LabeledDataError(f"{where}: no {id_field!r} field for the record id (fields: {sorted(rec)})")
+    return str(rec[id_field])
+
+
 def read_records(path: str | Path, text_field: str = "text", label_field: str = "label",
-                 need_label: bool = True) -> list[Example]:
+                 need_label: bool = True, id_field: Optional[str] = None) -> list[Example]:
     """Sequence examples from a .jsonl/.json, .csv, .tsv or (prediction only) .txt file."""
     path = Path(path)
     if not path.is_file():
@@ -68,7 +79,8 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
                 where = f"{path}:{lineno}"
                 text = _check_field(rec, text_field, where, True)
                 label = _check_field(rec, label_field, where, need_label, blank_ok=True)
-                out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
+                out.append(Example(str(text), None if label is None else str(label), str(path), lineno,
+                                   _id(rec, id_field, where)))
     elif suffix in (".csv", ".tsv"):
         csv.field_size_limit(sys.maxsize)
         with open(path, encoding="utf-8", newline="") as fh:
@@ -78,7 +90,8 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
                 reader = csv.DictReader(fh)
             if reader.fieldnames is None or text_field not in reader.fieldnames:
                 raise LabeledDataError(f"{path}:1: header {reader.fieldnames} has no {text_field!r} column; "
-                                       "set finetune.text_field")
+                                       "name the text column: finetune.data.text_field in a config, "
+                                       "--text-field on the command line")
             for rec in reader:
                 lineno = reader.line_num
                 if None in rec:
@@ -86,7 +99,8 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
                 where = f"{path}:{lineno}"
                 text = _check_field(rec, text_field, where, True)
                 label = _check_field(rec, label_field, where, need_label, blank_ok=True)
-                out.append(Example(str(text), None if label is None else str(label), str(path), lineno))
+                out.append(Example(str(text), None if label is None else str(label), str(path), lineno,
+                                   _id(rec, id_field, where)))
     elif suffix in (".txt", ".text") and not need_label:
         with open(path, encoding="utf-8") as fh:
             out = [Example(line.rstrip("\n"), None, str(path), i) for i, line in enumerate(fh, 1) if line.strip()]

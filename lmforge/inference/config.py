@@ -32,6 +32,8 @@ class PredictConfig:
     model: str = field(default="", metadata={"help": "finetune output folder or HF classification folder"})
     file: str = field(default="", metadata={"help": ".jsonl/.csv/.tsv (text field) or .txt (one text per line); CoNLL for taggers"})
     text_field: str = "text"
+    id_field: Optional[str] = field(default=None, metadata={"help": "field (JSONL) or column (CSV/TSV) with each record's id, copied into its prediction as id"})
+    with_text: bool = field(default=False, metadata={"help": "copy each input text into its prediction"})
     out: Optional[str] = field(default=None, metadata={"help": "output JSONL (default: stdout)"})
     max_length: Optional[int] = field(default=None, metadata={"min": 4, "help": "default: the model's fine-tuning max_length"})
     batch_size: int = field(default=128, metadata={"min": 1})

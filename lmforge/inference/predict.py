@@ -19,7 +19,10 @@ def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]
     """One prediction record per input record of ``cfg.file``, in input order."""
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)
-    examples = task.read(cfg.file, cfg.text_field, "label", need_label=False)
+    if cfg.id_field and tm.model.task != "sequence":
+        raise DataError("--id-field is for classifiers' JSONL/CSV/TSV inputs; taggers' outputs carry the line")
+    examples = (task.read(cfg.file, cfg.text_field, "label", need_label=False, id_field=cfg.id_field)
+                if cfg.id_field else task.read(cfg.file, cfg.text_field, "label", need_label=False))
     if not examples:
         raise DataError(f"{cfg.file}: no records to predict")
     max_length = cfg.max_length or tm.meta.get("max_length") or tm.model.cfg.max_seq_len
@@ -27,7 +30,12 @@ def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]
     device = default_device()
     tm.model.to(device)
     probs = predict_probs(tm.model, enc, cfg.batch_size, tm.specials.pad, device, progress)
-    yield from task.format(examples, enc, probs, tm.labels)
+    for ex, rec in zip(examples, task.format(examples, enc, probs, tm.labels)):
+        if ex.id is not None:
+            rec = {"id": ex.id, **rec}
+        if cfg.with_text:
+            rec["text"] = ex.text
+        yield rec
 
 
 def predict(cfg: PredictConfig, progress: bool = True) -> int:

@@ -272,8 +272,16 @@ def from_hf(path_or_model) -> LanguageModel | TransformerBody:
 def save_with_tokenizer(hf_model, out: Path, tokenizer_dir: Optional[str | Path]) -> None:
     """``save_pretrained`` plus the tokenizer's files (only those; a model folder used as the
     tokenizer source brings no stray configs)."""
+    from transformers.utils import logging as hf_logging
+
     out.mkdir(parents=True, exist_ok=True)
-    hf_model.save_pretrained(str(out), safe_serialization=True)
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards: 100%" at every save is noise in our logs
+    try:
+        hf_model.save_pretrained(str(out), safe_serialization=True)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
     if tokenizer_dir is not None:
         copy_files(tokenizer_dir, out)
 

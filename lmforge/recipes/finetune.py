@@ -49,7 +49,7 @@ from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig, PeftConfig
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.losses import class_weights, classification_loss
-from lmforge.training.metric_logging import MetricsLog
+from lmforge.training.metric_logging import MetricsLog, write_config
 from lmforge.training.optim import apply_lr, build_optimizer, param_groups
 from lmforge.training.plots import plot_curves
 from lmforge.training.precision import Precision
@@ -203,6 +203,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
                                       resume_changed=resume_changed, safe_keys=RESUME_SAFE, say=_say)
     ensure_dir(out.root, "finetune output")
+    write_config(out.root, config)
     log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None)
     precision = Precision(device, L.precision)
     use_pack = D.pack and model.cfg.pos == "learned"
@@ -260,8 +261,14 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
             log.write({"kind": "train", "step": done, "loss": float(np.mean(loss_hist)), "lr": lr,
                        "grad_norm": float(grad_norm), "examples_per_s": seen / max(dt, 1e-9),
                        "epoch": done / steps_per_epoch})
-            if bar is not None:
+            if bar is not None and not bar.disable:
                 bar.set_postfix(loss=f"{np.mean(loss_hist):.4f}")
+            else:  # no bar (no terminal, or --no-progress): plain lines instead
+                steps_logged = max(1, len(loss_hist))
+                left = (total - done) * dt / steps_logged
+                _say(f"step {done}/{total}: loss {np.mean(loss_hist):.4f}, lr {lr:.2e}, "
+                     f"{1000 * dt / steps_logged:.0f} ms/step, {seen / max(dt, 1e-9):,.0f} examples/s, "
+                     f"ETA {int(left) // 60}m{int(left) % 60:02d}s")
             loss_hist, seen, t_log = [], 0, time.time()
         if bar is not None:
             bar.update(1)

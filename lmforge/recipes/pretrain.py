@@ -27,6 +27,7 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
+from lmforge.training.metric_logging import write_config
 from lmforge.training.config import PretrainConfig
 from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, barrier, setup, teardown, wrap
 from lmforge.training.early_stopping import Best
@@ -57,6 +58,11 @@ def _say(msg: str) -> None:
 
 def _quiet(msg: str) -> None:  # ranks other than 0 say nothing
     pass
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, index: dict, seq_len: int) -> LanguageModel:
@@ -150,6 +156,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                                       main=d.main)
     if d.main:
         ensure_dir(out.root, "pretrain output")
+        write_config(out.root, config)
         tok = tokenizer_of_tokens(data_dir)
         if tok is not None and tok.is_dir():
             copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
@@ -182,6 +189,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         bar = tqdm(total=p.max_steps, initial=start_step, desc=name, disable=not sys.stderr.isatty())
     net.train()
     t_log, tokens_since, wait_since, skipped = time.time(), 0, 0.0, 0
+    t_start = time.time()
     last_loss = float("nan")
     stop_reason = "max_steps"
     done = start_step
@@ -223,8 +231,12 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                        "tokens_per_s": tps, "ms_per_step": 1000 * dt / max(tokens_since / tokens_per_step, 1),
                        "mfu": (tps * fpt / (peak * d.world)) if peak else None, "data_wait_s": wait_since,
                        "epoch": plan.epoch_of(done), "skipped_steps": skipped})
-            if bar is not None:
+            if bar is not None and not bar.disable:
                 bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tps:,.0f}")
+            elif d.main:  # no bar (no terminal, or --no-progress): plain lines instead
+                ms = 1000 * dt / max(tokens_since / tokens_per_step, 1)
+                _say(f"step {done}/{p.max_steps}: loss {last_loss:.4f}, lr {lr:.2e}, {ms:.0f} ms/step, "
+                     f"{tps:,.0f} tokens/s, ETA {_eta((p.max_steps - done) * ms / 1000)}")
             t_log, tokens_since, wait_since = time.time(), 0, 0.0
         if bar is not None:
             bar.update(1)
@@ -254,7 +266,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     summary = {"stop_reason": stop_reason,
                "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step else None,
                         "step": best.step, "bad_evals": best.bad_evals},
-               "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done}
+               "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done,
+               "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,
+               "params": n_params, "non_embedding_params": model.num_params(non_embedding=True)}
     if d.main:
         out.summary.write_text(json.dumps(summary, indent=2))
         plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")

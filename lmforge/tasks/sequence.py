@@ -20,8 +20,9 @@ class SequenceTask:
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc"})
     headline = ("accuracy", "f1_macro", "roc_auc", "loss", "examples")
 
-    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True) -> list[Example]:
-        return read_records(path, text_field, label_field, need_label=need_label)
+    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
+             id_field: Optional[str] = None) -> list[Example]:
+        return read_records(path, text_field, label_field, need_label=need_label, id_field=id_field)
 
     def read_prepared(self, data_dir: Path, split: str) -> list[Example]:
         return read_prepared_split(data_dir, split)

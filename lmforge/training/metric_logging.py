@@ -50,3 +50,11 @@ class MetricsLog:
 def read_records(path: Path) -> list[dict]:
     """All records of a ``metrics.jsonl`` (none when it does not exist)."""
     return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
+
+
+def write_config(folder: Path, config: dict) -> None:
+    """The resolved config a training run used, as ``config.yaml`` beside its outputs."""
+    import yaml
+
+    (Path(folder) / "config.yaml").write_text("# the resolved configuration of this run (every default filled in)\n"
+                                              + yaml.safe_dump(config, sort_keys=False))

@@ -147,6 +147,15 @@ def test_evaluate_and_predict_commands(task_files, tokenizer_dir, tmp_path, caps
     preds = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [p["line"] for p in preds] == [1, 2, 4]  # blank line skipped, others keep their line numbers
     assert all(abs(sum(p["probs"].values()) - 1) < 1e-4 and p["label"] in CLASSES for p in preds)
+    # ids (and optionally texts) carried so predictions join back to their records
+    rec = tmp_path / "in.jsonl"
+    rec.write_text("".join(json.dumps({"uid": f"r{i}", "text": t}) + "\n" for i, t in enumerate(["w1 the", "w25 and"])))
+    assert main(["predict", str(model), "--file", str(rec), "--id-field", "uid", "--with-text",
+                 "--out", str(tmp_path / "q.jsonl"), "--no-progress"]) == 0
+    preds = [json.loads(x) for x in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [(p["id"], p["text"], p["line"]) for p in preds] == [("r0", "w1 the", 1), ("r1", "w25 and", 2)]
+    assert main(["predict", str(model), "--file", str(rec), "--id-field", "nope", "--no-progress"]) == 1
+    assert "no 'nope' field for the record id" in capsys.readouterr().err
 
 
 def test_token_classification_ner(task_files, tokenizer_dir, tmp_path):

@@ -3,6 +3,7 @@ bad inputs give clear errors."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import interrupt_after
 
 from lmforge.cli import main
@@ -30,9 +32,16 @@ def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
 
 
-def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for):
+def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for, capsys):
     cfg = cfg_for("clm", **{"pretrain.max_steps": 60, "pretrain.eval_every": 30, "pretrain.save_every": 30})
     assert main(["pretrain", str(cfg), "--no-progress"]) == 0
+    printed = capsys.readouterr().out  # no bar here: plain progress lines every log_every steps
+    assert re.search(r"\[pretrain\] step 20/60: loss [\d.]+, lr [\d.e+-]+, \d+ ms/step, [\d,]+ tokens/s, ETA \d+m\d\ds",
+                     printed), printed
+    resolved = yaml.safe_load((prepared / "clm" / "pretrain" / "config.yaml").read_text())
+    assert resolved["pretrain"]["max_steps"] == 60 and resolved["model"]["n_layer"] == 2
+    summary = json.loads((prepared / "clm" / "pretrain" / "summary.json").read_text())
+    assert summary["tokens_seen"] == 60 * 4 * 32 and summary["params"] > summary["non_embedding_params"] > 0
     run = prepared / "clm"
     losses = _losses(run)
     assert len(losses) == 60

@@ -57,10 +57,21 @@ def checkpoint_name(step: int) -> str:
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoints under ``ckpt_dir``, oldest first (temporary ``.tmp-*`` folders excluded)."""
+    """Complete checkpoints under ``ckpt_dir``, oldest first (temporary ``.tmp-*`` folders and
+    folders renamed aside excluded)."""
     if not ckpt_dir.is_dir():
         return []
-    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
+    return sorted(p for p in ckpt_dir.iterdir()  # step_NNNNNNN exactly: a folder moved aside (.damaged) is not one
+                  if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit())
+
+
+def older_checkpoint_hint(ck: Path) -> str:
+    """What to do when checkpoint ``ck`` is damaged: the newest older one, if any, and how to use it."""
+    older = [p for p in list_checkpoints(Path(ck).parent) if p.name < Path(ck).name]
+    if not older:
+        return "no older checkpoint exists in that folder"
+    return (f"the previous checkpoint {older[-1].name} may be intact: move the damaged one aside "
+            f"(mv {ck} {ck}.damaged) and run again to continue from {older[-1].name}, or point at {older[-1]}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from typing import Literal, Optional
 import torch
 
 from lmforge.errors import ArtifactError
-from lmforge.layout import STATE_FILE, checkpoint_tokenizer, kind_of, resolve_checkpoint, task_model_dir
+from lmforge.layout import (STATE_FILE, checkpoint_tokenizer, kind_of, older_checkpoint_hint, resolve_checkpoint,
+                            task_model_dir)
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import Classifier
 from lmforge.models.transformer import LanguageModel, TransformerBody, build_lm
@@ -36,9 +37,12 @@ def load_checkpoint_model(path: str | Path, prefer: Literal["latest", "best"] = 
     """A language model from one of our checkpoints (or a pretrain folder: its latest/best one).
     Returns ``(model in eval mode, state)``; ``state["path"]`` is the checkpoint folder."""
     ck = resolve_checkpoint(path, prefer)
-    state = read_checkpoint_state(ck)
-    model = build_lm(ModelConfig(**state["model"]))
-    load_into(model, ck / "model.safetensors", ck)
+    try:
+        state = read_checkpoint_state(ck)
+        model = build_lm(ModelConfig(**state["model"]))
+        load_into(model, ck / "model.safetensors", ck)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {older_checkpoint_hint(ck)}") from None
     model.eval()
     state["path"] = ck
     return model, state

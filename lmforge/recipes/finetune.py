@@ -121,6 +121,20 @@ def freeze(model, peft: PeftConfig) -> None:
         _say(f"LoRA r={peft.lora.r} on {n} layers")
 
 
+def _say_tokenizer(ft: FinetuneConfig, used: Path, prepared: Optional[Path]) -> None:
+    """Which tokenizer reads the examples, and why (the prepared data may carry another one)."""
+    why = ("finetune.tokenizer" if ft.tokenizer else "the prepared data's, for a random start" if ft.init == "random"
+           else "the starting model's: the ids it was trained on")
+    note = ""
+    same = lambda a, b: (a / "tokenizer.json").is_file() and (b / "tokenizer.json").is_file() and (  # noqa: E731
+        (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes())
+    if prepared is not None and prepared.is_dir() and Path(used).resolve() != prepared.resolve() \
+            and not same(Path(used), prepared):
+        note = (f"; the prepared data's own tokenizer ({prepared}) is not used — the texts are re-tokenized for "
+                "the model")
+    _say(f"tokenizer: {used} ({why}){note}")
+
+
 def finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, name: str = "finetune",
              resume: bool = False, overwrite: bool = False, resume_changed: bool = False, progress: bool = True,
              on_eval: Optional[OnEval] = None, loss: Optional[LossFactory] = None,
@@ -163,6 +177,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     if ft.keep_layers is not None:
         keep_layers(model, ft.keep_layers)
     tok, specials = load_for_model(start.tokenizer_dir)
+    _say_tokenizer(ft, start.tokenizer_dir, None if D.train_file else tokenizer_of_tokens(tokens_dir(paths.finetune_data)))
     if D.max_length > model.cfg.max_seq_len:
         raise TrainingError(f"finetune.data.max_length={D.max_length} exceeds the model's max_seq_len "
                             f"{model.cfg.max_seq_len}")

@@ -173,6 +173,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
              f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}, "
              f"steps {start_step}→{p.max_steps}")
+        if peak and not p.peak_flops and d.device.type == "cpu":
+            _say(f"MFU is an estimate against an assumed CPU peak of {peak / 1e9:.0f} GFLOP/s "
+                 "(set pretrain.peak_flops to your machine's)")
 
     def save(step: int) -> None:
         if d.main:

@@ -24,7 +24,7 @@ from torch import nn
 
 from lmforge import faults
 from lmforge.errors import LmforgeError, StorageError, TrainingError, nearly_full, writing
-from lmforge.layout import checkpoint_name, list_checkpoints
+from lmforge.layout import checkpoint_name, list_checkpoints, older_checkpoint_hint
 from lmforge.models.load import read_checkpoint_state
 from lmforge.models.weights import CheckpointError, load_into, sha256, unique_state
 
@@ -172,7 +172,10 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
     if not cks:
         raise ResumeError(f"--resume: no checkpoint in {ckpt_dir}")
     last = cks[-1]
-    saved = read_checkpoint_state(last).get("config")
+    try:
+        saved = read_checkpoint_state(last).get("config")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {older_checkpoint_hint(last)}") from None
     if saved is not None:
         changes = config_changes(saved, config)
         safe = tuple(safe_keys)
@@ -190,6 +193,8 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
     try:
         state = load(last, model, optimizer)
     except (RuntimeError, ValueError) as exc:  # e.g. a size mismatch after a model change
+        if isinstance(exc, CheckpointError):
+            raise CheckpointError(f"{exc}; {older_checkpoint_hint(last)}") from None
         if isinstance(exc, LmforgeError):
             raise
         first = str(exc).strip().splitlines()

@@ -407,3 +407,19 @@ def test_no_validation_set_checkpoints_only_at_the_end(task_files, tokenizer_dir
     summary = json.loads((tmp_path / "noval" / "finetune" / "summary.json").read_text())
     names = [p.name for p in list_checkpoints(tmp_path / "noval" / "finetune" / "checkpoints")]
     assert names == [f"step_{summary['steps']:07d}"] and summary["steps"] == 3 * 23  # 360 examples / 16 per batch
+
+
+def test_the_tokenizer_choice_is_said(tmp_path, tokenizer_dir, capsys):
+    import shutil
+
+    from lmforge.recipes.finetune import _say_tokenizer
+    from lmforge.training.finetune_config import FinetuneConfig
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tokenizer_dir, copy)
+    _say_tokenizer(FinetuneConfig(init="runs/x/pretrain"), tokenizer_dir, copy)  # same vocabulary: nothing to add
+    out = capsys.readouterr().out
+    assert "the starting model's" in out and "not used" not in out
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace('"w1"', '"w1x"'))
+    _say_tokenizer(FinetuneConfig(init="runs/x/pretrain"), tokenizer_dir, copy)
+    assert f"the prepared data's own tokenizer ({copy}) is not used" in capsys.readouterr().out

@@ -117,14 +117,16 @@ def test_mlm_pretrain_reports_masked_accuracy(prepared, cfg_for):
 
 
 def test_corrupted_checkpoint_is_detected(prepared, cfg_for):
-    cfg = cfg_for("corrupt", **{"pretrain.max_steps": 10})
+    cfg = cfg_for("corrupt", **{"pretrain.max_steps": 10, "pretrain.save_every": 5})
     assert main(["pretrain", str(cfg), "--no-progress"]) == 0
     last = ckpt.list_checkpoints(prepared / "corrupt" / "pretrain" / "checkpoints")[-1]
     with open(last / "model.safetensors", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
-    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch"):
+    with pytest.raises(ckpt.CheckpointError, match="checksum mismatch.*the previous checkpoint step_0000005 may be intact"):
         run_pretrain(cfg, resume=True, progress=False)
+    last.rename(last.with_name(last.name + ".damaged"))  # what the message says to do
+    assert run_pretrain(cfg, resume=True, progress=False)["steps"] == 10  # continued from step 5
     with pytest.raises(TrainingError, match="no checkpoint"):
         run_pretrain(cfg_for("never", **{"pretrain.max_steps": 1}), resume=True, progress=False)
 

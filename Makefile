@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 quickstart: $(STAMP)
+	@$(PY) -c "import torch, transformers, lmforge.cli; from importlib.metadata import version; print(f'installed: lmforge {version(\"lmforge\")}, torch {torch.__version__} (CUDA: {torch.cuda.is_available()}), transformers {transformers.__version__}, in $(VENV)')"
 	$(VENV)/bin/lmforge run quickstart
 	$(VENV)/bin/lmforge generate runs/quickstart/pretrain --prompt "Return the" --max-new-tokens 60
 

@@ -115,7 +115,9 @@ def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
         reasons = ", ".join(f"{k} {v:,}" for k, v in st.dropped.most_common(5))
         _say(f"  {name}: {st.read:,} → {st.kept:,} ({share:.0%} dropped: {reasons})")
         if share > DROP_WARNING:
-            hint = {"read": "check the inputs, text_field/label_field and data.labels",
+            top = st.dropped.most_common(1)[0][0]
+            hint = {"read": ("labels outside data.labels: expected if data.labels picks a subset on purpose"
+                             if top == "label_not_declared" else "check the inputs, text_field/label_field and data.labels"),
                     "filter": "check data.filter", "clean": "check data.clean",
                     "dedup": "check data.dedup"}.get(name, "")
             _warn(f"the {name} step dropped {share:.0%} of its {st.read:,} records ({reasons})"

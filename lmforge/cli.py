@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--world-size", type=int, default=1,
                       help="split the ingest stage across N processes/machines sharing run_dir; then run once without it")
     prep.set_defaults(func=_data_prepare)
+    prep.epilog = ("examples:\n  lmforge data prepare quickstart\n"
+                   "  lmforge data prepare my.yaml --set data.sources[0].path=corpus.jsonl --set data.split.val=0.05\n\n"
+                   "exit codes: 0 done, 1 failure, 2 bad config or usage, 130 interrupted")
+    prep.formatter_class = argparse.RawDescriptionHelpFormatter
 
     pre = sub.add_parser("pretrain", help="pretrain a decoder (clm) or encoder (mlm) from scratch")
     with_config(pre)
@@ -406,6 +410,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--smoke", default=None, metavar="TEXT",
                     help="start on a free port, send TEXT once, print the answer, stop")
     sv.set_defaults(func=_serve)
+
+    examples = {
+        "run": ["lmforge run quickstart", "lmforge run my.yaml --set finetune.optim.lr=1e-4   # reruns finetune onward",
+                "lmforge run my.yaml --only export", "lmforge run my.yaml --from pretrain"],
+        "pretrain": ["lmforge pretrain quickstart --overwrite", "lmforge pretrain my.yaml --resume",
+                     "torchrun --nproc_per_node 2 -m lmforge pretrain my.yaml"],
+        "finetune": ["lmforge finetune my.yaml --set finetune.init=minilm", "lmforge finetune my.yaml --resume"],
+        "distill": ["lmforge distill my.yaml   # distill.teacher: runs/big/finetune, finetune.keep_layers: [0, 2, 4]"],
+        "tune": ["lmforge tune my.yaml   # tune.space: {finetune.optim.lr: {type: float, low: 1e-5, high: 3e-4, log: true}}",
+                 "lmforge tune my.yaml --resume"],
+        "report": ["lmforge report runs/quickstart   # → runs/quickstart/report/report.html"],
+        "evaluate": ["lmforge evaluate runs/my/finetune --file test.jsonl",
+                     "lmforge evaluate runs/my/pretrain --data-dir runs/my/data --split test   # perplexity"],
+        "predict": ["lmforge predict runs/my/finetune --file new.jsonl --id-field id --out preds.jsonl"],
+        "generate": ["lmforge generate runs/quickstart/pretrain --prompt 'Return the' --temperature 0"],
+        "export": ["lmforge export runs/my/finetune --quantize int8 --file test.jsonl",
+                   "lmforge export runs/my/pretrain   # a decoder with past keys/values"],
+        "serve": ["lmforge serve runs/my/finetune --port 8000",
+                  "lmforge serve runs/my/finetune/export/onnx --backend onnx --onnx-file model.int8.onnx"],
+    }
+    for name, lines in examples.items():
+        sp = sub.choices[name]
+        sp.epilog = "examples:\n" + "\n".join(f"  {x}" for x in lines) + \
+            "\n\nexit codes: 0 done, 1 failure, 2 bad config or usage, 130 interrupted"
+        sp.formatter_class = argparse.RawDescriptionHelpFormatter
 
     config = sub.add_parser("config", help="configuration tools").add_subparsers(dest="action", required=True)
     show = config.add_parser("show", help="print the validated config with all defaults")

@@ -64,3 +64,12 @@ def test_a_missing_model_folder_is_named_as_missing(tmp_path, capsys, argv):
     assert cli.main([a.format(p=missing) for a in argv]) == 1
     err = capsys.readouterr().err
     assert f"{missing}: does not exist" in err and "mine" in err
+
+
+@pytest.mark.parametrize("argv", [["run"], ["data", "prepare"], ["pretrain"], ["finetune"], ["distill"], ["tune"],
+                                  ["report"], ["evaluate"], ["predict"], ["generate"], ["export"], ["serve"]])
+def test_every_command_help_has_examples(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv + ["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "examples:\n  lmforge " in out and "exit codes:" in out

@@ -129,6 +129,26 @@ def _sampler(t: TuneConfig, seed: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, t.n_trials // 4)))
 
 
+def _same_search(study, t: TuneConfig, metric: str, direction: str, storage: str) -> None:
+    """A study remembers the search it was created for; continuing it with another one is refused
+    (its trials' values would mean something else)."""
+    from lmforge.config.schema import to_dict
+
+    spec = json.loads(json.dumps({"space": {k: to_dict(p) for k, p in t.space.items()}, "metric": metric,
+                                  "direction": direction}))
+    saved = study.user_attrs.get("lmforge_search")
+    if saved is None:
+        study.set_user_attr("lmforge_search", spec)
+        return
+    if saved == spec:
+        return
+    diffs = [f"tune.space.{k}" for k in sorted(set(saved["space"]) | set(spec["space"]))
+             if saved["space"].get(k) != spec["space"].get(k)]
+    diffs += [f"tune.{k}" for k in ("metric", "direction") if saved.get(k) != spec.get(k)]
+    raise ResumeError(f"--resume: the study in {storage} was created for another search ({', '.join(diffs)} "
+                      "changed); restore the tune section as it was, or start over with --overwrite")
+
+
 def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, run_dir: Path, resume: bool = False,
          overwrite: bool = False) -> dict:
     """Run (or continue) the study named ``name``; ``raw`` is the whole config as written (what
@@ -153,6 +173,7 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
     study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=_sampler(t, seed if t.seed is None else t.seed), pruner=make_pruner(t.pruner),
                                 load_if_exists=True)
+    _same_search(study, t, metric, direction, storage)
     for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         _tell(study, tr.number, state=optuna.trial.TrialState.FAIL)  # left running by a killed tuner
         _say(f"trial {tr.number} was running when the tuner stopped: recorded as failed")

@@ -105,7 +105,7 @@ def test_median_pruning_stops_hopeless_trials(tmp_path, tokenizer_dir):
     assert rows[0]["value"] < 0.9 and rows[1]["value"] < 0.9
 
 
-def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
+def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir, capsys):
     space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
     cfg = tune_config(tmp_path, tokenizer_dir, "kill", space, pruner="none", n_trials=4)
     env = {**os.environ, "LMFORGE_FAULT": "tune.trial_done:2"}
@@ -115,6 +115,11 @@ def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
     out = tmp_path / "kill" / "tune"
     before = trials(out)
     assert [x["number"] for x in before] == [0, 1]
+    # continuing it with another search space is refused, naming what changed
+    other = tmp_path / "other.yaml"
+    other.write_text(cfg.read_text().replace("0.01", "0.02"))
+    assert main(["tune", str(other), "--resume"]) == 2
+    assert "created for another search (tune.space.finetune.optim.lr changed)" in capsys.readouterr().err
     assert main(["tune", str(cfg), "--resume"]) == 0
     after = trials(out)
     assert [x["number"] for x in after] == [0, 1, 2, 3]

@@ -98,6 +98,9 @@ class LocalExecutor:
                 results[u.index] = prev
             else:
                 todo.append(u)
+        if results:  # an earlier, interrupted run finished these: said, so a resume is visible
+            print(f"[data] {desc}: {len(results)} of {len(units)} unit(s) already done by an earlier run (reused)",
+                  flush=True)
         total = sum(max(u.size, 1) for u in units)
         bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not self.progress,
                    initial=sum(max(u.size, 1) for u in units if u.index in results))

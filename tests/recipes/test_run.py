@@ -97,3 +97,19 @@ def test_kill_9_mid_pipeline_then_the_same_command_continues(tmp_path):
     got = json.loads((run / "pretrain" / "summary.json").read_text())
     want = json.loads((tmp_path / "reference" / "pretrain" / "summary.json").read_text())
     assert got["best"]["val_loss"] == pytest.approx(want["best"]["val_loss"], abs=1e-6)
+
+
+def test_kill_9_during_data_preparation_then_the_same_command_continues(tmp_path):
+    cfg = pipeline_config(tmp_path, "killed_data", stages=["data", "labeled_data"])
+    cmd = [sys.executable, "-m", "lmforge", "run", str(cfg), "--no-progress"]
+    p = subprocess.run(cmd, env={**os.environ, "LMFORGE_FAULT": "manifest.before"}, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr[-2000:]
+    run = tmp_path / "killed_data"
+    assert (run / "pipeline" / "data.started.json").is_file() and not (run / "data" / "manifest.json").exists()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "data: resumed after an interruption" in p.stdout
+    assert "already done by an earlier run (reused)" in p.stdout  # prepare's per-unit markers carry the work
+    s = stamps(run)
+    assert s["data"]["status"] == "resumed" and s["labeled_data"]["status"] == "ran"
+    assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["docs"] > 0

@@ -97,6 +97,34 @@ def _say(msg: str) -> None:
     print(f"[data] {msg}", flush=True)
 
 
+def tokenizer_stats(tok, split_dir: Path, unk_id, per_split: int = 2000, top: int = 25) -> dict:
+    """On the first ``per_split`` documents of each split: tokens per whitespace word, the share
+    of unknown tokens, and (train) the most frequent tokens — what the report shows."""
+    out: dict = {}
+    for split in SPLITS:
+        texts = []
+        for f in sorted((split_dir / split).glob("*.jsonl")):
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    texts.append(json.loads(line)["text"])
+                    if len(texts) >= per_split:
+                        break
+            if len(texts) >= per_split:
+                break
+        if not texts:
+            continue
+        encs = tok.encode_batch(texts, add_special_tokens=False)
+        n_tok = sum(len(e.ids) for e in encs)
+        n_words = sum(len(t.split()) for t in texts)
+        n_unk = sum(e.ids.count(unk_id) for e in encs) if unk_id is not None else 0
+        out[split] = {"documents": len(texts), "tokens_per_word": round(n_tok / max(n_words, 1), 3),
+                      "unknown_rate": round(n_unk / max(n_tok, 1), 5)}
+        if split == "train":
+            counts = Counter(i for e in encs for i in e.ids)
+            out["top_tokens"] = [[tok.id_to_token(i), n] for i, n in counts.most_common(top)]
+    return out
+
+
 DROP_WARNING = 0.2  # a step that drops more than this share of what it read is a console warning
 
 
@@ -320,6 +348,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     steps["pack"] = pack_stats
     timings["tokenize_pack"] = time.time() - t
     tok_info["chars_per_token_train"] = round(split_chars["train"] / max(tok_totals["train"]["tokens"], 1), 3)
+    tok_info["sample_stats"] = tokenizer_stats(tok, split_dir, special.get("unk"))
     per_split = ", ".join(f"{s}={tok_totals[s]['tokens']}" for s in SPLITS)
     _say(f"pack: {per_split} tokens ({timings['tokenize_pack']:.1f}s)")
 

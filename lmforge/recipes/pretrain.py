@@ -49,7 +49,7 @@ StartFn = Callable[[LanguageModel], None]  # fills a freshly built model's weigh
 # keys that may change between a run and its --resume without breaking the exact continuation
 RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_every", "pretrain.keep_last",
                "pretrain.log_every", "pretrain.early_stopping_patience", "pretrain.threads", "pretrain.compile",
-               "pretrain.out_dir", "pretrain.data_dir", "pretrain.peak_flops", "pretrain.nonfinite")
+               "pretrain.out_dir", "pretrain.data_dir", "pretrain.peak_flops", "pretrain.nonfinite", "pretrain.sample_tokens")
 
 
 def _say(msg: str) -> None:
@@ -63,6 +63,28 @@ def _quiet(msg: str) -> None:  # ranks other than 0 say nothing
 def _eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _tokenizer(data_dir):
+    from lmforge.tokenizer.io import load_folder
+
+    tok_dir = tokenizer_of_tokens(data_dir)
+    return load_folder(tok_dir)[0] if tok_dir is not None and tok_dir.is_dir() else None
+
+
+@torch.no_grad()
+def sample_text(model: LanguageModel, val: PackedDataset, tokenizer, n: int, prompt_tokens: int = 8) -> dict:
+    """Greedy continuation of the first ``prompt_tokens`` of validation window 0: how the model's
+    text changes over training, at almost no cost."""
+    from lmforge.inference.generate import generate
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ids = val[0][:prompt_tokens][None].to(device)
+    out = generate(model, ids, n, temperature=0.0)[0].tolist()
+    model.train(was_training)
+    return {"prompt": tokenizer.decode(out[:prompt_tokens]), "text": tokenizer.decode(out[prompt_tokens:])}
 
 
 def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, index: dict, seq_len: int) -> LanguageModel:
@@ -161,6 +183,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if tok is not None and tok.is_dir():
             copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
     log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None, d.main)
+    tokenizer = _tokenizer(data_dir) if d.main and p.sample_tokens and model.causal else None
     net = wrap(model, d, "ddp", p.compile)
     plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
     precision = Precision(d.device, p.precision)
@@ -248,6 +271,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             ev = validate(net, val, objective, p, d, precision)
             if ev:
                 log.write({"kind": "eval", "step": done, **ev})
+                if d.main and p.sample_tokens and model.causal and len(val) and tokenizer is not None:
+                    log.write({"kind": "sample", "step": done, **sample_text(model, val, tokenizer, p.sample_tokens)})
                 if d.main:
                     _say(f"step {done}: train loss {step_loss.item():.4f}, "
                          + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))

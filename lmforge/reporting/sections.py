@@ -89,6 +89,12 @@ def _data(f: RunFacts, manifest: dict, sid: str, title: str, prefix: str) -> Sec
                + ("trained on the train split" if tok.get("trained") else f"loaded from `{tok.get('source')}`")
                + (f", {tok['chars_per_token_train']} characters per token on train" if "chars_per_token_train" in tok
                   else "") + f"; special ids {json.dumps(tok.get('special_ids'))}.")
+        st = tok.get("sample_stats") or {}
+        s.table(["split", "documents sampled", "tokens per word", "unknown-token rate"],
+                [[k, v["documents"], v["tokens_per_word"], v["unknown_rate"]] for k, v in st.items() if k != "top_tokens"],
+                src)
+        if st.get("top_tokens"):
+            s.text("Most frequent tokens on train: " + ", ".join(f"`{t}` {n:,}" for t, n in st["top_tokens"][:20]) + ".")
     return s
 
 
@@ -104,6 +110,11 @@ def _pretrain(f: RunFacts) -> Section:
         ("train", "lr", "learning rate"), ("train", "grad_norm", "gradient norm"), ("train", "tokens_per_s", "tokens / s"),
         ("train", "mfu", "MFU (estimate)"), ("train", "data_wait_s", "data wait s per log interval")],
         "pretraining"), "Pretraining curves", "pretrain/metrics.jsonl")
+    samples = [r for r in f.pretrain_metrics if r.get("kind") == "sample"]
+    if samples:
+        s.text(f"Greedy continuation of the same validation prompt at each validation (prompt: "
+               f"“{samples[0].get('prompt', '')}”):")
+        s.table(["step", "text"], [[r["step"], r.get("text", "")] for r in samples], "pretrain/metrics.jsonl")
     return s
 
 

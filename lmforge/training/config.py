@@ -33,6 +33,7 @@ class PretrainConfig:
     mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9})
     eval_every: int = field(default=200, metadata={"min": 1})
     eval_batches: int = field(default=20, metadata={"min": 1})
+    sample_tokens: int = field(default=32, metadata={"min": 0, "help": "decoders: at each validation, continue the start of the first validation window by this many greedy tokens and log the text (metrics.jsonl, the report); 0 = off"})
     early_stopping_patience: Optional[int] = field(default=None, metadata={"min": 1, "help": "stop after N evals without a better val loss"})
     save_every: int = field(default=200, metadata={"min": 1})
     keep_last: int = field(default=2, metadata={"min": 1, "help": "checkpoints kept besides the best"})

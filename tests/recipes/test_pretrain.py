@@ -52,8 +52,11 @@ def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for, capsys):
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_0000030", "step_0000060"]
     assert (out / "loss_curve.png").stat().st_size > 1000
     assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events written"
-    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-2])
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rec = [r for r in records if r["kind"] == "train"][-1]
     assert rec["tokens_per_s"] > 0 and 0 < rec["mfu"] < 1 and "data_wait_s" in rec
+    samples = [r for r in records if r["kind"] == "sample"]  # a greedy continuation at each validation
+    assert [r["step"] for r in samples] == [30, 60] and all(r["text"] and r["prompt"] for r in samples)
     evals = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals[-1]["val_ppl"] == pytest.approx(2.718281828 ** evals[-1]["val_loss"], rel=1e-6)
     from lmforge.inference.config import GenerateConfig

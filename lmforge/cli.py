@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TIMED = ("run", "data", "pretrain", "finetune", "distill", "tune", "transfer", "evaluate", "predict", "export")
+
+
 def _check_model_paths(args: argparse.Namespace) -> None:
     """A model or checkpoint argument that names nothing on disk is said to be missing as such
     (not as a folder of the wrong kind). ``minilm`` is a name, not a path."""
@@ -471,7 +474,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             _check_model_paths(args)
-            return args.func(args)
+            import time
+
+            t0 = time.time()
+            rc = args.func(args)
+            if rc == 0 and args.command in TIMED:
+                what = f"{args.command} {getattr(args, 'action', '')}".strip()
+                print(f"lmforge {what}: done in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+            return rc
         except OSError as exc:  # disk full, read-only, permission denied: the user's to fix, not a bug
             err = storage_error(exc)
             if err is None:

@@ -155,9 +155,13 @@ def _check_batches(tm: TaskModel, cfg: ExportConfig, seed: int = 0) -> tuple[lis
 
 
 def _max_diff(session, wrapped: torch.nn.Module, batches: list[dict]) -> tuple[float, list[dict]]:
+    import sys
+
+    from tqdm import tqdm
+
     worst, rows = 0.0, []
     with torch.no_grad():
-        for b in batches:
+        for b in tqdm(batches, desc="verify ONNX vs PyTorch", leave=False, disable=not sys.stderr.isatty()):
             ref = wrapped(b["ids"], b["attention_mask"]).numpy()
             got = session.run(None, {"input_ids": b["ids"].numpy(), "attention_mask": b["attention_mask"].numpy()})[0]
             mask = b["attention_mask"].numpy().astype(bool)

@@ -29,10 +29,13 @@ class RunFacts:
     evals: dict[str, dict] = field(default_factory=dict)  # split -> eval/<split>/metrics.json
     confusion_png: dict[str, Path] = field(default_factory=dict)
     tune: list[dict] = field(default_factory=list)
+    transfer: list[dict] = field(default_factory=list)  # transfer/results.jsonl
+    transfer_png: Optional[Path] = None
     distill: Optional[dict] = None
     export: Optional[dict] = None
     export_dir: Optional[Path] = None
     environment: dict = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)  # stage -> its resolved config.yaml
 
     def source(self, path: Path) -> str:
         """Record ``path`` as read; returns its name relative to the run folder."""
@@ -121,11 +124,20 @@ def collect(run_dir: str | Path) -> RunFacts:
                 f.confusion_png[split] = png
     f.tune = f.jsonl(run / "tune" / "trials.jsonl")
     f.distill = f.json(run / "distill" / "distill.json")
+    f.transfer = f.jsonl(run / "transfer" / "results.jsonl")
+    if (run / "transfer" / "transfer.png").is_file():
+        f.source(run / "transfer" / "transfer.png")
+        f.transfer_png = run / "transfer" / "transfer.png"
     for cand in (run / "export" / "onnx", run / "finetune" / "export" / "onnx", run / "pretrain" / "export" / "onnx"):
         rec = f.json(cand / "export.json")
         if rec:
             f.export, f.export_dir = rec, cand
             break
+    for stage in ("pretrain", "finetune"):
+        c = run / stage / "config.yaml"
+        if c.is_file():
+            f.source(c)
+            f.configs[stage] = c.read_text()
     f.environment = {"versions": _versions(), "machine": f"{platform.system()} {platform.release()} "
                      f"{platform.machine()}, {os.cpu_count()} CPU(s)", "run_dir": str(run)}
     return f

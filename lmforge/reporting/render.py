@@ -48,6 +48,8 @@ def render_markdown(sections: list[Section], title: str, figures_dir: Path, rel_
                 lines += ["| " + " | ".join(esc(h) for h in b.headers) + " |", "|" + "---|" * len(b.headers)]
                 lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in b.rows]
                 lines += (["", f"<sub>from {b.source}</sub>"] if b.source else []) + [""]
+            elif b.kind == "code":
+                lines += ["```yaml", b.text.rstrip(), "```", ""]
             elif b.kind == "figure":
                 name = f"{b.name}.png"
                 (figures_dir / name).write_bytes(b.png)

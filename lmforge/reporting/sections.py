@@ -13,7 +13,7 @@ from lmforge.reporting.facts import RunFacts
 
 @dataclass
 class Block:
-    kind: str  # "text" | "table" | "figure"
+    kind: str  # "text" | "table" | "figure" | "code"
     text: str = ""
     headers: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -162,6 +162,17 @@ def _tune(f: RunFacts) -> Section:
     return s
 
 
+def _transfer(f: RunFacts) -> Section:
+    s = Section("transfer", "Transfer: metric vs number of labels")
+    keys = [k for k in ("start", "labels_requested", "train_examples", "metric", "value", "seconds")
+            if any(k in r for r in f.transfer)]
+    s.table(keys, [[r.get(k) for k in keys] for r in f.transfer], "transfer/results.jsonl")
+    if f.transfer_png is not None:
+        s.figure("transfer", f.transfer_png.read_bytes(), "Metric vs number of labels, per start",
+                 "transfer/transfer.png")
+    return s
+
+
 def _distill(f: RunFacts) -> Section:
     s = Section("distill", "Distillation")
     d = f.distill or {}
@@ -195,6 +206,9 @@ def _lineage(f: RunFacts) -> Section:
     env = f.environment
     s.table(["package", "version"], [[k, v] for k, v in env.get("versions", {}).items()])
     s.text(f"Machine: {env.get('machine')}. Run folder: `{env.get('run_dir')}`.")
+    for stage, text in f.configs.items():
+        s.text(f"Resolved configuration of {stage} (`{stage}/config.yaml`):")
+        s.blocks.append(Block("code", text=text, source=f"{stage}/config.yaml"))
     return s
 
 
@@ -210,6 +224,8 @@ def build(f: RunFacts) -> list[Section]:
         out.append(_finetune(f))
     if f.tune:
         out.append(_tune(f))
+    if f.transfer:
+        out.append(_transfer(f))
     if f.distill:
         out.append(_distill(f))
     if f.export:

@@ -364,6 +364,10 @@ def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path
     capsys.readouterr()
     assert main(["transfer", str(p)]) == 0  # everything done: nothing is trained again
     assert capsys.readouterr().out.count("skipped") == 4
+    assert main(["report", str(tmp_path / "tr")]) == 0  # the study has its section in the run report
+    page = (tmp_path / "tr" / "report" / "report.html").read_text()
+    assert "<h2>Transfer: metric vs number of labels</h2>" in page and "from transfer/transfer.png" in page.replace(
+        '<a href="' + (tmp_path / "tr" / "transfer" / "transfer.png").resolve().as_uri() + '">', "").replace("</a>", "")
 
 
 # -- a used output folder, Ctrl-C, a damaged model, no validation set ---------------------------------

@@ -38,6 +38,7 @@ def test_the_report_covers_every_stage_and_names_its_sources(run_dir):
     assert "http://" not in page and "https://" not in page  # nothing fetched from the network
     assert "<th>tokens per word</th>" in page and "Most frequent tokens on train" in page  # tokenizer facts
     assert "Greedy continuation of the same validation prompt" in page  # samples logged at each validation
+    assert "Resolved configuration of finetune" in page and "```yaml" in md  # the config that ran
     # lineage: the files the numbers come from, with their hashes
     manifest = run_dir / "data" / "manifest.json"
     import hashlib

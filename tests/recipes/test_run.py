@@ -66,6 +66,11 @@ def test_a_second_run_skips_everything_and_a_change_reruns_what_depends_on_it(fi
     assert main(["run", str(cfg), "--no-progress", "--set", "finetune.loop.epochs=3", "--only", "serve"]) == 0
     s = stamps(run)
     assert s["serve"]["status"] == "ran" and s["finetune"]["status"] == "not run"
+    # --from reruns that stage and the ones after it, even though they are done
+    assert main(["run", str(cfg), "--no-progress", "--set", "finetune.loop.epochs=3", "--from", "export"]) == 0
+    s = stamps(run)
+    assert [n for n, v in s.items() if v["status"] == "ran"] == ["export", "serve"]
+    assert all(v["status"] == "not run" for n, v in s.items() if n not in ("export", "serve"))
 
 
 def test_bad_stage_flags_are_usage_errors(finished, capsys):

@@ -15,7 +15,7 @@ Wall time of a side = the whole run: tokenization, training, evaluation (val, an
 CoNLL) and saving the model. Quality is computed by both sides' own code; for the HF side it
 is also recomputed with ``lmforge evaluate`` on the saved model as a cross-check.
 
-    python benchmarks/bench_finetune.py --task sst2 [--sides lmforge,hf] [--train-examples 20000]
+    python benchmarks/bench_finetune.py --task sst2 [--sides lmforge,hf] [--train-examples 20000] [--seed 42]
 """
 
 from __future__ import annotations
@@ -211,8 +211,10 @@ def main() -> None:
     ap.add_argument("--task", choices=["sst2", "conll"], required=True)
     ap.add_argument("--sides", default="lmforge,hf")
     ap.add_argument("--train-examples", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=42, help="the seed of both sides (data order, dropout, head init)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one side, print JSON
     a = ap.parse_args()
+    SETTINGS["seed"] = a.seed
     WORK.mkdir(parents=True, exist_ok=True)
     if a.one:
         if a.one == "hf":
@@ -226,7 +228,7 @@ def main() -> None:
                "load_before": os.getloadavg(), "sides": {}}
     for side in a.sides.split(","):  # each side in its own process: no shared caches, same thread count
         proc = subprocess.run([sys.executable, __file__, "--task", a.task, "--train-examples", str(a.train_examples),
-                               "--one", side], capture_output=True, text=True)
+                               "--seed", str(a.seed), "--one", side], capture_output=True, text=True)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
@@ -242,7 +244,8 @@ def main() -> None:
             if side != "hf":
                 print(f"{side} / hf: wall {r['wall_s'] / sides['hf']['wall_s']:.3f}x, "
                       f"quality {100 * (r['quality'] - sides['hf']['quality']):+.2f} points")
-    (WORK / f"result_{a.task}.json").write_text(json.dumps(results, indent=2))
+    suffix = "" if (a.seed == 42 and a.train_examples == 20000) else f"_{a.train_examples}_s{a.seed}"
+    (WORK / f"result_{a.task}{suffix}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

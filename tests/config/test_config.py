@@ -87,3 +87,11 @@ def test_a_mistyped_preset_is_reported_with_the_other_problems():
     keys = [k for k, _ in exc.value.problems]
     assert sorted(keys) == ["model.preset", "pretrain.lr"]
     assert "did you mean 'tiny'" in str(exc.value)
+
+
+def test_the_readme_reference_is_the_schema():
+    from lmforge.config.reference import README, current_table, reference_table
+
+    text = README.read_text()
+    start, end = current_table(text)
+    assert text[start:end] == reference_table(), "README out of date: run python -m lmforge.config.reference"

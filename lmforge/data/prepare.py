@@ -205,11 +205,14 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
          f"({timings['ingest']:.1f}s)")
     say_drops(steps, reject_dir)
     per_file: Counter = Counter()
+    binary = set()  # files skipped as binary were already named by a warning of their own
     for u, r in zip(units, r1):
         if u.format != "builtin":
             per_file[u.path] += r["docs"]
+            if (r.get("steps", {}).get("read", {}).get("dropped") or {}).get("binary_file"):
+                binary.add(u.path)
     for path, n in per_file.items():
-        if n == 0:
+        if n == 0 and path not in binary:
             _warn(f"{path} contributed no document (every record dropped; reasons in {reject_dir}/)")
     if n_docs == 0:
         reasons = Counter()

@@ -43,6 +43,7 @@ def test_binary_files_are_skipped_by_name(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0
     assert f"{d / 'ls'}: skipped, looks binary" in err and f"{d / 'noise.bin'}: skipped, looks binary" in err
+    assert err.count(f"{d / 'ls'}") == 1  # one warning per skipped file, not a second "contributed nothing" one
     assert m["steps"]["read"]["dropped"] == {"binary_file": 2} and m["steps"]["read"]["kept"] == 60
     tok = json.loads((tmp_path / "run" / "tokenizer" / "tokenizer.json").read_text())
     assert all(ord(ch) < 0x250 for t in tok["model"]["vocab"] for ch in t)  # no junk characters learned

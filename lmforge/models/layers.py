@@ -96,7 +96,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv_proj = nn.Linear(c, 3 * c, bias=cfg.bias)  # q, k, v stacked: one GEMM instead of three
         self.o_proj = nn.Linear(c, c, bias=cfg.bias)
         self.rope = rope
-        self.dropout = cfg.dropout
+        self.attn_dropout = cfg.dropout  # on the attention probabilities (a float: SDPA takes dropout_p)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, causal: bool, attn_mask: Optional[torch.Tensor] = None,
@@ -117,7 +117,7 @@ class MultiHeadAttention(nn.Module):
             attn_mask = allowed if attn_mask is None else attn_mask & allowed
             causal = False
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
+                                           dropout_p=self.attn_dropout if self.training else 0.0)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.o_proj(y))
 

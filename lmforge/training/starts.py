@@ -122,10 +122,13 @@ def start_from(ft: FinetuneConfig, model_cfg: ModelConfig, labels: list[str], to
 
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:
-    """Set every dropout of ``module`` (and its config) to ``p``."""
+    """Set every dropout of ``module`` (and its config) to ``p``: the ``nn.Dropout`` layers and the
+    attention-probability dropout, which the attention keeps as a float for SDPA."""
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p
+        if isinstance(getattr(m, "attn_dropout", None), float):
+            m.attn_dropout = p
     cfg = getattr(module, "cfg", None)
     if cfg is not None:
         module.cfg = replace(cfg, dropout=p)

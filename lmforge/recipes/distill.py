@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import statistics
 import time
@@ -38,14 +37,17 @@ from lmforge.models.heads import keep_layers
 from lmforge.models.load import load_checkpoint_model, load_language_model, load_task_model, resolve_init
 from lmforge.models.transformer import LanguageModel
 from lmforge.recipes.finetune import finetune, subsample
-from lmforge.recipes.pretrain import pretrain
+from lmforge.recipes.pretrain import pretrain, validate
 from lmforge.tasks import get_task
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_folder
 from lmforge.training.config import PretrainConfig
 from lmforge.training.distill_config import DistillConfig
 from lmforge.training.distillation import CachedTeacherLoss, CausalTeacherLoss, TeacherLoss, teacher_logits
+from lmforge.training.distributed import Dist
 from lmforge.training.finetune_config import FinetuneConfig
+from lmforge.training.objectives import CausalLM
+from lmforge.training.precision import Precision
 
 
 def _say(msg: str) -> None:
@@ -185,9 +187,9 @@ def distill_causal_lm(dc: DistillConfig, pt: PretrainConfig, model_cfg: ModelCon
     val = PackedDataset(tokens, "val")
     n = min(len(val), pt.eval_batches * pt.batch_size)
     sides = compare(dc, teacher.model.cpu().eval(), student, lambda m: (lambda ids: m(ids)))
-    for side, m in (("teacher", teacher.model), ("student", student)):
-        loss = lm_loss(m, val, n, pt.batch_size)
-        sides[side]["val"] = {"val_loss": round(loss, 4), "val_ppl": round(math.exp(min(loss, 50)), 3), "windows": n}
+    for side, m in (("teacher", teacher.model), ("student", student)):  # pretrain's own validation, on both
+        ev = validate(m, val, CausalLM(), pt, Dist(), Precision(torch.device("cpu"), "fp32"))
+        sides[side]["val"] = {"val_loss": round(ev["val_loss"], 4), "val_ppl": round(ev["val_ppl"], 3), "windows": n}
     note = f"Both sides scored on the first {n} validation windows of {tokens} (next-token loss, perplexity)."
     _say(f"val perplexity: teacher {sides['teacher']['val']['val_ppl']}, student {sides['student']['val']['val_ppl']}")
     record = write_report(dc, teacher.source, sides, paths.pretrain.root.parent / "distill", note)
@@ -208,17 +210,6 @@ def _check_vocabulary(teacher_tok: Path, teacher_vocab: int, tokens: Path, data_
     if load_folder(data_tok)[0].get_vocab() != load_folder(teacher_tok)[0].get_vocab():
         raise DataError(f"distill: the shards in {tokens} were tokenized with {data_tok}, whose vocabulary differs "
                         f"from the teacher's ({teacher_tok}); {hint}")
-
-
-@torch.inference_mode()
-def lm_loss(model: LanguageModel, val: PackedDataset, n: int, batch: int) -> float:
-    """Mean next-token loss over the first ``n`` windows of ``val``."""
-    total, count = 0.0, 0
-    for b in range(0, n, batch):
-        ids = torch.stack([val[i] for i in range(b, min(b + batch, n))])
-        _, loss = model.eval()(ids, ids)
-        total, count = total + loss.item() * len(ids), count + len(ids)
-    return total / max(count, 1)
 
 
 def compare(dc: DistillConfig, teacher: torch.nn.Module, student: torch.nn.Module,

@@ -49,7 +49,7 @@ from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig, PeftConfig
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.losses import class_weights, classification_loss
-from lmforge.training.metric_logging import MetricsLog, write_config
+from lmforge.training.metric_logging import MetricsLog, eta, write_config
 from lmforge.training.optim import apply_lr, build_optimizer, param_groups
 from lmforge.training.plots import plot_curves
 from lmforge.training.precision import Precision
@@ -283,7 +283,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
                 left = (total - done) * dt / steps_logged
                 _say(f"step {done}/{total}: loss {np.mean(loss_hist):.4f}, lr {lr:.2e}, "
                      f"{1000 * dt / steps_logged:.0f} ms/step, {seen / max(dt, 1e-9):,.0f} examples/s, "
-                     f"ETA {int(left) // 60}m{int(left) % 60:02d}s")
+                     f"ETA {eta(left)}")
             loss_hist, seen, t_log = [], 0, time.time()
         if bar is not None:
             bar.update(1)

@@ -27,13 +27,12 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
-from lmforge.training.metric_logging import write_config
 from lmforge.training.config import PretrainConfig
 from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, barrier, setup, teardown, wrap
 from lmforge.training.early_stopping import Best
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
-from lmforge.training.metric_logging import MetricsLog
+from lmforge.training.metric_logging import MetricsLog, eta, write_config
 from lmforge.training.objectives import build_objective
 from lmforge.training.optim import apply_lr, build_optimizer, param_groups, penalty
 from lmforge.training.plots import plot_curves
@@ -58,11 +57,6 @@ def _say(msg: str) -> None:
 
 def _quiet(msg: str) -> None:  # ranks other than 0 say nothing
     pass
-
-
-def _eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _tokenizer(data_dir):
@@ -262,7 +256,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             elif d.main:  # no bar (no terminal, or --no-progress): plain lines instead
                 ms = 1000 * dt / max(tokens_since / tokens_per_step, 1)
                 _say(f"step {done}/{p.max_steps}: loss {last_loss:.4f}, lr {lr:.2e}, {ms:.0f} ms/step, "
-                     f"{tps:,.0f} tokens/s, ETA {_eta((p.max_steps - done) * ms / 1000)}")
+                     f"{tps:,.0f} tokens/s, ETA {eta((p.max_steps - done) * ms / 1000)}")
             t_log, tokens_since, wait_since = time.time(), 0, 0.0
         if bar is not None:
             bar.update(1)

@@ -27,45 +27,43 @@ class RunFacts:
     finetune: Optional[dict] = None
     finetune_metrics: list[dict] = field(default_factory=list)
     evals: dict[str, dict] = field(default_factory=dict)  # split -> eval/<split>/metrics.json
-    confusion_png: dict[str, Path] = field(default_factory=dict)
+    confusion_png: dict[str, bytes] = field(default_factory=dict)
     tune: list[dict] = field(default_factory=list)
     transfer: list[dict] = field(default_factory=list)  # transfer/results.jsonl
-    transfer_png: Optional[Path] = None
+    transfer_png: Optional[bytes] = None
     distill: Optional[dict] = None
     export: Optional[dict] = None
     export_dir: Optional[Path] = None
     environment: dict = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)  # stage -> its resolved config.yaml
 
-    def source(self, path: Path) -> str:
-        """Record ``path`` as read; returns its name relative to the run folder."""
+    def read(self, path: Path) -> bytes:
+        """The bytes of ``path``, recorded as a source (size and sha256, by its name relative to
+        the run folder): each file is read once, for its hash and its content alike."""
         rel = str(path.relative_to(self.run_dir)) if path.is_relative_to(self.run_dir) else str(path)
         data = path.read_bytes()
         self.sources[rel] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        return rel
+        return data
 
     def json(self, path: Path) -> Optional[Any]:
         if not path.is_file():
             return None
-        self.source(path)
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
+            return json.loads(self.read(path))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
     def jsonl(self, path: Path, limit: Optional[int] = None) -> list[dict]:
         if not path.is_file():
             return []
-        self.source(path)
         out = []
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-                if limit is not None and len(out) >= limit:
-                    break
+        for line in self.read(path).decode("utf-8", "replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+            if limit is not None and len(out) >= limit:
+                break
         return out
 
 
@@ -120,14 +118,12 @@ def collect(run_dir: str | Path) -> RunFacts:
             f.evals[split] = m
             png = run / "finetune" / "eval" / split / "confusion_matrix.png"
             if png.is_file():
-                f.source(png)
-                f.confusion_png[split] = png
+                f.confusion_png[split] = f.read(png)
     f.tune = f.jsonl(run / "tune" / "trials.jsonl")
     f.distill = f.json(run / "distill" / "distill.json")
     f.transfer = f.jsonl(run / "transfer" / "results.jsonl")
     if (run / "transfer" / "transfer.png").is_file():
-        f.source(run / "transfer" / "transfer.png")
-        f.transfer_png = run / "transfer" / "transfer.png"
+        f.transfer_png = f.read(run / "transfer" / "transfer.png")
     for cand in (run / "export" / "onnx", run / "finetune" / "export" / "onnx", run / "pretrain" / "export" / "onnx"):
         rec = f.json(cand / "export.json")
         if rec:
@@ -136,8 +132,7 @@ def collect(run_dir: str | Path) -> RunFacts:
     for stage in ("pretrain", "finetune"):
         c = run / stage / "config.yaml"
         if c.is_file():
-            f.source(c)
-            f.configs[stage] = c.read_text()
+            f.configs[stage] = f.read(c).decode("utf-8")
     f.environment = {"versions": _versions(), "machine": f"{platform.system()} {platform.release()} "
                      f"{platform.machine()}, {os.cpu_count()} CPU(s)", "run_dir": str(run)}
     return f

@@ -142,7 +142,7 @@ def _finetune(f: RunFacts) -> Section:
                 [[k, v["precision"], v["recall"], v["f1"], v["support"]] for k, v in (m.get("per_type") or {}).items()],
                 src)
         if split in f.confusion_png:
-            s.figure(f"confusion_{split}", f.confusion_png[split].read_bytes(), f"Confusion matrix, {split} (rows = gold)",
+            s.figure(f"confusion_{split}", f.confusion_png[split], f"Confusion matrix, {split} (rows = gold)",
                      f"finetune/eval/{split}/confusion_matrix.png")
         s.figure(f"roc_pr_{split}", figures.roc_pr(m), f"ROC and precision-recall, {split}", src)
         s.figure(f"reliability_{split}", figures.reliability(m), f"Calibration, {split}", src)
@@ -168,7 +168,7 @@ def _transfer(f: RunFacts) -> Section:
             if any(k in r for r in f.transfer)]
     s.table(keys, [[r.get(k) for k in keys] for r in f.transfer], "transfer/results.jsonl")
     if f.transfer_png is not None:
-        s.figure("transfer", f.transfer_png.read_bytes(), "Metric vs number of labels, per start",
+        s.figure("transfer", f.transfer_png, "Metric vs number of labels, per start",
                  "transfer/transfer.png")
     return s
 

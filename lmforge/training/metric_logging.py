@@ -58,3 +58,9 @@ def write_config(folder: Path, config: dict) -> None:
 
     (Path(folder) / "config.yaml").write_text("# the resolved configuration of this run (every default filled in)\n"
                                               + yaml.safe_dump(config, sort_keys=False))
+
+
+def eta(seconds: float) -> str:
+    """``12m05s`` / ``1h03m``: the remaining time in progress lines."""
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -166,7 +166,7 @@ def checkpoint_tokenizer(checkpoint: Path, state: dict) -> Path:
                   f"{checkpoint / STATE_FILE}: tokenizer_dir")
 
 
-Kind = Literal["checkpoint", "pretrain", "finetune", "task_model", "hf_model", "prepared_data", "tokens", "unknown"]
+Kind = Literal["checkpoint", "pretrain", "finetune", "task_model", "array_model", "hf_model", "prepared_data", "tokens", "unknown"]
 
 
 def kind_of(path: str | Path) -> Kind:
@@ -176,6 +176,7 @@ def kind_of(path: str | Path) -> Kind:
     * ``finetune`` — a finetune output folder (``best/``, the exported model, inside);
     * ``pretrain`` — a training folder with ``checkpoints/`` and no ``best/``;
     * ``task_model`` — an HF ``*For{Sequence,Token}Classification`` folder (ours or anyone's);
+    * ``array_model`` — an image or table model of ours (``config.json`` with ``lmforge_kind``);
     * ``hf_model`` — any other HF model folder (``config.json``);
     * ``prepared_data`` — a ``data prepare`` output (``tokens/index.json``); ``tokens`` — its tokens folder.
     """
@@ -188,9 +189,12 @@ def kind_of(path: str | Path) -> Kind:
         return "pretrain"
     if (p / "config.json").is_file():
         try:
-            archs = json.loads((p / "config.json").read_text()).get("architectures") or []
+            config = json.loads((p / "config.json").read_text())
         except json.JSONDecodeError:
             raise ArtifactError(f"{p / 'config.json'}: not valid JSON") from None
+        if isinstance(config, dict) and config.get("lmforge_kind") in ("image", "tabular"):
+            return "array_model"
+        archs = (config.get("architectures") if isinstance(config, dict) else None) or []
         is_task = any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs)
         return "task_model" if is_task else "hf_model"
     if (p / "tokens" / "index.json").is_file():
@@ -227,7 +231,7 @@ def task_model_dir(path: str | Path) -> Path:
     kind = kind_of(p)
     if kind == "finetune":
         return p / "best"
-    if kind in ("task_model", "hf_model"):
+    if kind in ("task_model", "hf_model", "array_model"):
         return p
     raise ArtifactError(f"{p}: not a fine-tuned model folder (no config.json; give a finetune output folder "
                         "or its best/ folder)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from lmforge.data.images.config import ImageConfig
+from lmforge.data.tabular.config import TabularConfig
+
 Format = Literal["auto", "text", "lines", "jsonl", "csv", "tsv", "parquet"]
 
 
@@ -133,6 +136,7 @@ class PackConfig:
 
 @dataclass
 class DataConfig:
+    kind: Literal["text", "image", "tabular"] = field(default="text", metadata={"help": "text: sources/clean/filter/dedup/pack below; image: data.image; tabular: data.tabular (split and labels are shared)"})
     sources: list[SourceConfig] = field(default_factory=list, metadata={"help": "inputs; all are read into one corpus"})
     labels: Optional[list[str]] = field(default=None, metadata={"help": "declared label set; other labels are rejected"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad record instead of rejecting it"})
@@ -144,10 +148,18 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    tabular: TabularConfig = field(default_factory=TabularConfig)
 
     def validate(self):
-        if not self.sources:
+        if self.kind == "text" and not self.sources:
             yield "sources", "at least one source is needed (e.g. - path: data/*.jsonl)"
+        if self.kind == "image" and not self.image.sources:
+            yield "image.sources", "at least one image source is needed (e.g. - builtin: digits, or - path: train-images-idx3-ubyte.gz)"
+        if self.kind == "tabular":
+            if not self.tabular.sources:
+                yield "tabular.sources", "at least one table is needed (e.g. - builtin: penguins, or - path: table.csv)"
+            yield from ((f"tabular.columns.{k}", m) for k, m in self.tabular.columns.problems())
 
 
 WEB_QUALITY_KEYS = ("max_dup_line_frac", "max_top_ngram_frac", "max_dup_ngram_frac")

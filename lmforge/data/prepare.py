@@ -152,12 +152,31 @@ def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
                   + (f"; {hint}" if hint else "") + f"; each one is in {reject_dir}/")
 
 
+def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool = True, world_size: int = 1) -> dict:
+    """``data.kind: image`` or ``tabular``: their own flows (:mod:`lmforge.data.images.prepare`,
+    :mod:`lmforge.data.tabular.prepare`) into the same ``<run>/data/`` folder, with a manifest,
+    a report and every rejected record kept with its reason."""
+    if world_size > 1:
+        raise PipelineError(f"--world-size: data.kind: {data.kind} prepares in one process (the text flow alone "
+                            "is split across ranks)")
+    out = ensure_dir(paths.data, "data")
+    if data.kind == "image":
+        from lmforge.data.images.prepare import prepare_images
+
+        return prepare_images(data, seed, out, progress)
+    from lmforge.data.tabular.prepare import prepare_tabular
+
+    return prepare_tabular(data, seed, out, progress)
+
+
 def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, seed: int, workers: int,
             name: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
     """Run the whole flow into ``paths.data`` (and the tokenizer into ``paths.tokenizer``) with
     ``workers`` processes. With ``world_size > 1`` only the per-unit ingest of this rank's units
     (``unit.index % world_size == rank``) runs, so several machines sharing ``run_dir`` can split
     the heaviest stage; a final run without ranks reuses their completion markers and finishes."""
+    if data.kind != "text":
+        return prepare_kind(data, paths, seed=seed, progress=progress, world_size=world_size)
     t_start = time.time()
     timings: dict[str, float] = {}
     out = paths.data

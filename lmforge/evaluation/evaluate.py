@@ -57,6 +57,11 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> tuple[dict, Path]:
     path = Path(cfg.model)
     if not path.exists():
         raise ArtifactError(f"no model at {path}")
+    folder = path / "best" if kind_of(path) == "finetune" else path
+    if kind_of(folder) == "array_model":  # an image or table model
+        from lmforge.evaluation.evaluate_arrays import evaluate_array_model
+
+        return evaluate_array_model(folder, cfg.file, cfg.data_dir, cfg.split, cfg.batch_size, cfg.out)
     if kind_of(path) in ("checkpoint", "pretrain"):
         if not cfg.data_dir:
             raise UsageError("perplexity needs --data-dir (a prepared folder with packed tokens) and --split")

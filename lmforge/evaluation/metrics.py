@@ -75,10 +75,24 @@ def perplexity_metrics(losses: list[float], tokens: int) -> dict:
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens}
 
 
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """RMSE, MAE, R² (scikit-learn) and the mean squared error as ``loss``, in the target's units."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    if len(y_true) == 0:
+        raise DataError("cannot evaluate an empty set")
+    mse = float(mean_squared_error(y_true, y_pred))
+    return {"examples": int(len(y_true)), "rmse": math.sqrt(mse), "mae": float(mean_absolute_error(y_true, y_pred)),
+            "r2": float(r2_score(y_true, y_pred)) if len(y_true) > 1 else None, "loss": mse}
+
+
+LOWER_IS_BETTER = ("loss", "rmse", "mae")
+
+
 def metric_value(metrics: dict, name: str) -> float:
-    """The number used for model selection; higher is better (loss is negated)."""
-    if name == "loss":
-        return -metrics["loss"]
+    """The number used for model selection; higher is better (loss, RMSE and MAE are negated)."""
+    if name in LOWER_IS_BETTER:
+        return -metrics[name]
     v = metrics.get(name)
     return -math.inf if v is None else float(v)
 

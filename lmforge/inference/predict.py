@@ -17,6 +17,14 @@ from lmforge.tasks import get_task
 
 def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]:
     """One prediction record per input record of ``cfg.file``, in input order."""
+    from lmforge.layout import kind_of
+
+    folder = Path(cfg.model) / "best" if kind_of(cfg.model) == "finetune" else Path(cfg.model)
+    if kind_of(folder) == "array_model":  # an image or table model
+        from lmforge.evaluation.evaluate_arrays import predict_array_records
+
+        yield from predict_array_records(folder, cfg.file, cfg.batch_size)
+        return
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)
     if cfg.id_field and tm.model.task != "sequence":

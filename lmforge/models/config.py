@@ -10,7 +10,7 @@ from typing import Literal, Optional
 class ModelConfig:
     """Architecture of a Transformer encoder or decoder. Shapes use B=batch, T=time, C=d_model."""
 
-    arch: Literal["decoder", "encoder"] = field(default="decoder", metadata={"help": "decoder = GPT-style causal LM, encoder = BERT-style masked LM"})
+    arch: Literal["decoder", "encoder", "cnn", "vit", "linear", "mlp", "tab_transformer"] = field(default="decoder", metadata={"help": "text: decoder = GPT-style causal LM, encoder = BERT-style masked LM; images (data.kind: image): cnn, vit; tables (data.kind: tabular): linear, mlp, tab_transformer"})
     preset: Optional[str] = field(default=None, metadata={"help": "named size (tiny, mini, small, gpt2-small, bert-base, ...); explicit fields override it"})
     vocab_size: int = field(default=0, metadata={"min": 0, "help": "0 = take it from the tokenizer"})
     n_layer: int = field(default=4, metadata={"min": 1})
@@ -30,6 +30,10 @@ class ModelConfig:
     type_vocab_size: int = field(default=0, metadata={"min": 0, "help": "BERT token-type embeddings (2 for BERT checkpoints)"})
     embedding_norm: bool = field(default=False, metadata={"help": "LayerNorm after the embeddings (BERT)"})
     final_norm: bool = field(default=True, metadata={"help": "norm after the last block (pre-norm models)"})
+    patch_size: int = field(default=4, metadata={"min": 1, "help": "vit: side of the square patches (must divide the image size)"})
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "cnn: output channels of each conv + batch-norm + pool stage"})
+    hidden: list[int] = field(default_factory=lambda: [128], metadata={"help": "cnn: fully connected layers before the output; mlp: hidden layer sizes"})
+    batch_norm: bool = field(default=True, metadata={"help": "cnn / mlp: batch normalization after each conv / hidden layer"})
 
     def validate(self):
         if self.preset is not None and self.preset not in PRESETS:  # reported with the config's other problems
@@ -39,10 +43,17 @@ class ModelConfig:
             yield "preset", (f"unknown preset {self.preset!r}" + (f"; did you mean {near[0]!r}?" if near else "")
                              + f" (choose from {', '.join(PRESETS)})")
             return
+        if self.arch in ("cnn", "linear", "mlp"):
+            return
         if self.d_model % self.n_head:
             yield "d_model", f"must be divisible by n_head={self.n_head}; got {self.d_model}"
         if self.pos == "rope" and (self.d_model // max(self.n_head, 1)) % 2:
             yield "pos", "RoPE needs an even head size (d_model / n_head)"
+
+    @property
+    def is_text(self) -> bool:
+        """A language model body (encoder/decoder) rather than an image or table model."""
+        return self.arch in ("decoder", "encoder")
 
     @property
     def head_dim(self) -> int:

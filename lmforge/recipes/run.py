@@ -42,6 +42,7 @@ from lmforge.config.schema import to_dict
 from lmforge.errors import UsageError
 from lmforge.layout import ensure_dir, list_checkpoints, splits_dir
 from lmforge.pipeline.config import STAGES
+from lmforge.tasks import ARRAY_TASKS
 
 
 def _say(msg: str) -> None:
@@ -67,7 +68,8 @@ def _data(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dic
     with writing(cfg.paths.data):
         m = prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
                     progress=progress)
-    return {"splits": {s: v["docs"] for s, v in m["splits"].items()}, "manifest": str(cfg.paths.data / "manifest.json")}
+    return {"splits": {s: v["docs"] if isinstance(v, dict) else v for s, v in m["splits"].items()},
+            "manifest": str(cfg.paths.data / "manifest.json")}
 
 
 def _labeled_tokenizer(cfg: ExperimentConfig):
@@ -98,6 +100,8 @@ def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) ->
     from lmforge.recipes.finetune import finetune
 
     resume = resume and bool(list_checkpoints(cfg.paths.finetune.checkpoints))
+    if cfg.finetune.task in ARRAY_TASKS:
+        from lmforge.recipes.finetune_arrays import finetune_arrays as finetune
     s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
                  progress=progress)
     return {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
@@ -202,11 +206,17 @@ def declared_stages(cfg: ExperimentConfig, raw: dict) -> list[str]:
     """The stages this config runs, in pipeline order."""
     if cfg.pipeline.stages is not None:
         return [s for s in STAGES if s in cfg.pipeline.stages]
-    have = {"data": bool(cfg.data.sources), "labeled_data": bool(cfg.labeled_data.sources),
+    have = {"data": bool(_sources(cfg.data)), "labeled_data": bool(cfg.labeled_data.sources),
             **{s: s in raw for s in ("pretrain", "finetune", "tune", "distill")}}
     trained = have["pretrain"] or have["finetune"]
-    have["export"] = have["serve"] = trained and cfg.pipeline.export != "none"
+    text = cfg.data.kind == "text" and cfg.finetune.task not in ARRAY_TASKS  # export/serve: text models for now
+    have["export"] = have["serve"] = trained and text and cfg.pipeline.export != "none"
     return [s for s in STAGES if have[s]]
+
+
+def _sources(data) -> list:
+    """The sources of a data section, whatever its kind."""
+    return {"image": data.image.sources, "tabular": data.tabular.sources}.get(data.kind, data.sources)
 
 
 def _section(d: dict, dotted: str):
@@ -220,6 +230,15 @@ def _source_stamps(data) -> list:
     from lmforge.data.sources import source_files
 
     out = []
+    if data.kind != "text":
+        for src in _sources(data):
+            for path in ([src.path, getattr(src, "labels", None)] if src.path else []):
+                if path and os.path.exists(path):
+                    st = os.stat(path)
+                    out.append([path, st.st_size, st.st_mtime_ns])
+            if src.builtin:
+                out.append(["builtin", src.builtin])
+        return out
     for src in data.sources:
         if src.builtin:
             out.append(["builtin", src.builtin])

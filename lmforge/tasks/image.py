@@ -15,8 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lmforge.errors import DataError
-from lmforge.tasks.arrays import ArraySet
+from lmforge.tasks.arrays import ArraySet, prepared_manifest
 
 
 def normalize(x01: torch.Tensor, norm: dict) -> torch.Tensor:
@@ -48,7 +47,7 @@ class ImageTask:
         return ArraySet({"x": images}, np.asarray(a.labels, dtype=np.int64), list(a.ids))
 
     def meta(self, data_dir: Path, train: ArraySet) -> dict:
-        man = _manifest(data_dir, "image")
+        man = prepared_manifest(data_dir, "image")
         return {"kind": "image", "task": "classification", "labels": list(man["labels"]),
                 "in_shape": list(man["shape"]), "num_outputs": len(man["labels"]), "normalize": man["normalize"], "augment": man.get("augment", {})}
 
@@ -76,14 +75,3 @@ class ImageTask:
 
             self._augmenters[key] = Augmenter(build(ImageAugmentConfig, cfg))
         return self._augmenters[key]
-
-
-def _manifest(data_dir: Path, kind: str) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{data_dir} is not a prepared data folder (no manifest.json): run lmforge data prepare first")
-    man = json.loads(path.read_text())
-    if man.get("kind", "text") != kind:
-        raise DataError(f"{data_dir} holds {man.get('kind', 'text')} data, but finetune.task is {kind}: "
-                        f"prepare it with data.kind: {kind}, or set finetune.task to match")
-    return man

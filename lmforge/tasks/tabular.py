@@ -13,8 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lmforge.tasks.arrays import ArraySet, target_stats
-from lmforge.tasks.image import _manifest
+from lmforge.tasks.arrays import ArraySet, prepared_manifest, target_stats
 
 
 class TabularTask:
@@ -31,7 +30,7 @@ class TabularTask:
                         None if a.y is None else np.asarray(a.y), list(a.ids))
 
     def meta(self, data_dir: Path, train: ArraySet) -> dict:
-        man = _manifest(data_dir, "tabular")
+        man = prepared_manifest(data_dir, "tabular")
         meta = {"kind": "tabular", "task": man["task"], "labels": list(man.get("labels") or []),
                 "target": man.get("target"), "feature_names": list(man["feature_names"]),
                 "n_features": int(train.inputs["x"].shape[1]), "n_numeric": int(man["n_numeric"]),

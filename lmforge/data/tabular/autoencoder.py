@@ -4,8 +4,12 @@ A small MLP reads a row as ``[z-scored numeric (P), one-hot categorical (ΣK), o
 and reconstructs ``[numeric (P), category logits (ΣK)]``. It is trained on the train split only,
 with a loss on observed cells only (squared error for numeric, cross-entropy per categorical
 column); each step also hides a random ``mask_prob`` of the observed cells, so the network learns
-to fill a cell from the others. At transform a missing cell starts at the train mean / mode and is
-replaced by the reconstruction, ``REFINE_PASSES`` times. Seeded and CPU-only: the same seed gives
+to fill a cell from the others. At transform a missing cell is given to the network as in training
+(the train mean / mode, flagged missing) and replaced by its reconstruction, ``REFINE_PASSES`` (one)
+time: feeding a reconstruction back in while the cell is still flagged missing is an input the
+network never saw in training, and each such extra pass made the fills worse (held-out penguins
+cells, 30 % hidden: numeric RMSE 0.59 std after one pass, 0.74 after two, 1.03 after three —
+mean imputation: 0.99). Seeded and CPU-only: the same seed gives
 the same weights and the same fills; the global torch RNG is left untouched.
 """
 
@@ -22,7 +26,7 @@ from lmforge.data.tabular.config import AutoencoderImputerConfig
 from lmforge.data.tabular.impute import mode
 from lmforge.data.tabular.transform import as_matrix, quiet
 
-REFINE_PASSES = 3
+REFINE_PASSES = 1  # see the module docstring: more passes degrade the fills
 BATCH = 256  # rows per step (the whole split when smaller)
 
 

@@ -157,7 +157,7 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
         raise DataError(f"the train split is empty: {n_read} rows read, {len(frame)} with a target, rejected: "
                         f"{dict(reasons) or 'none'}; fix the input or the settings that reject rows "
                         "(data.split fractions, missing.strategy drop_row, data.labels)")
-    say(f"split: " + ", ".join(f"{s} {len(parts[s])}" for s in SPLITS) + (f" (stratified by {target!r})" if stratify else ""))
+    say("split: " + ", ".join(f"{s} {len(parts[s])}" for s in SPLITS) + (f" (stratified by {target!r})" if stratify else ""))
 
     # ---- fit on train, transform every split ---------------------------------------------------------
     pre = TabularPreprocessor(tab, seed, task=task, labels=data.labels).fit(frame.iloc[parts["train"]], drop=dropped)

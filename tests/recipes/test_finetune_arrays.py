@@ -1,0 +1,128 @@
+"""Images and tables end to end through the CLI: ``data prepare`` → ``finetune`` → ``evaluate`` →
+``predict``, on data that ships with packages (scikit-learn's digits, palmerpenguins); exact
+resume; and the errors a user meets first."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lmforge.cli import main
+from lmforge.layout import list_checkpoints
+
+IMAGES = {"data": {"kind": "image", "image": {"sources": [{"builtin": "digits"}], "max_images": 700,
+                                              "augment": {"enabled": True, "rotation": 8, "translate": 0.1}},
+                   "split": {"val": 0.15, "test": 0.2}},
+          "model": {"arch": "cnn", "conv_channels": [8, 16], "hidden": [32]},
+          "finetune": {"task": "image", "optim": {"lr": 3e-3}, "loop": {"epochs": 4, "batch_size": 32, "threads": 1}}}
+TABLE = {"data": {"kind": "tabular",
+                  "tabular": {"sources": [{"builtin": "penguins"}],
+                              "columns": {"target": "species",
+                                          "numeric": ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"],
+                                          "categorical": ["island", "sex"]},
+                              "missing": {"strategy": "median"}},
+                  "split": {"val": 0.15, "test": 0.2}},
+         "model": {"arch": "mlp", "hidden": [32]},
+         "finetune": {"task": "tabular", "optim": {"lr": 1e-2}, "loop": {"epochs": 15, "batch_size": 32, "threads": 1}}}
+
+
+def write(tmp: Path, name: str, cfg: dict) -> str:
+    p = tmp / f"{name}.yaml"
+    p.write_text(yaml.safe_dump({"name": name, "run_dir": str(tmp / name), "seed": 3, **cfg}))
+    return str(p)
+
+
+def test_images_prepare_finetune_evaluate_predict(tmp_path, capsys):
+    cfg = write(tmp_path, "img", IMAGES)
+    run = tmp_path / "img"
+    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    man = json.loads((run / "data" / "manifest.json").read_text())
+    assert man["kind"] == "image" and man["shape"] == [1, 8, 8]
+    assert main(["finetune", cfg, "--no-progress"]) == 0
+    summary = json.loads((run / "finetune" / "summary.json").read_text())
+    assert summary["results"]["test"]["accuracy"] > 0.8, summary["results"]  # 10 classes: chance is 0.1
+    assert (run / "finetune" / "eval" / "test" / "confusion_matrix.png").is_file()
+    assert (run / "finetune" / "curves.png").is_file()
+    # evaluate the saved model as a user would: the same test accuracy as the recipe's own final evaluation
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "finetune"), "--data-dir", str(run / "data"), "--split", "test",
+                 "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["accuracy"] == pytest.approx(summary["results"]["test"]["accuracy"])
+    # predict on a raw .npz of images (no labels)
+    test = np.load(run / "data" / "images" / "test.images.npy")[:5]
+    np.savez(tmp_path / "five.npz", images=test[:, 0])
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(run / "finetune" / "best"), "--file", str(tmp_path / "five.npz"), "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 5 and all(r["label"] in man["labels"] and 0 < r["score"] <= 1 for r in recs)
+
+
+def test_table_prepare_finetune_evaluate_predict(tmp_path):
+    cfg = write(tmp_path, "tab", TABLE)
+    run = tmp_path / "tab"
+    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    man = json.loads((run / "data" / "manifest.json").read_text())
+    assert man["kind"] == "tabular" and man["task"] == "classification"
+    assert main(["finetune", cfg, "--no-progress"]) == 0
+    summary = json.loads((run / "finetune" / "summary.json").read_text())
+    assert summary["results"]["test"]["accuracy"] > 0.9, summary["results"]  # penguin species are easy
+    # predict on raw CSV rows with missing cells: the saved preprocessor imputes and scales them
+    import palmerpenguins
+
+    raw = palmerpenguins.load_penguins().drop(columns=["species"])
+    raw.iloc[:6].to_csv(tmp_path / "rows.csv", index=False)
+    assert raw.iloc[:6].isna().any().any()
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(run / "finetune"), "--file", str(tmp_path / "rows.csv"), "--out", str(out)]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == 6 and {r["label"] for r in recs} <= set(man["labels"])
+
+
+def test_table_regression(tmp_path):
+    cfg = dict(TABLE, finetune={**TABLE["finetune"], "loop": {"epochs": 30, "batch_size": 32, "threads": 1}})
+    cfg["data"] = json.loads(json.dumps(TABLE["data"]))
+    cols = cfg["data"]["tabular"]["columns"]
+    cols.update(target="body_mass_g", numeric=["bill_length_mm", "bill_depth_mm", "flipper_length_mm"],
+                categorical=["species", "island", "sex"])
+    path = write(tmp_path, "reg", cfg)
+    assert main(["data", "prepare", path, "--no-progress"]) == 0
+    assert main(["finetune", path, "--no-progress"]) == 0
+    s = json.loads((tmp_path / "reg" / "finetune" / "summary.json").read_text())
+    assert s["task"] == "regression" and s["selection_metric"] == "rmse"
+    test = s["results"]["test"]
+    assert test["r2"] > 0.6 and test["rmse"] < 500, test  # body mass spans ~2,700–6,300 g (std ~800)
+    assert (tmp_path / "reg" / "finetune" / "eval" / "test" / "residuals.png").is_file()
+
+
+def test_resume_is_exact(tmp_path):
+    """Ctrl-C mid-run, then --resume: the final weights equal an uninterrupted run's."""
+    from conftest import interrupt_after
+    from safetensors.numpy import load_file
+
+    cfg = dict(IMAGES, finetune={**IMAGES["finetune"], "loop": {"epochs": 6, "batch_size": 32, "threads": 1,
+                                                                "log_every": 1, "save_every": 3}})
+    full, part = write(tmp_path, "full", cfg), write(tmp_path, "part", cfg)
+    for p in (full, part):
+        assert main(["data", "prepare", p, "--no-progress"]) == 0
+    assert main(["finetune", full, "--no-progress"]) == 0
+    code, err, step = interrupt_after(["finetune", part, "--no-progress"], tmp_path / "part" / "finetune" / "metrics.jsonl", 20)
+    assert code != 0 and step > 0, err[-2000:]
+    assert main(["finetune", part, "--no-progress", "--resume"]) == 0
+    a = load_file(list_checkpoints(tmp_path / "full" / "finetune" / "checkpoints")[-1] / "model.safetensors")
+    b = load_file(list_checkpoints(tmp_path / "part" / "finetune" / "checkpoints")[-1] / "model.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_wrong_arch_and_kind_are_named(tmp_path, capsys):
+    cfg = write(tmp_path, "bad", dict(IMAGES, model={"arch": "mlp"}))
+    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    assert main(["finetune", cfg, "--no-progress"]) != 0
+    assert "model.arch: mlp does not fit finetune.task: image" in capsys.readouterr().err
+    cfg = write(tmp_path, "bad2", dict(IMAGES, finetune={**IMAGES["finetune"], "task": "tabular"},
+                                       model={"arch": "mlp"}))
+    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    assert main(["finetune", cfg, "--no-progress"]) != 0
+    assert "holds image data, but finetune.task is tabular" in capsys.readouterr().err

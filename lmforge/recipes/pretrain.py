@@ -127,6 +127,9 @@ def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: i
 
     ``loss`` replaces the objective's loss in training (validation always reports the objective's);
     ``start`` fills the weights of a fresh model (not of a resumed one: its checkpoint does)."""
+    if not model_cfg.is_text:
+        raise TrainingError(f"model.arch: {model_cfg.arch} is an image/table model; pretraining is for text "
+                            "(decoder, encoder) — images and tables train with lmforge finetune")
     d = setup()
     try:
         with StopRequest() as stop:

@@ -56,7 +56,12 @@ def test_unknown_preset_lists_presets():
 @pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_loads(path: Path):
     cfg = load_config(str(path))
-    assert cfg.data.sources or cfg.finetune.data.train_file, f"{path} has neither data sources nor finetune files"
+    sources = {"text": cfg.data.sources, "image": cfg.data.image.sources, "tabular": cfg.data.tabular.sources}
+    assert sources[cfg.data.kind] or cfg.finetune.data.train_file, f"{path} has neither data sources nor finetune files"
+    if cfg.data.kind != "text":  # array data trains with a model of its kind
+        from lmforge.tasks import get_task
+
+        assert cfg.finetune.task == cfg.data.kind and cfg.model.arch in get_task(cfg.finetune.task).archs
 
 
 def test_config_hash_changes_with_content():

@@ -116,7 +116,9 @@ class LanguageModel(nn.Module):
     """A body plus an LM head. ``forward(ids, labels=None) -> (logits, loss)``.
 
     For a decoder, ``labels`` are the inputs themselves (shifted inside: position t predicts
-    t+1); for an encoder they are the MLM targets with -100 where no prediction is scored.
+    t+1); for an encoder they are the MLM targets with -100 where no prediction is scored, and
+    the returned logits are those of the scored positions only, (N, V) in row-major order of
+    ``labels != -100`` (the head is not run elsewhere). Without labels: logits (B, T, V).
     """
 
     def __init__(self, cfg: ModelConfig, body: TransformerBody, head: nn.Module):
@@ -129,7 +131,14 @@ class LanguageModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, labels: Optional[torch.Tensor] = None, attention_mask=None,
                 token_type_ids=None, cache: Optional[KVCache] = None):
-        logits = self.head(self.body(ids, attention_mask, token_type_ids, cache))  # (B, T, V)
+        h = self.body(ids, attention_mask, token_type_ids, cache)  # (B, T, C)
+        if labels is not None and not self.causal:
+            # MLM: only the scored positions (~15%) go through the head and its vocabulary
+            # projection, the largest matrix of a small encoder; logits are (N, V) for them
+            scored = labels != -100  # (B, T)
+            logits = self.head(h[scored])  # (N, V)
+            return logits, F.cross_entropy(logits.float(), labels[scored])
+        logits = self.head(h)  # (B, T, V)
         loss = None
         if labels is not None:
             if self.causal:

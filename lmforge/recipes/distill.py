@@ -73,6 +73,8 @@ def distill(dc: DistillConfig, ft: FinetuneConfig, pt: PretrainConfig, model_cfg
             progress: bool = True) -> dict:
     """Distil ``dc.teacher`` into a student: fine-tuning for a classifier/tagger teacher,
     CLM pretraining for a causal-LM teacher. Returns the run's summary plus ``distill``."""
+    if ft.task in ("image", "tabular"):
+        raise DataError(f"distill is built for text models; finetune.task: {ft.task} has no distillation yet")
     if kind_of(resolve_init(dc.teacher)) in ("checkpoint", "pretrain", "hf_model"):
         return distill_causal_lm(dc, pt, model_cfg, paths, seed, resume=resume, overwrite=overwrite,
                                  progress=progress)

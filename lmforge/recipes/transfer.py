@@ -48,6 +48,10 @@ def run_config(ft: FinetuneConfig, t: TransferConfig, start: str, init: str, cou
 
 def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int) -> list[dict]:
     """Run the study (finished runs in ``results.jsonl`` are skipped); returns its result rows."""
+    if ft.task in ("image", "tabular"):
+        from lmforge.errors import UsageError
+
+        raise UsageError(f"transfer compares text starting points; finetune.task: {ft.task} is not supported")
     out = paths.transfer
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.jsonl"

@@ -74,8 +74,10 @@ class MaskedLM:
                            offset, 0)
 
     def eval_counts(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+        """``logits`` (N, V) of the scored positions (the encoder's output with labels) or (B, T, V)."""
         m = labels != -100
-        return int((logits.argmax(-1)[m] == labels[m]).sum()), int(m.sum())
+        pred = logits.argmax(-1) if logits.dim() == 2 else logits.argmax(-1)[m]
+        return int((pred == labels[m]).sum()), int(m.sum())
 
     def eval_extra(self, correct: int, total: int) -> dict:
         return {"val_masked_acc": correct / max(total, 1)}

@@ -73,6 +73,33 @@ def test_mlm_masking_80_10_10_and_deterministic():
     assert torch.equal(lab[t], ids[t])
 
 
+def test_mlm_head_runs_on_scored_positions_only_with_the_same_loss_and_grads():
+    """The encoder's head is applied to the masked positions alone: same loss and gradients as
+    running it on every position and ignoring the unscored ones (what it did before)."""
+    import torch.nn.functional as F
+
+    from lmforge.models.config import ModelConfig
+    from lmforge.models.transformer import build_encoder_mlm
+
+    torch.manual_seed(0)
+    model = build_encoder_mlm(ModelConfig(arch="encoder", vocab_size=300, n_layer=2, n_head=2, d_model=32,
+                                          max_seq_len=64, mlp="gelu"))
+    ids = torch.randint(7, 300, (4, 48))
+    inp, lab = mask_tokens(ids, 4, 300, [0, 1, 2, 3, 4, 5, 6], 0.15, seed=1, step=0, micro_index=0, rank=0)
+    logits, loss = model(inp, lab)
+    assert logits.shape == (int((lab != -100).sum()), 300)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = model.head(model.body(inp))  # (B, T, V): the head on every position
+    ref = F.cross_entropy(full.reshape(-1, 300), lab.reshape(-1), ignore_index=-100)
+    ref.backward()
+    assert torch.allclose(loss, ref, atol=1e-6)
+    assert torch.allclose(logits, full[lab != -100], atol=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(grads[n], p.grad, atol=1e-6), n
+
+
 def test_sgd_option_and_linear_schedule():
     m = build_decoder_lm(ModelConfig(vocab_size=20, n_layer=1, n_head=1, d_model=8, max_seq_len=8))
     cfg = PretrainConfig(optimizer="sgd", momentum=0.8, schedule="linear", lr=1.0, min_lr=0.0, warmup_steps=0,

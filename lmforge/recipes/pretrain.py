@@ -188,7 +188,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     n_params = sum(x.numel() for x in model.parameters())
     fpt = flops_per_token(model.cfg, n_params, train.seq_len)
     peak = p.peak_flops or detect_peak(d.device)
-    tokens_per_step = plan.global_batch * train.seq_len
+    # tokens per step as throughput counts them: positions trained on — for a causal LM the window
+    # minus its last token (nothing follows it), for MLM every position the encoder reads
+    tokens_per_step = plan.global_batch * (train.seq_len - 1 if model.causal else train.seq_len)
     if d.main:
         _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
              f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}, "
@@ -264,6 +266,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if bar is not None:
             bar.update(1)
         improved = finished = False
+        t_aside = time.time()  # validation and checkpoints are not training time: kept out of the next rate
         if done % p.eval_every == 0 or done == p.max_steps:
             ev = validate(net, val, objective, p, d, precision)
             if ev:
@@ -283,6 +286,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             stop_reason, finished = f"interrupted ({stop.signal_name or 'signal'}) at step {done}", True
         if improved or finished or done % p.save_every == 0 or done == p.max_steps:
             save(done)
+        t_log += time.time() - t_aside
         if finished:
             break
     if bar is not None:

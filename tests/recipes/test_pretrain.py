@@ -41,7 +41,8 @@ def test_clm_pretrain_learns_and_writes_outputs(prepared, cfg_for, capsys):
     resolved = yaml.safe_load((prepared / "clm" / "pretrain" / "config.yaml").read_text())
     assert resolved["pretrain"]["max_steps"] == 60 and resolved["model"]["n_layer"] == 2
     summary = json.loads((prepared / "clm" / "pretrain" / "summary.json").read_text())
-    assert summary["tokens_seen"] == 60 * 4 * 32 and summary["params"] > summary["non_embedding_params"] > 0
+    # 60 steps of 4 windows of 32 tokens; a causal LM trains on 31 positions of each (nothing follows the last)
+    assert summary["tokens_seen"] == 60 * 4 * 31 and summary["params"] > summary["non_embedding_params"] > 0
     run = prepared / "clm"
     losses = _losses(run)
     assert len(losses) == 60

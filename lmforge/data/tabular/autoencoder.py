@@ -53,7 +53,7 @@ class AutoencoderFill:
     def __init__(self, cfg: AutoencoderImputerConfig, seed: int, numeric: list[str], categorical: list[str]):
         self.cfg, self.seed = cfg, seed
         self.numeric, self.categorical = list(numeric), list(categorical)
-        self.weights: dict[str, np.ndarray] = {}  # the trained network's state_dict, as numpy (pickles anywhere)
+        self.weights: dict[str, np.ndarray] = {}  # the trained network's state_dict, as numpy
         self.loss: float = float("nan")
 
     # ---- encoding -------------------------------------------------------------------------------

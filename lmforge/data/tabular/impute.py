@@ -2,7 +2,7 @@
 
 Every imputer has ``fit(train_df, columns)`` (``columns``: the columns it fills), ``transform(df)
 -> df`` (a copy, with only those columns changed) and ``state() -> dict`` (its statistics, for
-``preprocessor.json``); the fitted objects pickle. Numeric columns are float64 with NaN for a
+``preprocessor.json``); they are deterministic for a seed, so a saved preprocessor refits. Numeric columns are float64 with NaN for a
 missing cell, categorical ones hold strings with None.
 
 * mean / median / mode / constant: as scikit-learn's ``SimpleImputer`` (mode: most frequent,

@@ -9,7 +9,7 @@ Everything lands under ``out`` (``<run>/data/``)::
     report.md                the same, readable; missingness.png next to it
     rejected/rows.jsonl      one JSON per rejected row: source, line, reason, detail
     tabular/{train,val,test}.npz   x (N, F) float32, cat (N, G) int64, y, ids, lines
-    tabular/preprocessor/    preprocessor.json + state.pkl (see preprocess.py)
+    tabular/preprocessor/    preprocessor.json + train.parquet (see preprocess.py)
 
 Counts add up: ``counts.read == counts.kept + sum(counts.rejected_by_reason)``.
 """

@@ -6,17 +6,16 @@ square). ``transform`` gives :class:`TabularArrays`: ``x`` holds the numeric fea
 (``n_numeric`` of them), then the one-hot (or ordinal) categorical columns; ``cat`` always holds
 the categorical codes (0 = missing/unknown, 1..K) for models that embed them.
 
-Saved as ``preprocessor.json`` (readable: config, features, statistics, and the sha256 of the
-pickle) next to ``state.pkl`` (the fitted objects). ``load`` refuses a pickle whose sha256 does
-not match: unpickling runs code, so a modified file is never opened.
+Saved as ``preprocessor.json`` (readable: config, features, statistics, a check) next to
+``train.parquet`` (the train rows it was fit on). Nothing is pickled — lmforge never unpickles:
+``load`` verifies the rows' sha256, refits (every step is deterministic for the seed) and checks
+the refit reproduces the recorded per-feature statistics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,10 +30,12 @@ from lmforge.data.tabular.transform import (CategoryEncoder, DateFeatures, LogFe
                                             PolynomialFeatures, Scaler, as_matrix)
 from lmforge.errors import ArtifactError, DataError, writing
 from lmforge.layout import ensure_dir
+from lmforge.models.weights import sha256
 
 MAX_INTEGER_CLASSES = 20  # task: auto → classification for an integer target with at most this many values
 ORDER_KEY = "__order__"  # the order column, carried through the feature steps for interpolation
-JSON_FILE, STATE_FILE = "preprocessor.json", "state.pkl"
+JSON_FILE, TRAIN_FILE = "preprocessor.json", "train.parquet"
+FORMAT = "lmforge.tabular.preprocessor/2"
 
 
 @dataclass
@@ -135,6 +136,8 @@ class TabularPreprocessor:
             if self.task == "classification" and not self.labels:
                 self.labels = sort_labels(train[self.target].dropna())
         self.fitted = True
+        roles = [x for x in [*c.numeric, *c.categorical, *c.dates, c.order, c.id, self.target] if x]
+        self._train = train[[x for x in dict.fromkeys(roles) if x in train.columns]].reset_index(drop=True)
         return self
 
     def transform(self, df: pd.DataFrame, lines: Optional[list[int]] = None,
@@ -188,33 +191,54 @@ class TabularPreprocessor:
 
     # ---- save / load -----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
+        """``preprocessor.json`` (config, seed, task, labels, statistics, a check) + the train rows it
+        was fit on (``train.parquet``). No fitted object is pickled: :meth:`load` refits on those
+        rows — every step is deterministic for a seed — and checks the result against the record."""
         folder = ensure_dir(Path(folder), "preprocessor")
-        blob = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-        meta = {"format": "lmforge.tabular.preprocessor/1", **self.summary(),
-                "state_file": STATE_FILE, "state_sha256": hashlib.sha256(blob).hexdigest()}
         with writing(folder):
-            (folder / STATE_FILE).write_bytes(blob)
+            self._train.to_parquet(folder / TRAIN_FILE, index=False)
+            meta = {"format": FORMAT, **self.summary(), "train_file": TRAIN_FILE,
+                    "train_sha256": sha256(folder / TRAIN_FILE), "check": self._check()}
             (folder / JSON_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         return folder
 
+    def _check(self) -> dict:
+        """Per-feature mean and std of the transformed train rows: what a refit must reproduce."""
+        x = self.transform(self._train).x.astype(np.float64)
+        with np.errstate(all="ignore"):
+            return {"x_mean": np.nan_to_num(np.nanmean(x, 0)).tolist() if len(x) else [],
+                    "x_std": np.nan_to_num(np.nanstd(x, 0)).tolist() if len(x) else []}
+
     @classmethod
     def load(cls, folder: str | Path) -> "TabularPreprocessor":
+        from lmforge.config.schema import build
+
         folder = Path(folder)
-        meta_path, state_path = folder / JSON_FILE, folder / STATE_FILE
-        if not meta_path.is_file() or not state_path.is_file():
-            raise ArtifactError(f"no tabular preprocessor at {folder} (needs {JSON_FILE} and {STATE_FILE}); "
+        meta_path, train_path = folder / JSON_FILE, folder / TRAIN_FILE
+        if not meta_path.is_file() or not train_path.is_file():
+            raise ArtifactError(f"no tabular preprocessor at {folder} (needs {JSON_FILE} and {TRAIN_FILE}); "
                                 "run `lmforge data prepare` with data.kind: tabular")
         try:
-            expected = json.loads(meta_path.read_text(encoding="utf-8"))["state_sha256"]
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            expected = meta["train_sha256"]
         except (ValueError, KeyError) as exc:
-            raise ArtifactError(f"{meta_path}: unreadable or without state_sha256 ({exc}); prepare the data again") from None
-        blob = state_path.read_bytes()
-        actual = hashlib.sha256(blob).hexdigest()
+            raise ArtifactError(f"{meta_path}: unreadable or not a {FORMAT} record ({exc}); prepare the data again") from None
+        actual = sha256(train_path)
         if actual != expected:
-            raise ArtifactError(f"{state_path} was modified after it was written (sha256 {actual[:16]}…, "
-                                f"{JSON_FILE} records {str(expected)[:16]}…); refusing to unpickle it — "
-                                "prepare the data again (`lmforge data prepare`)")
-        obj = pickle.loads(blob)
-        if not isinstance(obj, cls):
-            raise ArtifactError(f"{state_path} does not hold a tabular preprocessor")
-        return obj
+            raise ArtifactError(f"{train_path} was modified after it was written (sha256 {actual[:16]}…, "
+                                f"{JSON_FILE} records {str(expected)[:16]}…); prepare the data again "
+                                "(`lmforge data prepare`)")
+        train = pd.read_parquet(train_path)
+        train = train.astype(object).where(train.notna(), None) if len(train) else train
+        for col in meta["config"]["columns"]["numeric"]:
+            if col in train.columns:
+                train[col] = pd.to_numeric(train[col], errors="coerce").astype(np.float64)
+        pre = cls(build(TabularConfig, meta["config"], str(meta_path)), int(meta["seed"]), task=meta["task"],
+                  labels=meta["labels"]).fit(train, drop=meta["dropped_columns"])
+        got, want = pre._check(), meta["check"]
+        for k in ("x_mean", "x_std"):
+            if len(got[k]) != len(want[k]) or not np.allclose(got[k], want[k], rtol=1e-5, atol=1e-6):
+                raise ArtifactError(f"{folder}: refitting the preprocessor on its train rows does not reproduce the "
+                                    f"recorded statistics ({k}); were scikit-learn/torch upgraded since? prepare the "
+                                    "data again")
+        return pre

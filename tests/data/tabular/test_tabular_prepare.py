@@ -1,5 +1,5 @@
 """``prepare_tabular`` end to end: penguins and a hostile generated CSV; accounting, stratified
-split, save/load of the preprocessor, a tampered pickle refused, no statistic from val/test."""
+split, save/load of the preprocessor, a tampered save refused, no statistic from val/test."""
 
 import json
 import random
@@ -54,7 +54,7 @@ def test_penguins_end_to_end(tmp_path):
     m = prepare_tabular(penguins(), seed=0, out=tmp_path, progress=False)
     for f in ("manifest.json", "report.md", "missingness.png", "rejected/rows.jsonl", "tabular/train.npz",
               "tabular/val.npz", "tabular/test.npz", "tabular/preprocessor/preprocessor.json",
-              "tabular/preprocessor/state.pkl"):
+              "tabular/preprocessor/train.parquet"):
         assert (tmp_path / f).is_file(), f
     assert load_manifest(tmp_path) == json.loads((tmp_path / "manifest.json").read_text())
     assert m["kind"] == "tabular" and m["task"] == "classification" and m["labels"] == ["Adelie", "Chinstrap", "Gentoo"]
@@ -95,11 +95,11 @@ def test_saved_preprocessor_gives_identical_arrays_and_refuses_tampering(tmp_pat
     assert unlabeled.y is None and unlabeled.x.shape == (5, 9) and unlabeled.ids == ["0", "1", "2", "3", "4"]
     with pytest.raises(DataError, match="lacks the feature columns \\['sex'\\]"):
         pre.transform(frame.drop(columns="sex"))
-    state = tmp_path / "tabular" / "preprocessor" / "state.pkl"
+    state = tmp_path / "tabular" / "preprocessor" / "train.parquet"
     blob = bytearray(state.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     state.write_bytes(bytes(blob))
-    with pytest.raises(ArtifactError, match="modified.*refusing"):
+    with pytest.raises(ArtifactError, match="modified after it was written"):
         TabularPreprocessor.load(tmp_path / "tabular" / "preprocessor")
 
 

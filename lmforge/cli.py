@@ -33,7 +33,6 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from lmforge.recipes.finetune import finetune
     from lmforge.tasks import ARRAY_TASKS
 
     cfg = load_config(args.config, args.set)
@@ -41,6 +40,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
     if cfg.finetune.task in ARRAY_TASKS:  # images and tables: the same command, their own recipe file
         from lmforge.recipes.finetune_arrays import finetune_arrays as finetune
+    else:
+        from lmforge.recipes.finetune import finetune
 
     finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
              overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,
@@ -93,7 +94,7 @@ def _tune(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise ConfigError(exc.problems + unknown_keys(space if isinstance(space, dict) else {}), source) from None
     tune(cfg.tune, cfg.finetune, raw, name=cfg.name, seed=cfg.seed, run_dir=cfg.run_path, resume=args.resume,
-         overwrite=args.overwrite)
+         overwrite=args.overwrite, data_dir=cfg.paths.finetune_data)
     return 0
 
 

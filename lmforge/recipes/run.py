@@ -97,11 +97,11 @@ def _pretrain(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) ->
 
 
 def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
-    from lmforge.recipes.finetune import finetune
-
     resume = resume and bool(list_checkpoints(cfg.paths.finetune.checkpoints))
-    if cfg.finetune.task in ARRAY_TASKS:
+    if cfg.finetune.task in ARRAY_TASKS:  # images and tables
         from lmforge.recipes.finetune_arrays import finetune_arrays as finetune
+    else:
+        from lmforge.recipes.finetune import finetune
     s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
                  progress=progress)
     return {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
@@ -113,7 +113,7 @@ def _tune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dic
     study = cfg.run_path / "tune" / "study.db"
     resume = resume and study.is_file()
     out = tune(cfg.tune, cfg.finetune, raw, name=cfg.name, seed=cfg.seed, run_dir=cfg.run_path, resume=resume,
-               overwrite=not resume)
+               overwrite=not resume, data_dir=cfg.paths.finetune_data)
     return {"best_trial": out.get("number"), "best_value": out.get("value"), "best_params": out.get("params")}
 
 

@@ -150,12 +150,15 @@ def _same_search(study, t: TuneConfig, metric: str, direction: str, storage: str
 
 
 def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, run_dir: Path, resume: bool = False,
-         overwrite: bool = False) -> dict:
+         overwrite: bool = False, data_dir: "Path | None" = None) -> dict:
     """Run (or continue) the study named ``name``; ``raw`` is the whole config as written (what
-    every trial starts from). Returns the best trial's record."""
+    every trial starts from). ``data_dir``: the run's prepared data, which fine-tuning trials read
+    (each trial has a run folder of its own). Returns the best trial's record."""
     import optuna
 
     base = {k: v for k, v in copy.deepcopy(raw).items() if k != "tune"}
+    if t.target == "finetune" and data_dir is not None and not ft.data.data_dir and not ft.data.train_file:
+        base.setdefault("finetune", {}).setdefault("data", {})["data_dir"] = str(Path(data_dir).resolve())
     check_space(base, t.space)
     metric, direction = resolve_metric(t, ft)
     out = Path(t.out_dir) if t.out_dir else Path(run_dir) / "tune"

@@ -126,3 +126,16 @@ def test_wrong_arch_and_kind_are_named(tmp_path, capsys):
     assert main(["data", "prepare", cfg, "--no-progress"]) == 0
     assert main(["finetune", cfg, "--no-progress"]) != 0
     assert "holds image data, but finetune.task is tabular" in capsys.readouterr().err
+
+
+def test_tune_searches_a_table_model(tmp_path):
+    """lmforge tune runs its trials through the same finetune command: here on the run's prepared table."""
+    cfg = dict(TABLE, tune={"space": {"finetune.optim.lr": {"type": "float", "low": 3e-3, "high": 3e-2, "log": True},
+                                      "model.arch": {"type": "categorical", "choices": ["linear", "mlp"]}},
+                            "sampler": "random", "pruner": "none", "n_trials": 2})
+    cfg["finetune"] = {**TABLE["finetune"], "loop": {"epochs": 5, "batch_size": 32}}
+    path = write(tmp_path, "tune", cfg)
+    assert main(["data", "prepare", path, "--no-progress"]) == 0
+    assert main(["tune", path]) == 0
+    trials = [json.loads(line) for line in (tmp_path / "tune" / "tune" / "trials.jsonl").read_text().splitlines()]
+    assert len(trials) == 2 and all(t["state"] == "complete" and t["value"] > 0.8 for t in trials), trials

@@ -19,7 +19,7 @@ from lmforge.evaluation.array_report import write_array_report
 from lmforge.inference.predictor import default_device
 from lmforge.models.arrays import load_array_model
 from lmforge.tasks import get_array_task
-from lmforge.tasks.arrays import ArraySet, format_predictions, is_regression, predict_set, score
+from lmforge.tasks.arrays import ArraySet, format_predictions, predict_set, score
 
 
 def read_images(path: str, meta: dict, need_label: bool) -> ArraySet:
@@ -120,5 +120,3 @@ def predict_array_records(folder: Path, file: str, batch_size: int) -> Iterator[
     preds = predict_set(get_array_task(meta["lmforge_kind"]), model, data, meta, batch_size, device)
     yield from format_predictions(preds, data, meta)
 
-
-__all__ = ["evaluate_array_model", "is_regression", "predict_array_records"]

@@ -47,6 +47,7 @@ from lmforge.training.interrupt import StopRequest
 from lmforge.training.metric_logging import MetricsLog, eta, write_config
 from lmforge.training.optim import apply_lr, build_optimizer, param_groups, penalty
 from lmforge.training.plots import plot_curves
+from lmforge.training.precision import Precision
 from lmforge.training.schedules import WarmupDecay
 
 SPLITS = ("train", "val", "test")
@@ -145,6 +146,7 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
     ensure_dir(out.root, "finetune output")
     write_config(out.root, config)
     log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None)
+    precision = Precision(device, L.precision)
     order: dict[int, np.ndarray] = {}
 
     def micro_batch(g: int) -> np.ndarray:  # g-th micro-batch of the run: a function of (seed, epoch)
@@ -166,7 +168,6 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
     for step in range(start_step, total):
         torch.manual_seed((seed * 1_000_003 + 17) * 1_000_003 + step)  # dropout: a function of the step
         lr = apply_lr(optimizer, schedule, step)
-        optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
         for a in range(L.grad_accum):
             idx = micro_batch(step * L.grad_accum + a)
@@ -174,17 +175,16 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
                 continue
             batch = train.take(idx)
             gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + step * 131 + a) if augmenting else None
-            out_ = task.forward(model, task.tensors(batch, meta, device, augment=gen))
-            loss = loss_of(out_, torch.from_numpy(np.asarray(batch.y)).to(device), meta)
-            reg = penalty(decayed, O.l1, O.l2)
-            (loss / L.grad_accum + reg / L.grad_accum).backward()
+            with precision.autocast():
+                out_ = task.forward(model, task.tensors(batch, meta, device, augment=gen))
+                loss = loss_of(out_, torch.from_numpy(np.asarray(batch.y)).to(device), meta)
+            precision.backward((loss + penalty(decayed, O.l1, O.l2)) / L.grad_accum)
             loss_sum += loss.item()
             seen += len(idx)
         step_loss = loss_sum / L.grad_accum
         if not math.isfinite(step_loss):
             raise TrainingError(f"non-finite loss ({step_loss}) at step {step}: lower finetune.optim.lr (now {O.lr})")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, O.grad_clip) if O.grad_clip else torch.tensor(0.0)
-        optimizer.step()
+        grad_norm = precision.step(optimizer, params, O.grad_clip)  # clip, step, zero the gradients
         done = step + 1
         loss_hist.append(step_loss)
         if done % L.log_every == 0 or done == total:

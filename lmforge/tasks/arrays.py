@@ -111,7 +111,7 @@ def score(preds: np.ndarray, data: ArraySet, meta: dict) -> dict:
     """Classification: accuracy, P/R/F1, ROC-AUC, confusion matrix, curves and the most confident
     mistakes (row positions, for image grids). Regression: RMSE, MAE, R²."""
     if data.y is None:
-        raise ValueError("no gold labels to score against")
+        raise DataError("no gold labels to score against")
     if is_regression(meta):
         return regression_metrics(np.asarray(data.y, dtype=np.float64), preds.astype(np.float64))
     labels = meta["labels"]

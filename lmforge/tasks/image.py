@@ -18,18 +18,6 @@ import torch
 from lmforge.tasks.arrays import ArraySet, prepared_manifest
 
 
-def normalize(x01: torch.Tensor, norm: dict) -> torch.Tensor:
-    """Pixels in [0, 1] (B, C, H, W) → model inputs, by the manifest's ``normalize`` record."""
-    kind = norm.get("kind", "mean_std")
-    if kind == "minmax01":
-        return x01
-    if kind == "minmax11":
-        return x01 * 2 - 1
-    mean = torch.tensor(norm["mean"], dtype=x01.dtype, device=x01.device)[None, :, None, None]
-    std = torch.tensor(norm["std"], dtype=x01.dtype, device=x01.device)[None, :, None, None]
-    return (x01 - mean) / std
-
-
 class ImageTask:
     name = "image"
     archs = ("cnn", "vit")
@@ -37,7 +25,7 @@ class ImageTask:
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc"})
 
     def __init__(self):
-        self._augmenters: dict[str, object] = {}
+        self._steps: dict[str, tuple] = {}  # (normalize, augment) records → (Normalizer, Augmenter or None)
 
     def load(self, data_dir: Path, split: str) -> ArraySet:
         from lmforge.data.images.store import load_split
@@ -49,7 +37,8 @@ class ImageTask:
     def meta(self, data_dir: Path, train: ArraySet) -> dict:
         man = prepared_manifest(data_dir, "image")
         return {"kind": "image", "task": "classification", "labels": list(man["labels"]),
-                "in_shape": list(man["shape"]), "num_outputs": len(man["labels"]), "normalize": man["normalize"], "augment": man.get("augment", {})}
+                "in_shape": list(man["shape"]), "num_outputs": len(man["labels"]), "normalize": man["normalize"],
+                "augment": man.get("augment", {})}
 
     def build_model(self, model_cfg, meta: dict) -> torch.nn.Module:
         from lmforge.models.vision import build_image_model
@@ -58,20 +47,25 @@ class ImageTask:
 
     def tensors(self, batch: ArraySet, meta: dict, device: torch.device,
                 augment: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+        normalizer, augmenter = self._prepared(meta)
         x = torch.from_numpy(np.asarray(batch.inputs["x"])).to(device).float().div_(255.0)  # (B, C, H, W) in [0, 1]
-        if augment is not None and meta.get("augment", {}).get("enabled"):
-            x = self._augmenter(meta["augment"])(x, augment)
-        return {"x": normalize(x, meta["normalize"])}
+        if augment is not None and augmenter is not None:
+            x = augmenter(x, augment)
+        return {"x": normalizer(x)}
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"])
 
-    def _augmenter(self, cfg: dict):
-        key = json.dumps(cfg, sort_keys=True)
-        if key not in self._augmenters:
+    def _prepared(self, meta: dict) -> tuple:
+        """The Normalizer and Augmenter a model's record describes, built once per record."""
+        key = json.dumps([meta["normalize"], meta.get("augment", {})], sort_keys=True)
+        if key not in self._steps:
             from lmforge.config.schema import build
             from lmforge.data.images.augment import Augmenter
             from lmforge.data.images.config import ImageAugmentConfig
+            from lmforge.data.images.normalize import Normalizer
 
-            self._augmenters[key] = Augmenter(build(ImageAugmentConfig, cfg))
-        return self._augmenters[key]
+            aug = meta.get("augment", {})
+            self._steps[key] = (Normalizer.from_dict(meta["normalize"]),
+                                Augmenter(build(ImageAugmentConfig, aug)) if aug.get("enabled") else None)
+        return self._steps[key]

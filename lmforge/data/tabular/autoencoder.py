@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from lmforge.data.tabular.config import AutoencoderImputerConfig
-from lmforge.data.tabular.impute import mode
-from lmforge.data.tabular.transform import as_matrix, quiet
+from lmforge.data.tabular.transform import as_matrix, mode, quiet
 
 REFINE_PASSES = 1  # see the module docstring: more passes degrade the fills
 BATCH = 256  # rows per step (the whole split when smaller)

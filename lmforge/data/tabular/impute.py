@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from lmforge.data.tabular.config import MissingConfig
-from lmforge.data.tabular.transform import as_matrix, quiet
+from lmforge.data.tabular.transform import as_matrix, mode, quiet
 
 ITERATIVE_CAT_ROUNDS = 3  # numeric ⇄ categorical alternations when categorical cells are imputed
 ORDER = ("drop_row", "mean", "median", "mode", "constant", "interpolate", "none", "knn", "iterative", "autoencoder")
@@ -34,15 +34,6 @@ ORDER = ("drop_row", "mean", "median", "mode", "constant", "interpolate", "none"
 
 def is_numeric(s: pd.Series) -> bool:
     return pd.api.types.is_float_dtype(s.dtype)
-
-
-def mode(values: pd.Series) -> object:
-    """Most frequent non-missing value; ties → the smallest (as ``SimpleImputer``); None if all missing."""
-    counts = values.dropna().value_counts()
-    if counts.empty:
-        return None
-    best = counts[counts == counts.max()].index
-    return min(best)
 
 
 def strategy_for(missing: MissingConfig, column: str, numeric: bool) -> str:

@@ -25,6 +25,15 @@ def _spread(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x) & (x != 0), x, 1.0)
 
 
+def mode(values: pd.Series) -> object:
+    """Most frequent non-missing value; ties → the smallest (as ``SimpleImputer``); None if all missing."""
+    counts = values.dropna().value_counts()
+    if counts.empty:
+        return None
+    best = counts[counts == counts.max()].index
+    return min(best)
+
+
 def as_matrix(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Numeric columns as a float64 matrix (N, C), NaN for missing."""
     return df[columns].to_numpy(dtype=np.float64, na_value=np.nan).reshape(len(df), len(columns))

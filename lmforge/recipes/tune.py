@@ -40,6 +40,7 @@ import yaml
 from lmforge import faults
 from lmforge.config import ConfigError
 from lmforge.config.experiment import ExperimentConfig, load_config, set_path
+from lmforge.evaluation.metrics import LOWER_IS_BETTER
 from lmforge.config.schema import describe
 from lmforge.errors import LmforgeError
 from lmforge.training.checkpoint import ResumeError
@@ -47,7 +48,7 @@ from lmforge.training.trial import TRIAL_ENV, make_pruner
 from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.tune_config import ParamSpec, TuneConfig
 
-MINIMIZE = ("loss", "val_loss", "val_ppl", "perplexity")
+MINIMIZE = (*LOWER_IS_BETTER, "val_loss", "val_ppl", "perplexity")  # model selection's own list, + pretraining's
 PRUNED_EXIT = 3
 
 

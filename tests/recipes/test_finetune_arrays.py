@@ -139,3 +139,14 @@ def test_tune_searches_a_table_model(tmp_path):
     assert main(["tune", path]) == 0
     trials = [json.loads(line) for line in (tmp_path / "tune" / "tune" / "trials.jsonl").read_text().splitlines()]
     assert len(trials) == 2 and all(t["state"] == "complete" and t["value"] > 0.8 for t in trials), trials
+
+
+def test_tune_minimizes_regression_errors():
+    """A table regression tuned on rmse or mae is minimized (auto direction), as model selection does."""
+    from lmforge.recipes.tune import resolve_metric
+    from lmforge.training.finetune_config import FinetuneConfig
+    from lmforge.training.tune_config import TuneConfig
+
+    for metric in ("rmse", "mae", "loss"):
+        assert resolve_metric(TuneConfig(metric=metric), FinetuneConfig(task="tabular"))[1] == "minimize"
+    assert resolve_metric(TuneConfig(metric="r2"), FinetuneConfig(task="tabular"))[1] == "maximize"

@@ -16,6 +16,7 @@ from lmforge.layout import (STATE_FILE, checkpoint_tokenizer, kind_of, older_che
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import Classifier
 from lmforge.models.transformer import LanguageModel, TransformerBody, build_lm
+from lmforge.models.sharded_weights import is_sharded_checkpoint, load_full_model
 from lmforge.models.weights import CheckpointError, load_into, verify
 from lmforge.tokenizer.io import Specials, load_for_model
 
@@ -40,7 +41,10 @@ def load_checkpoint_model(path: str | Path, prefer: Literal["latest", "best"] = 
     try:
         state = read_checkpoint_state(ck)
         model = build_lm(ModelConfig(**state["model"]))
-        load_into(model, ck / "model.safetensors", ck)
+        if is_sharded_checkpoint(ck):  # written by FSDP ranks: read whole here
+            load_full_model(ck, model)
+        else:
+            load_into(model, ck / "model.safetensors", ck)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; {older_checkpoint_hint(ck)}") from None
     model.eval()

@@ -8,7 +8,6 @@ SIGINT/SIGTERM) → summary and loss curve. Outputs: see :class:`lmforge.layout.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -28,7 +27,8 @@ from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.config import PretrainConfig
-from lmforge.training.distributed import Dist, all_reduce_mean, any_rank, barrier, setup, teardown, wrap
+from lmforge.training.distributed import (Dist, all_reduce_mean, any_rank, barrier, full_value, grad_sync, setup,
+                                          teardown, wrap)
 from lmforge.training.early_stopping import Best
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
@@ -39,6 +39,7 @@ from lmforge.training.plots import plot_curves
 from lmforge.training.precision import Precision
 from lmforge.training.sampling import BatchPlan
 from lmforge.training.schedules import WarmupDecay
+from lmforge.training.sharded_checkpoint import save_sharded
 
 OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
 # (student logits, input ids, the objective's loss) -> the loss to minimize (distillation adds a teacher term)
@@ -48,7 +49,11 @@ StartFn = Callable[[LanguageModel], None]  # fills a freshly built model's weigh
 # keys that may change between a run and its --resume without breaking the exact continuation
 RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_every", "pretrain.keep_last",
                "pretrain.log_every", "pretrain.early_stopping_patience", "pretrain.threads", "pretrain.compile",
-               "pretrain.out_dir", "pretrain.data_dir", "pretrain.peak_flops", "pretrain.nonfinite", "pretrain.sample_tokens")
+               "pretrain.out_dir", "pretrain.data_dir", "pretrain.peak_flops", "pretrain.nonfinite", "pretrain.sample_tokens",
+               # how the global batch is laid out and how the model is spread over the ranks: free to
+               # change as long as the global batch (checked as ``global_batch``) stays the same
+               "pretrain.batch_size", "pretrain.grad_accum", "pretrain.parallel", "pretrain.cpu_offload",
+               "pretrain.activation_checkpointing")
 
 
 def _say(msg: str) -> None:
@@ -67,9 +72,10 @@ def _tokenizer(data_dir):
 
 
 @torch.no_grad()
-def sample_text(model: LanguageModel, val: PackedDataset, tokenizer, n: int, prompt_tokens: int = 8) -> dict:
+def sample_text(model: LanguageModel, val: PackedDataset, tokenizer, n: int, prompt_tokens: int = 8) -> dict | None:
     """Greedy continuation of the first ``prompt_tokens`` of validation window 0: how the model's
-    text changes over training, at almost no cost."""
+    text changes over training, at almost no cost. Under FSDP every rank calls it (each forward
+    gathers the shards); ranks without a ``tokenizer`` get None."""
     from lmforge.inference.generate import generate
 
     was_training = model.training
@@ -78,6 +84,8 @@ def sample_text(model: LanguageModel, val: PackedDataset, tokenizer, n: int, pro
     ids = val[0][:prompt_tokens][None].to(device)
     out = generate(model, ids, n, temperature=0.0)[0].tolist()
     model.train(was_training)
+    if tokenizer is None:
+        return None
     return {"prompt": tokenizer.decode(out[:prompt_tokens]), "text": tokenizer.decode(out[prompt_tokens:])}
 
 
@@ -97,24 +105,35 @@ def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, inde
 
 @torch.no_grad()
 def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d: Dist, precision: Precision) -> dict:
-    """Mean loss over the first ``eval_batches`` batches of val (fixed masks for MLM)."""
+    """Mean batch loss over the first ``eval_batches`` batches of val (fixed masks for MLM).
+
+    Ranks take batches in turn and all run the same number of forwards (FSDP's forward is a
+    collective): a rank past the end runs batch 0 again and does not count it."""
     net.eval()
     n = min(len(val), p.eval_batches * p.batch_size)
     if n == 0:
         net.train()
         return {}
-    losses, correct, total = [], 0, 0
+    loss_sum, batches, correct, total = torch.zeros((), device=d.device), 0, 0, 0
     raw = net.module if hasattr(net, "module") else net
-    for b in range(d.rank * p.batch_size, n, p.batch_size * d.world):
+    rounds = -(-n // (p.batch_size * d.world))
+    for r in range(rounds):
+        b = (r * d.world + d.rank) * p.batch_size
+        counted = b < n
+        b = b if counted else 0
         ids = torch.stack([val[i] for i in range(b, min(b + p.batch_size, n))]).to(d.device)
         inputs, labels = objective.eval_batch(ids, b)
         inputs, labels = inputs.to(d.device), labels.to(d.device)
         with precision.autocast():
             logits, loss = raw(inputs, labels)
-        losses.append(loss.float())
-        c, t = objective.eval_counts(logits, labels)
-        correct, total = correct + c, total + t
-    loss = all_reduce_mean(torch.stack(losses).mean() if losses else torch.zeros((), device=d.device), d).item()
+        if counted:
+            loss_sum, batches = loss_sum + loss.float(), batches + 1
+            c, t = objective.eval_counts(logits, labels)
+            correct, total = correct + c, total + t
+    sums = torch.stack([loss_sum, torch.tensor(float(batches), device=d.device)])
+    if d.enabled:
+        torch.distributed.all_reduce(sums)
+    loss = (sums[0] / sums[1]).item()
     net.train()
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), **objective.eval_extra(correct, total)}
 
@@ -160,6 +179,11 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     model = model.to(d.device)
+    n_params = sum(x.numel() for x in model.parameters())
+    # the module the loop calls; under FSDP ``model`` itself, sharded in place — so the optimizer
+    # is built after this, over the sharded parameters
+    net = wrap(model, d, p.parallel, p.compile, precision=p.precision, cpu_offload=p.cpu_offload,
+               activation_checkpointing=p.activation_checkpointing)
     groups, decayed = param_groups(model, p.lr, p.weight_decay,
                                    decay_embeddings=p.decay_embeddings or p.decay_norms_biases_embeddings,
                                    decay_norms_biases=p.decay_norms_biases_embeddings)
@@ -167,7 +191,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     trainable = [x for x in model.parameters() if x.requires_grad]
 
     # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
-    config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed}
+    plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
+    # global_batch is compared on resume: the per-process batch, accumulation and world size may
+    # change (2 ranks -> 1 rank with grad_accum x 2) only if the global batch stays the same
+    config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed, "global_batch": plan.global_batch}
     safe = RESUME_SAFE + (("pretrain.max_steps",) if p.decay_steps or p.schedule == "constant" else ())
     best = Best("min", p.early_stopping_patience)
     start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
@@ -180,12 +207,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if tok is not None and tok.is_dir():
             copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
     log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None, d.main)
+    sharded = p.parallel == "fsdp"  # checkpoints in DCP shards (also with one process: they reshard)
     tokenizer = _tokenizer(data_dir) if d.main and p.sample_tokens and model.causal else None
-    net = wrap(model, d, "ddp", p.compile)
-    plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
     precision = Precision(d.device, p.precision)
     schedule = WarmupDecay(p.warmup_steps, p.decay_steps or p.max_steps, p.schedule, p.min_lr, ramp="nanogpt")
-    n_params = sum(x.numel() for x in model.parameters())
     fpt = flops_per_token(model.cfg, n_params, train.seq_len)
     peak = p.peak_flops or detect_peak(d.device)
     # tokens per step as throughput counts them: positions trained on — for a causal LM the window
@@ -193,17 +218,21 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     tokens_per_step = plan.global_batch * (train.seq_len - 1 if model.causal else train.seq_len)
     if d.main:
         _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
-             f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}, "
+             f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}"
+             + (f" ({p.parallel})" if d.enabled else "") + ", "
              f"steps {start_step}→{p.max_steps}")
         if peak and not p.peak_flops and d.device.type == "cpu":
             _say(f"MFU is an estimate against an assumed CPU peak of {peak / 1e9:.0f} GFLOP/s "
                  "(set pretrain.peak_flops to your machine's)")
 
     def save(step: int) -> None:
+        state = {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
+                 "objective": p.objective, "seed": seed, "config": config}
+        if sharded:  # every rank writes its shards
+            save_sharded(out.checkpoints, step, model, optimizer, state, d)
+        elif d.main:
+            ckpt.save(out.checkpoints, step, model, optimizer, state)
         if d.main:
-            ckpt.save(out.checkpoints, step, model, optimizer,
-                      {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
-                       "objective": p.objective, "seed": seed, "config": config})
             ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step else [])
 
     # -- the loop ------------------------------------------------------------------------------
@@ -219,17 +248,19 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     stop_reason = "max_steps"
     done = start_step
     for step in range(start_step, p.max_steps):
-        # dropout randomness is a function of (seed, rank, step): resume needs no RNG state
-        torch.manual_seed((seed * 1_000_003 + d.rank) * 1_000_003 + step)
         lr = apply_lr(optimizer, schedule, step)
         loss_sum = torch.zeros((), device=d.device)
         for a in range(p.grad_accum):
+            # micro-batch ``slot`` of the global batch (see BatchPlan): its samples, MLM masks and
+            # dropout are functions of (seed, step, slot) alone — so resume needs no RNG state and
+            # 2 ranks x accum 1 compute what 1 rank x accum 2 does
+            slot = a * d.world + d.rank
+            torch.manual_seed((seed * 1_000_003 + slot) * 1_000_003 + step)
             tw = time.time()
-            inputs, labels = objective.train_batch(plan.batch(step, a), step, a, d.rank)
+            inputs, labels = objective.train_batch(plan.batch(step, a), step, slot, 0)
             inputs, labels = inputs.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
             wait_since += time.time() - tw
-            sync = contextlib.nullcontext() if (a == p.grad_accum - 1 or not d.enabled) else net.no_sync()
-            with sync:
+            with grad_sync(net, a == p.grad_accum - 1):
                 with precision.autocast():
                     logits, loss = net(inputs, labels)
                     if loss_fn is not None:
@@ -245,7 +276,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             Precision.skip(optimizer)
             skipped += 1
             continue
-        grad_norm = precision.step(optimizer, trainable, p.grad_clip)
+        grad_norm = full_value(precision.step(optimizer, trainable, p.grad_clip))
         tokens_since += tokens_per_step
         done = step + 1
         if done % p.log_every == 0 or done == p.max_steps:
@@ -271,8 +302,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             ev = validate(net, val, objective, p, d, precision)
             if ev:
                 log.write({"kind": "eval", "step": done, **ev})
-                if d.main and p.sample_tokens and model.causal and len(val) and tokenizer is not None:
-                    log.write({"kind": "sample", "step": done, **sample_text(model, val, tokenizer, p.sample_tokens)})
+                if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):
+                    sample = sample_text(model, val, tokenizer, p.sample_tokens)
+                    if sample is not None:
+                        log.write({"kind": "sample", "step": done, **sample})
                 if d.main:
                     _say(f"step {done}: train loss {step_loss.item():.4f}, "
                          + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))

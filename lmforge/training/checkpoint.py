@@ -26,10 +26,16 @@ from lmforge import faults
 from lmforge.errors import LmforgeError, StorageError, TrainingError, nearly_full, writing
 from lmforge.layout import checkpoint_name, list_checkpoints, older_checkpoint_hint
 from lmforge.models.load import read_checkpoint_state
+from lmforge.models.sharded_weights import is_sharded_checkpoint
 from lmforge.models.weights import CheckpointError, load_into, sha256, unique_state
+from lmforge.training.distributed import is_sharded
+from lmforge.training.sharded_checkpoint import load_sharded
 
 __all__ = ["CheckpointError", "ResumeError", "check_fresh_start", "config_changes", "list_checkpoints", "load",
            "prune", "resume_latest", "save", "start_or_resume"]
+
+
+ADDED_KEYS = ("global_batch",)  # see resume_latest
 
 
 class ResumeError(TrainingError):
@@ -87,6 +93,13 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
          restore_rng: bool = True) -> dict[str, Any]:
     """Verify and load a checkpoint into ``model`` (and ``optimizer``); returns its state."""
     state = read_checkpoint_state(path)
+    if is_sharded_checkpoint(path):  # DCP shards (pretrain.parallel: fsdp): resharded to this job
+        load_sharded(path, model, optimizer)
+        return state  # sharded runs reseed per step: no RNG state is saved
+    if is_sharded(model):
+        raise CheckpointError(f"{path} holds whole weights (written with parallel: ddp); an FSDP job resumes "
+                              "from sharded checkpoints only: resume this run with pretrain.parallel: ddp (any "
+                              "number of processes)")
     load_into(model, path / "model.safetensors", path)
     if optimizer is not None:
         optimizer.load_state_dict(_tensors(path / "optimizer.pt"))
@@ -177,6 +190,9 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; {older_checkpoint_hint(last)}") from None
     if saved is not None:
+        # keys added to the stored config after earlier checkpoints were written: absent there,
+        # taken as unchanged
+        saved = {**{k: config[k] for k in ADDED_KEYS if k in config}, **saved}
         changes = config_changes(saved, config)
         safe = tuple(safe_keys)
 
@@ -188,8 +204,13 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
             say(f"config changed since {last.name}: {k}: {old!r} → {new!r}" + ("" if is_safe(k) else " (not resume-safe)"))
         if risky and not accept_changes:
             keys = ", ".join(k for k, _, _ in risky)
-            raise ResumeError(f"--resume: the config changed since {last} in keys that break an exact resume: {keys}; "
-                              "restore them, or pass --resume-changed to continue anyway")
+            hint = ""
+            if any(k == "global_batch" for k, _, _ in risky):
+                old, new = next((o, n) for k, o, n in risky if k == "global_batch")
+                hint = (f" (global batch = batch_size x grad_accum x processes was {old}, is now {new}: with a "
+                        "different number of processes, scale grad_accum or batch_size to keep it)")
+            raise ResumeError(f"--resume: the config changed since {last} in keys that break an exact resume: {keys}"
+                              f"{hint}; restore them, or pass --resume-changed to continue anyway")
     try:
         state = load(last, model, optimizer)
     except (RuntimeError, ValueError) as exc:  # e.g. a size mismatch after a model change

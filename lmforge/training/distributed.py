@@ -1,8 +1,24 @@
 """torch.distributed setup for ``torchrun`` (NCCL on GPU, gloo on CPU; no-op for one process) and
-the one place a model is wrapped for parallel training."""
+the one place a model is wrapped for parallel training.
+
+Strategies (``pretrain.parallel``):
+
+* ``ddp`` — every rank holds the whole model and optimizer; gradients are all-reduced.
+* ``fsdp`` — FSDP2 (``torch.distributed.fsdp.fully_shard``): each Transformer block and then the
+  root are sharded over the ranks, so parameters, gradients and optimizer state take about
+  1/world of DDP's memory per rank; a block's full weights exist only while it runs. On CUDA
+  with ``precision: bf16`` the shards are gathered in bf16 and gradients reduced in fp32.
+  Optional CPU offload of the shards (CUDA only) and activation checkpointing per block.
+
+With one process either strategy is the plain model: there is nothing to shard or reduce.
+The training loop is the same for all of them; :func:`grad_sync` is the one place it asks for
+"accumulate without communicating".
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -45,15 +61,81 @@ def setup() -> Dist:
     return Dist(rank, world, local, device)
 
 
-def wrap(model: nn.Module, d: Dist, strategy: Literal["ddp"] = "ddp", compile: bool = False) -> nn.Module:
-    """The module the training loop calls: optionally compiled, and DDP-wrapped under torchrun
-    (``strategy`` is where FSDP will plug in). The unwrapped ``model`` keeps owning the weights."""
+Strategy = Literal["ddp", "fsdp"]
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of our models (the unit FSDP shards and activation checkpointing
+    recomputes): ``model.body.blocks``; an empty list for a model without them."""
+    body = getattr(model, "body", None)
+    return list(getattr(body, "blocks", []))
+
+
+def checkpoint_activations(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them (less
+    memory, about one more forward of compute). Dropout is replayed identically (RNG state is
+    restored by ``torch.utils.checkpoint``); the state dict keeps its names."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in transformer_blocks(model):
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+
+
+def wrap(model: nn.Module, d: Dist, strategy: Strategy = "ddp", compile: bool = False, *,
+         precision: str = "fp32", cpu_offload: bool = False, activation_checkpointing: bool = False) -> nn.Module:
+    """The module the training loop calls. ``model`` keeps owning the weights (under FSDP it is
+    sharded in place and is itself the module called). Build the optimizer *after* this call:
+    FSDP replaces the parameters with sharded ones."""
+    if activation_checkpointing:
+        checkpoint_activations(model)
+    if d.enabled and strategy == "fsdp":
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy()
+        if d.device.type == "cuda" and precision == "bf16":
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        offload = CPUOffloadPolicy() if cpu_offload and d.device.type == "cuda" else OffloadPolicy()
+        blocks = transformer_blocks(model)
+        for i, block in enumerate(blocks):
+            if compile:
+                block.compile()  # per block, before sharding: the FSDP hooks stay outside the graphs
+            # the last block's weights are needed again first in backward: keep them gathered
+            fully_shard(block, mp_policy=mp, offload_policy=offload, reshard_after_forward=i < len(blocks) - 1)
+        fully_shard(model, mp_policy=mp, offload_policy=offload)  # embeddings, final norm, head
+        return model
     net: nn.Module = torch.compile(model) if compile else model
     if d.enabled and strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(net, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
     return net
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when ``model`` was sharded by :func:`wrap` (FSDP2)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def grad_sync(net: nn.Module, sync: bool):
+    """Context for one micro-batch's backward: gradients are reduced across ranks only when
+    ``sync`` (the last micro-batch of a step); earlier ones accumulate locally."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if isinstance(net, DDP):
+        return contextlib.nullcontext() if sync else net.no_sync()
+    if isinstance(net, FSDPModule):
+        net.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def full_value(x: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a DTensor (e.g. the gradient norm of sharded parameters), else ``x``."""
+    from torch.distributed.tensor import DTensor
+
+    return x.full_tensor() if isinstance(x, DTensor) else x
 
 
 def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:

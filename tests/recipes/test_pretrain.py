@@ -194,7 +194,9 @@ def test_resume_with_a_changed_config(prepared, cfg_for, capsys):
     assert main(["pretrain", str(cfg), "--resume", "--no-progress", "--set", "pretrain.lr=1e-2",
                  "--set", "pretrain.batch_size=8"]) == 2
     err = capsys.readouterr().err
-    assert "pretrain.batch_size, pretrain.lr" in err and "--resume-changed" in err
+    # the batch layout may change, the global batch (batch_size x grad_accum x processes) may not
+    assert "keys that break an exact resume: global_batch, pretrain.lr" in err and "--resume-changed" in err
+    assert "global batch = batch_size x grad_accum x processes was 4, is now 8" in err
     # resume-safe keys (a longer run under a fixed decay horizon, logging) are reported and accepted
     assert main(["pretrain", str(cfg), "--resume", "--no-progress", "--set", "pretrain.max_steps=14",
                  "--set", "pretrain.log_every=2"]) == 0

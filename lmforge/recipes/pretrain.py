@@ -27,8 +27,8 @@ from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.config import PretrainConfig
-from lmforge.training.distributed import (Dist, all_reduce_mean, any_rank, barrier, full_value, grad_sync, setup,
-                                          teardown, wrap)
+from lmforge.training.distributed import (Dist, all_reduce_mean, any_rank, barrier, full_value, grad_sync,
+                                          rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
@@ -325,12 +325,14 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     if bar is not None:
         bar.close()
     log.close()
+    memory = rank_memory(model, optimizer, d)
     summary = {"stop_reason": stop_reason,
                "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step else None,
                         "step": best.step, "bad_evals": best.bad_evals},
                "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done,
                "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,
-               "params": n_params, "non_embedding_params": model.num_params(non_embedding=True)}
+               "params": n_params, "non_embedding_params": model.num_params(non_embedding=True),
+               "parallel": p.parallel if d.enabled else "none", "world_size": d.world, "memory_per_rank": memory}
     if d.main:
         out.summary.write_text(json.dumps(summary, indent=2))
         plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")

@@ -138,6 +138,38 @@ def full_value(x: torch.Tensor) -> torch.Tensor:
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
+def local_bytes(t: torch.Tensor) -> int:
+    """Bytes this rank holds for ``t`` (its shard, for a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    local = t.to_local() if isinstance(t, DTensor) else t
+    return local.numel() * local.element_size()
+
+
+def rank_memory(model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> list[dict]:
+    """Per rank: MB of parameters and optimizer state it holds (shards under FSDP; the same on
+    every rank under DDP), its peak resident memory, and on CUDA its peak allocated memory. A
+    collective: every rank calls it; every rank gets the whole list."""
+    from lmforge.data.executor import vm_hwm_mb
+
+    state = sum(local_bytes(p) for p in model.parameters())
+    state += sum(local_bytes(v) for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v))
+    mine = [state / 2**20, vm_hwm_mb() or 0.0,
+            torch.cuda.max_memory_allocated(d.device) / 2**20 if d.device.type == "cuda" else 0.0]
+    t = torch.tensor(mine, dtype=torch.float64, device=d.device)
+    rows = [t]
+    if d.enabled:
+        rows = [torch.zeros_like(t) for _ in range(d.world)]
+        dist.all_gather(rows, t)
+    out = []
+    for r, row in enumerate(rows):
+        rec = {"rank": r, "params_and_optimizer_mb": round(float(row[0]), 2), "peak_rss_mb": round(float(row[1]), 1)}
+        if d.device.type == "cuda":
+            rec["peak_cuda_mb"] = round(float(row[2]), 1)
+        out.append(rec)
+    return out
+
+
 def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
     """The mean of ``x`` over ranks (``x`` itself for one process)."""
     if d.enabled:

@@ -68,6 +68,12 @@ def test_fsdp_matches_one_process_reshards_to_one_rank_and_exports(prepared, cfg
     two = _losses(prepared / "fsdp_2to1")
     assert sorted(two) == list(range(1, 7))
     assert max(abs(two[s] - ref[s]) for s in two) <= TOL
+    # each rank holds about half of the parameters and optimizer state one process holds
+    whole = json.loads((prepared / "fsdp_ref" / "pretrain" / "summary.json").read_text())["memory_per_rank"]
+    halves = json.loads((prepared / "fsdp_2to1" / "pretrain" / "summary.json").read_text())["memory_per_rank"]
+    assert [m["rank"] for m in halves] == [0, 1] and len(whole) == 1
+    for m in halves:
+        assert 0.45 <= m["params_and_optimizer_mb"] / whole[0]["params_and_optimizer_mb"] <= 0.55, (m, whole)
 
     # ... exported from its shards to one HF folder: the same model as the reference's step 6
     assert main(["export", str(ck), "--format", "hf", "--out", str(tmp_path / "hf_fsdp")]) == 0

@@ -39,7 +39,7 @@ from lmforge.training.plots import plot_curves
 from lmforge.training.precision import Precision
 from lmforge.training.sampling import BatchPlan
 from lmforge.training.schedules import WarmupDecay
-from lmforge.training.sharded_checkpoint import save_sharded
+from lmforge.training.sharded_checkpoint import ShardedSaver
 
 OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
 # (student logits, input ids, the objective's loss) -> the loss to minimize (distillation adds a teacher term)
@@ -53,7 +53,7 @@ RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_ev
                # how the global batch is laid out and how the model is spread over the ranks: free to
                # change as long as the global batch (checked as ``global_batch``) stays the same
                "pretrain.batch_size", "pretrain.grad_accum", "pretrain.parallel", "pretrain.cpu_offload",
-               "pretrain.activation_checkpointing")
+               "pretrain.activation_checkpointing", "pretrain.async_save")
 
 
 def _say(msg: str) -> None:
@@ -225,15 +225,19 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             _say(f"MFU is an estimate against an assumed CPU peak of {peak / 1e9:.0f} GFLOP/s "
                  "(set pretrain.peak_flops to your machine's)")
 
+    def prune(step: int) -> None:
+        ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step else [])
+
+    saver = ShardedSaver(out.checkpoints, d, p.async_save, on_complete=prune) if sharded else None
+
     def save(step: int) -> None:
         state = {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
                  "objective": p.objective, "seed": seed, "config": config}
-        if sharded:  # every rank writes its shards
-            save_sharded(out.checkpoints, step, model, optimizer, state, d)
+        if saver is not None:  # every rank writes its shards; pruned once complete
+            saver.save(step, model, optimizer, state)
         elif d.main:
             ckpt.save(out.checkpoints, step, model, optimizer, state)
-        if d.main:
-            ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step else [])
+            prune(step)
 
     # -- the loop ------------------------------------------------------------------------------
     bar = None
@@ -324,6 +328,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             break
     if bar is not None:
         bar.close()
+    if saver is not None:
+        saver.finish()  # the last checkpoint, if still being written in the background
     log.close()
     memory = rank_memory(model, optimizer, d)
     summary = {"stop_reason": stop_reason,

@@ -32,6 +32,7 @@ class PretrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata={"help": "under torchrun: ddp = whole model on every rank; fsdp = FSDP2, parameters, gradients and optimizer state sharded over the ranks, sharded (DCP) checkpoints that resume on any number of ranks"})
     cpu_offload: bool = field(default=False, metadata={"help": "fsdp on CUDA: keep the parameter/optimizer shards in CPU memory"})
+    async_save: bool = field(default=False, metadata={"help": "fsdp: write sharded checkpoints from a background thread while training continues (completed at the next save or at the end)"})
     activation_checkpointing: bool = field(default=False, metadata={"help": "recompute each block's activations in backward (less memory, ~1/3 more compute)"})
     mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9})
     eval_every: int = field(default=200, metadata={"min": 1})
@@ -48,5 +49,8 @@ class PretrainConfig:
     def validate(self):
         if len(self.betas) != 2:
             yield "betas", f"expected two numbers [beta1, beta2]; got {self.betas}"
+        for key in ("async_save", "cpu_offload"):
+            if getattr(self, key) and self.parallel != "fsdp":
+                yield key, f"applies to sharded training only: set parallel: fsdp (now {self.parallel}) or drop {key}"
         if self.min_lr > self.lr:
             yield "min_lr", f"must not exceed lr={self.lr}; got {self.min_lr}"

@@ -57,14 +57,18 @@ def test_fsdp_matches_one_process_reshards_to_one_rank_and_exports(prepared, cfg
     assert main(["pretrain", str(ref_cfg), "--no-progress"]) == 0
     ref = _losses(prepared / "fsdp_ref")
 
-    # 6 steps on 2 ranks, sharded ...
-    cfg = cfg_for("fsdp_2to1", **common, **{"pretrain.max_steps": 6, "pretrain.parallel": "fsdp"})
+    # 6 steps on 2 ranks, sharded, checkpoints written in the background (step 3 completes while
+    # steps 4-6 train) ...
+    cfg = cfg_for("fsdp_2to1", **{**common, "pretrain.max_steps": 6, "pretrain.parallel": "fsdp",
+                                  "pretrain.async_save": True, "pretrain.save_every": 3})
     r = _torchrun(cfg)
     assert "2 process(es) on cpu (fsdp)" in r.stdout
     ck = prepared / "fsdp_2to1" / "pretrain" / "checkpoints" / "step_0000006"
     state = json.loads((ck / "state.json").read_text())
     assert state["format"] == "dcp" and state["world_size"] == 2
     assert sorted(state["files"]) == ["dcp/.metadata", "dcp/__0_0.distcp", "dcp/__1_0.distcp"]
+    assert [c.name for c in ckpt.list_checkpoints(ck.parent)] == ["step_0000003", "step_0000006"]
+    assert not list(ck.parent.glob(".tmp-*")), "every background save completed and renamed"
     two = _losses(prepared / "fsdp_2to1")
     assert sorted(two) == list(range(1, 7))
     assert max(abs(two[s] - ref[s]) for s in two) <= TOL
@@ -83,7 +87,8 @@ def test_fsdp_matches_one_process_reshards_to_one_rank_and_exports(prepared, cfg
 
     # ... then resumed by one process (grad_accum 2 keeps the global batch): the reference's curve
     r = subprocess.run([sys.executable, "-m", "lmforge", "pretrain", str(cfg), "--resume", "--no-progress",
-                        "--set", "pretrain.max_steps=12", "--set", "pretrain.grad_accum=2"],
+                        "--set", "pretrain.max_steps=12", "--set", "pretrain.grad_accum=2",
+                        "--set", "pretrain.save_every=6"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "pretrain.grad_accum: 1 → 2" in r.stdout and "resumed from" in r.stdout
@@ -178,3 +183,11 @@ def test_checkpoint_activations_wraps_every_block_and_keeps_gradients():
     for (name, p), q in zip(plain.named_parameters(), ckpted.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6), name
     assert set(plain.state_dict()) == set(ckpted.state_dict())
+
+
+def test_sharding_options_without_fsdp_are_config_errors(prepared, cfg_for, capsys):
+    cfg = cfg_for("fsdp_opts", **{"pretrain.async_save": True, "pretrain.cpu_offload": True})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain.async_save: applies to sharded training only: set parallel: fsdp" in err
+    assert "pretrain.cpu_offload: applies to sharded training only" in err

@@ -17,7 +17,8 @@ def _data_prepare(args: argparse.Namespace) -> int:
         raise ConfigError([("--rank", f"must be in [0, --world-size={args.world_size}); got {args.rank}")])
     with writing(cfg.paths.data):
         prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
-                progress=not args.no_progress, rank=args.rank, world_size=args.world_size)
+                progress=not args.no_progress, rank=args.rank, world_size=args.world_size,
+                executor=args.executor, address=args.address)
     return 0
 
 
@@ -285,9 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--rank", type=int, default=0, help="with --world-size: ingest only this rank's units")
     prep.add_argument("--world-size", type=int, default=1,
                       help="split the ingest stage across N processes/machines sharing run_dir; then run once without it")
+    prep.add_argument("--executor", choices=["local", "ray"], default="local",
+                      help="run the per-unit stages on a local process pool (default) or as Ray tasks (text data only)")
+    prep.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                      help="with --executor ray: the running cluster to use: auto (the cluster of this node, started "
+                           "with `ray start`), HOST:PORT (its head's GCS address) or ray://HOST:PORT (Ray Client); "
+                           "default: start a local Ray instance with `workers` CPUs. run_dir must be on a file system "
+                           "every node sees")
     prep.set_defaults(func=_data_prepare)
     prep.epilog = ("examples:\n  lmforge data prepare quickstart\n"
-                   "  lmforge data prepare my.yaml --set data.sources[0].path=corpus.jsonl --set data.split.val=0.05\n\n"
+                   "  lmforge data prepare my.yaml --set data.sources[0].path=corpus.jsonl --set data.split.val=0.05\n"
+                   "  lmforge data prepare my.yaml --executor ray --address auto\n\n"
                    "exit codes: 0 done, 1 failure, 2 bad config or usage, 130 interrupted")
     prep.formatter_class = argparse.RawDescriptionHelpFormatter
 

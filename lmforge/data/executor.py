@@ -5,9 +5,9 @@ that unit only, so a unit is the unit of parallelism and of restart: after a tas
 the executor writes ``<stage_dir>/<unit>.done`` holding the task's result and the stage's
 config hash, and a rerun with the same hash skips the unit and reuses the result.
 
-:class:`LocalExecutor` uses a process pool on this machine. The same contract is what a
-distributed executor (e.g. Ray: one remote call per unit, rank = unit.index % world_size)
-needs, so steps don't change when the executor does.
+:class:`LocalExecutor` uses a process pool on this machine;
+:class:`lmforge.data.ray_executor.RayExecutor` runs the same :func:`_run_one` as one Ray task per
+unit, so steps don't change when the executor does.
 """
 
 from __future__ import annotations
@@ -68,10 +68,37 @@ def vm_hwm_mb() -> float | None:
     return None
 
 
+def stage_name(stage_dir: Path) -> str:
+    """ingest, split, tokens: the stage a folder of markers belongs to (fault points are named by it)."""
+    return stage_dir.name.split("_")[0]
+
+
+def show_progress(progress: bool) -> bool:
+    """Progress bars when asked for and stderr is a terminal, or always with ``LMFORGE_PROGRESS=1``."""
+    return progress and sys.stderr.isatty() or os.environ.get("LMFORGE_PROGRESS") == "1"
+
+
+def split_done(units: list[WorkUnit], stage_dir: Path, config_hash: str, desc: str) -> tuple[dict[int, dict], list[WorkUnit]]:
+    """The results of units an earlier run finished (by unit index, from their markers) and the
+    units still to run; says how many were reused, so a resume is visible."""
+    results: dict[int, dict] = {}
+    todo = []
+    for u in units:
+        prev = read_marker(stage_dir, u, config_hash)
+        if prev is not None:
+            results[u.index] = prev
+        else:
+            todo.append(u)
+    if results:
+        print(f"[data] {desc}: {len(results)} of {len(units)} unit(s) already done by an earlier run (reused)",
+              flush=True)
+    return results, todo
+
+
 def _run_one(task: Callable, unit: WorkUnit, ctx: Any, stage_dir: Path, config_hash: str) -> tuple[dict, float | None]:
     with writing(stage_dir / unit.name):  # a full disk names the file, not a traceback
         result = task(unit, ctx)
-    stage = stage_dir.name.split("_")[0]  # ingest, split, tokens → the fault point's name
+    stage = stage_name(stage_dir)
     faults.point(f"{stage}.before_marker")
     with writing(_marker(stage_dir, unit)):
         write_marker(stage_dir, unit, config_hash, result)
@@ -85,22 +112,15 @@ class LocalExecutor:
     def __init__(self, workers: int, progress: bool = True):
         self.workers = max(1, workers)
         self.peak_rss_mb: float | None = None  # the largest VmHWM of a process that ran a task
-        self.progress = progress and sys.stderr.isatty() or os.environ.get("LMFORGE_PROGRESS") == "1"
+        self.progress = show_progress(progress)
+
+    def close(self) -> None:
+        """Nothing to release: the pool lives only inside :meth:`map`."""
 
     def map(self, task: Callable, units: list[WorkUnit], ctx: Any, stage_dir: Path, config_hash: str,
             desc: str) -> list[dict]:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        results: dict[int, dict] = {}
-        todo = []
-        for u in units:
-            prev = read_marker(stage_dir, u, config_hash)
-            if prev is not None:
-                results[u.index] = prev
-            else:
-                todo.append(u)
-        if results:  # an earlier, interrupted run finished these: said, so a resume is visible
-            print(f"[data] {desc}: {len(results)} of {len(units)} unit(s) already done by an earlier run (reused)",
-                  flush=True)
+        results, todo = split_done(units, stage_dir, config_hash, desc)
         total = sum(max(u.size, 1) for u in units)
         bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not self.progress,
                    initial=sum(max(u.size, 1) for u in units if u.index in results))

@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -37,12 +38,18 @@ from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
 from lmforge.data.sources import SourceError, WorkUnit, check_readable, plan_units, stamp_units
 from lmforge.data.split import SPLITS, assign_splits, components, resolve_leaks
 from lmforge.data.unit_store import UnitStore
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, UsageError
 from lmforge.layout import RunPaths, ensure_dir, splits_dir, tokens_dir
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
 from lmforge.tokenizer import io as tok_io
 from lmforge.tokenizer.config import TokenizerConfig
 from lmforge.tokenizer import train as tok_train
+
+
+if TYPE_CHECKING:
+    from lmforge.data.ray_executor import RayExecutor
+
+Executor = Union[LocalExecutor, "RayExecutor"]  # the same map(...) / close() / workers / peak_rss_mb
 
 
 class PipelineError(LmforgeError, RuntimeError):
@@ -152,13 +159,17 @@ def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
                   + (f"; {hint}" if hint else "") + f"; each one is in {reject_dir}/")
 
 
-def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool = True, world_size: int = 1) -> dict:
+def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool = True, world_size: int = 1,
+                 executor: str = "local") -> dict:
     """``data.kind: image`` or ``tabular``: their own flows (:mod:`lmforge.data.images.prepare`,
     :mod:`lmforge.data.tabular.prepare`) into the same ``<run>/data/`` folder, with a manifest,
     a report and every rejected record kept with its reason."""
     if world_size > 1:
         raise PipelineError(f"--world-size: data.kind: {data.kind} prepares in one process (the text flow alone "
                             "is split across ranks)")
+    if executor != "local":
+        raise PipelineError(f"--executor {executor}: data.kind: {data.kind} prepares in one process (the text flow "
+                            "alone runs on Ray); leave out --executor")
     out = ensure_dir(paths.data, "data")
     if data.kind == "image":
         from lmforge.data.images.prepare import prepare_images
@@ -169,14 +180,58 @@ def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool
     return prepare_tabular(data, seed, out, progress)
 
 
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(kind: str, address: str | None, world_size: int) -> None:
+    """Every problem with the executor settings, in one :class:`UsageError`, before any work starts."""
+    problems = []
+    if kind not in EXECUTORS:
+        problems.append(f"--executor: {kind!r} is not an executor (choose from {', '.join(EXECUTORS)})")
+    if address is not None and kind != "ray":
+        problems.append("--address names a Ray cluster: use it with --executor ray")
+    if kind == "ray" and world_size > 1:
+        problems.append("--world-size/--rank: with --executor ray, Ray spreads the units over the cluster; "
+                        "leave out --world-size and --rank")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def make_executor(kind: str, workers: int, progress: bool, address: str | None = None) -> Executor:
+    """``local``: a process pool of ``workers`` processes; ``ray``: one Ray task per unit, on a
+    local Ray instance of ``workers`` CPUs or on the cluster at ``address``."""
+    check_executor(kind, address, 1)
+    if kind == "ray":
+        from lmforge.data.ray_executor import RayExecutor
+
+        return RayExecutor(workers, progress=progress, address=address)
+    return LocalExecutor(workers, progress=progress)
+
+
 def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, seed: int, workers: int,
-            name: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> dict:
+            name: str, progress: bool = True, rank: int = 0, world_size: int = 1, executor: str = "local",
+            address: str | None = None) -> dict:
     """Run the whole flow into ``paths.data`` (and the tokenizer into ``paths.tokenizer``) with
     ``workers`` processes. With ``world_size > 1`` only the per-unit ingest of this rank's units
     (``unit.index % world_size == rank``) runs, so several machines sharing ``run_dir`` can split
-    the heaviest stage; a final run without ranks reuses their completion markers and finishes."""
+    the heaviest stage; a final run without ranks reuses their completion markers and finishes.
+    ``executor="ray"`` runs the per-unit stages as Ray tasks (a local Ray instance, or the cluster
+    at ``address``) instead; the corpus-wide steps stay in this process."""
+    check_executor(executor, address, world_size)
     if data.kind != "text":
-        return prepare_kind(data, paths, seed=seed, progress=progress, world_size=world_size)
+        return prepare_kind(data, paths, seed=seed, progress=progress, world_size=world_size, executor=executor)
+    if executor == "ray":  # tasks may run in another working directory, or on another node
+        paths = replace(paths, root=paths.root.resolve())
+    ex = make_executor(executor, workers, progress, address)
+    try:
+        return _prepare_text(data, tokenizer, paths, ex, seed=seed, name=name, rank=rank, world_size=world_size)
+    finally:
+        ex.close()
+
+
+def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, ex: Executor, *, seed: int,
+                  name: str, rank: int, world_size: int) -> dict:
+    """The text flow, top to bottom, its per-unit stages run by ``ex``."""
     t_start = time.time()
     timings: dict[str, float] = {}
     out = paths.data
@@ -184,7 +239,6 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     reject_dir = out / "rejected"
     for d in (work, reject_dir):
         ensure_dir(d, "data")
-    ex = LocalExecutor(workers, progress=progress)
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
     data = replace(data, filter=effective_filter(data.filter, labeled))
     if labeled and data.filter.web_quality == "auto":

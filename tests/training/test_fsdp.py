@@ -191,3 +191,22 @@ def test_sharding_options_without_fsdp_are_config_errors(prepared, cfg_for, caps
     err = capsys.readouterr().err
     assert "pretrain.async_save: applies to sharded training only: set parallel: fsdp" in err
     assert "pretrain.cpu_offload: applies to sharded training only" in err
+
+
+def test_distilling_a_language_model_under_fsdp_matches_one_process(prepared, cfg_for, tiny_decoder):
+    """``distill`` of a causal LM runs the pretrain recipe: the same sharding, the same curve."""
+    over = {"distill.teacher": str(tiny_decoder), "distill.keep_layers": [1], "distill.alpha": 0.5,
+            "distill.temperature": 2.0, "distill.latency_length": 16, "pretrain.max_steps": 8,
+            "pretrain.eval_every": 1000, "pretrain.save_every": 4, "model.dropout": 0.1}
+    ref = cfg_for("kd_ref", **over, **{"pretrain.grad_accum": 2})
+    assert main(["distill", str(ref), "--no-progress"]) == 0
+    cfg = cfg_for("kd_fsdp", **over, **{"pretrain.parallel": "fsdp"})
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "lmforge", "distill", str(cfg), "--no-progress"], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _losses(prepared / "kd_ref"), _losses(prepared / "kd_fsdp")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    assert max(abs(a[s] - b[s]) for s in a) <= TOL
+    rec = json.loads((prepared / "kd_fsdp" / "distill" / "distill.json").read_text())  # rank 0's report, from the shards
+    assert rec["student"]["layers"] == 1 and rec["student"]["val"]["val_loss"] > 0

@@ -50,6 +50,10 @@ class TrainingError(LmforgeError, RuntimeError):
     """A training run that cannot start or go on (model/data mismatch, non-finite loss, ...)."""
 
 
+class ClusterError(LmforgeError, ConnectionError):
+    """A Ray cluster that cannot be reached, or that lost a unit's worker more often than the retries allow."""
+
+
 class StorageError(LmforgeError, OSError):
     """The disk refused a write: full, over quota, read-only or not permitted."""
 

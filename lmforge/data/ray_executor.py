@@ -35,17 +35,13 @@ from tqdm import tqdm
 from lmforge import faults
 from lmforge.data.executor import _run_one, show_progress, split_done, stage_name
 from lmforge.data.sources import WorkUnit
-from lmforge.errors import LmforgeError, UsageError
+from lmforge.errors import ClusterError, LmforgeError, UsageError
 
 MAX_RETRIES = 3  # attempts after the first, for a unit whose worker died
 PROBE_TIMEOUT_S = 5.0  # how long to wait for a TCP answer at an explicit HOST:PORT before calling it unreachable
 START_HINT = ("start a cluster with `ray start --head` on the head node (and `ray start --address=HEAD_IP:6379` "
               "on each other node), then use --address auto on a node of the cluster or --address "
               "ray://HEAD_IP:10001 from elsewhere; or leave out --address to start a local Ray instance")
-
-
-class ClusterError(LmforgeError, ConnectionError):
-    """The Ray cluster cannot be reached, or it lost a unit's worker more often than the retries allow."""
 
 
 def import_ray():

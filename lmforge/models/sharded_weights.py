@@ -26,7 +26,7 @@ def single_process_ok():
 
 
 def is_sharded_checkpoint(path: Path) -> bool:
-    """True for a checkpoint folder written by ``save_sharded``."""
+    """True for a checkpoint folder written by ``ShardedSaver``."""
     return (path / DCP_DIR / ".metadata").is_file()
 
 
@@ -48,8 +48,9 @@ def read_dcp(path: Path, target: dict, no_dist: bool = False) -> None:
             dcp.load(target, checkpoint_id=str(path / DCP_DIR), no_dist=no_dist)
     except (Exception, CheckpointException) as exc:  # per-rank errors, wrapped: say what they mean
         text = str(exc)
-        if "Missing key" in text or "Size mismatch" in text or "size mismatch" in text:
-            first = next((ln.strip() for ln in text.splitlines() if "Missing key" in ln or "ize mismatch" in ln), text)
+        misfit = ("Missing key", "ize mismatch")  # DCP's words for a key or a shape the model lacks
+        if any(m in text for m in misfit):
+            first = next((ln.strip() for ln in text.splitlines() if any(m in ln for m in misfit)), text)
             raise CheckpointError(f"{path}: the sharded checkpoint does not fit the current model ({first[:300]}); "
                                   "did the model section change since it was written?") from None
         raise CheckpointError(f"{path}: cannot read the sharded checkpoint ({type(exc).__name__}: "

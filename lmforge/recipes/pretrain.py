@@ -27,8 +27,8 @@ from lmforge.models.transformer import LanguageModel, build_lm
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.config import PretrainConfig
-from lmforge.training.distributed import (Dist, all_reduce_mean, any_rank, barrier, full_value, grad_sync,
-                                          rank_memory, setup, teardown, wrap)
+from lmforge.training.distributed import (Dist, all_reduce_mean, all_reduce_sum, any_rank, barrier, full_value,
+                                          grad_sync, rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
@@ -130,9 +130,7 @@ def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d
             loss_sum, batches = loss_sum + loss.float(), batches + 1
             c, t = objective.eval_counts(logits, labels)
             correct, total = correct + c, total + t
-    sums = torch.stack([loss_sum, torch.tensor(float(batches), device=d.device)])
-    if d.enabled:
-        torch.distributed.all_reduce(sums)
+    sums = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(batches), device=d.device)]), d)
     loss = (sums[0] / sums[1]).item()
     net.train()
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), **objective.eval_extra(correct, total)}

@@ -95,7 +95,7 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
     state = read_checkpoint_state(path)
     if is_sharded_checkpoint(path):  # DCP shards (pretrain.parallel: fsdp): resharded to this job
         load_sharded(path, model, optimizer)
-        return state  # sharded runs reseed per step: no RNG state is saved
+        return state  # no RNG state saved: pretraining reseeds every micro-batch
     if is_sharded(model):
         raise CheckpointError(f"{path} holds whole weights (written with parallel: ddp); an FSDP job resumes "
                               "from sharded checkpoints only: resume this run with pretrain.parallel: ddp (any "
@@ -205,8 +205,9 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
         if risky and not accept_changes:
             keys = ", ".join(k for k, _, _ in risky)
             hint = ""
-            if any(k == "global_batch" for k, _, _ in risky):
-                old, new = next((o, n) for k, o, n in risky if k == "global_batch")
+            batch_change = next(((o, n) for k, o, n in risky if k == "global_batch"), None)
+            if batch_change is not None:
+                old, new = batch_change
                 hint = (f" (global batch = batch_size x grad_accum x processes was {old}, is now {new}: with a "
                         "different number of processes, scale grad_accum or batch_size to keep it)")
             raise ResumeError(f"--resume: the config changed since {last} in keys that break an exact resume: {keys}"

@@ -170,12 +170,16 @@ def rank_memory(model: nn.Module, optimizer: torch.optim.Optimizer, d: Dist) -> 
     return out
 
 
-def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
-    """The mean of ``x`` over ranks (``x`` itself for one process)."""
+def all_reduce_sum(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The sum of ``x`` over ranks, in place (``x`` itself for one process)."""
     if d.enabled:
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x = x / d.world
     return x
+
+
+def all_reduce_mean(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """The mean of ``x`` over ranks (``x`` itself for one process)."""
+    return all_reduce_sum(x, d) / d.world if d.enabled else x
 
 
 def any_rank(flag: bool, d: Dist) -> bool:

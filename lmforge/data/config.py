@@ -98,6 +98,7 @@ class DedupConfig:
 class SplitConfig:
     """Deterministic train/val/test assignment; duplicates and groups never straddle splits."""
 
+    by: Literal["document", "position"] = field(default="document", metadata={"help": "document: whole documents go to one split (below); position: every document is cut, its first 1-val-test of characters to train, then val, then test (one long text, as nanoGPT's shakespeare_char: no leak check, unlabeled data only)"})
     val: float = field(default=0.05, metadata={"min": 0.0, "max": 0.9})
     test: float = field(default=0.05, metadata={"min": 0.0, "max": 0.9})
     stratify: Optional[bool] = field(default=None, metadata={"help": "balance labels across splits (default: when labels exist)"})
@@ -154,6 +155,8 @@ class DataConfig:
     def validate(self):
         if self.kind == "text" and not self.sources:
             yield "sources", "at least one source is needed (e.g. - path: data/*.jsonl)"
+        if self.split.by == "position" and self.augment.enabled:
+            yield "split.by", "position cuts one text into consecutive pieces; augmentation is for separate records (set augment.enabled: false or split.by: document)"
         if self.kind == "image" and not self.image.sources:
             yield "image.sources", "at least one image source is needed (e.g. - builtin: digits, or - path: train-images-idx3-ubyte.gz)"
         if self.kind == "tabular":

@@ -36,7 +36,7 @@ from lmforge.data.executor import LocalExecutor
 from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
 from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
 from lmforge.data.sources import SourceError, WorkUnit, check_readable, plan_units, stamp_units
-from lmforge.data.split import SPLITS, assign_splits, components, resolve_leaks
+from lmforge.data.split import SPLITS, TRAIN, assign_splits, components, resolve_leaks
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError, UsageError
 from lmforge.layout import RunPaths, ensure_dir, splits_dir, tokens_dir
@@ -240,6 +240,9 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     for d in (work, reject_dir):
         ensure_dir(d, "data")
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
+    if labeled and data.split.by == "position":
+        raise PipelineError("data.split.by: position cuts documents into pieces and is for unlabeled text; "
+                            "labeled examples must go whole to one split (use by: document)")
     data = replace(data, filter=effective_filter(data.filter, labeled))
     if labeled and data.filter.web_quality == "auto":
         _say("labeled data: the web-quality repetition filters are off (filter.web_quality: on to use them)")
@@ -313,8 +316,12 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     group = store.field("group").astype(np.uint64)
     comp = components(store.n, dup["dup_root"], group, kept)
     stratify = data.split.stratify if data.split.stratify is not None else labeled
-    split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, seed)
-    leak = resolve_leaks(store, data, seed, split, comp, kept, dup, hasher) if data.split.leak_check else None
+    if data.split.by == "position":  # every kept document goes whole to stage 2, which cuts it
+        split = np.where(kept, TRAIN, -1).astype(np.int8)
+        leak = None
+    else:
+        split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, seed)
+        leak = resolve_leaks(store, data, seed, split, comp, kept, dup, hasher) if data.split.leak_check else None
     plan_dir = work / "plan"
     plan_dir.mkdir(parents=True, exist_ok=True)
     for i, u in enumerate(units):
@@ -328,7 +335,7 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
                  dup_of_id=dup_of_id.astype(str), first_doc=a)
         faults.point("plan.unit")
     timings["dedup_split"] = time.time() - t
-    leak_msg = "off" if leak is None else (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, "
+    leak_msg = "n/a (split by position)" if data.split.by == "position" else "off" if leak is None else (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, "
                                            f"{leak['total']} left" if leak["found"] else "0")
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
          f"({timings['dedup_split']:.1f}s)")

@@ -1,5 +1,8 @@
 """Stage 2, per work unit: route each surviving document to its split (and augment train).
 
+With ``split.by: position`` every kept document is cut into consecutive train / val / test
+pieces instead (:func:`cut_by_position`); the config refuses augmentation with it.
+
 Reads ``work/ingest/unit_NNNNN.docs.jsonl`` and the unit's plan (``work/plan/unit_NNNNN.npz``:
 split per document, -1 if dropped, and the reason and representative of each drop). Writes
 ``splits/<split>/unit_NNNNN.jsonl`` and appends dropped duplicates to
@@ -35,6 +38,23 @@ class SplitContext:
     reject_dir: Path
 
 
+def cut_by_position(doc: dict, val: float, test: float) -> list[tuple[str, dict]]:
+    """``split.by: position``: the document's first ``int(n * (1 - val - test))`` characters go to
+    train, then val up to ``int(n * (1 - test))``, the rest to test (nanoGPT's
+    ``data[:int(n*0.9)]`` / ``data[int(n*0.9):]`` for val 0.1). Empty pieces are not written;
+    each piece keeps the document's fields with ``id#split`` and its character offset in ``meta``."""
+    text = doc["text"]
+    n = len(text)
+    cuts = (0, int(n * (1 - val - test)), int(n * (1 - test)), n)
+    out = []
+    for k, name in enumerate(SPLITS):
+        a, b = cuts[k], cuts[k + 1]
+        if b > a:
+            out.append((name, dict(doc, text=text[a:b], id=f"{doc['id']}#{name}",
+                                   meta={**doc.get("meta", {}), "from": doc["id"], "char_offset": a})))
+    return out
+
+
 def write_unit(unit: WorkUnit, ctx: SplitContext) -> dict:
     plan = np.load(ctx.plan_dir / f"{unit.name}.npz")
     split, reason, dup_of_id = plan["split"], plan["reason"], plan["dup_of_id"]
@@ -59,6 +79,13 @@ def write_unit(unit: WorkUnit, ctx: SplitContext) -> dict:
                                       "id": d["id"], "duplicate_of": str(dup_of_id[i]),
                                       "snippet": d["text"][:200]}, ensure_ascii=False) + "\n")
                 rejected += 1
+                continue
+            if ctx.cfg.split.by == "position":
+                for name, part in cut_by_position(d, ctx.cfg.split.val, ctx.cfg.split.test):
+                    outs[name].write(json.dumps(part, ensure_ascii=False) + "\n")
+                    docs[name] += 1
+                    chars[name] += len(part["text"])
+                    lengths[name].append(len(part["text"]))
                 continue
             name = SPLITS[split[i]]
             outs[name].write(line)

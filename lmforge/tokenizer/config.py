@@ -22,8 +22,8 @@ class SpecialTokens:
 @dataclass
 class TokenizerConfig:
     path: Optional[str] = field(default=None, metadata={"help": "use this tokenizer (HF directory or tokenizer.json) instead of training one"})
-    type: Literal["bpe", "wordpiece", "unigram"] = "bpe"
-    vocab_size: int = field(default=8000, metadata={"min": 64, "max": 4_000_000})
+    type: Literal["bpe", "wordpiece", "unigram", "char"] = field(default="bpe", metadata={"help": "char = one token per character seen in the train split (char-rnn / nanoGPT shakespeare_char); vocab_size does not apply"})
+    vocab_size: int = field(default=8000, metadata={"min": 64, "max": 4_000_000, "help": "bpe / wordpiece / unigram: target vocabulary size"})
     min_frequency: int = field(default=2, metadata={"min": 1})
     lowercase: bool = field(default=False, metadata={"help": "lowercase inside the tokenizer (typical for WordPiece/BERT)"})
     max_train_chars: int = field(default=200_000_000, metadata={"min": 1000, "help": "train on at most this many characters, a seeded sample of the train split"})

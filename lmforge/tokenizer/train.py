@@ -1,9 +1,15 @@
-"""Train a BPE, WordPiece or Unigram tokenizer with HF ``tokenizers``, or load an existing one.
+"""Train a BPE, WordPiece, Unigram or character tokenizer with HF ``tokenizers``, or load an existing one.
 
 The saved folder is a Hugging Face tokenizer directory (``tokenizer.json``,
 ``tokenizer_config.json``, ``special_tokens_map.json``) that
 ``transformers.PreTrainedTokenizerFast.from_pretrained`` and ``AutoTokenizer`` load.
 Special tokens come first in the vocabulary, in the order pad, unk, bos, eos, mask, cls, sep.
+
+``type: char`` is the character-level vocabulary of char-rnn and nanoGPT's shakespeare_char:
+one token per distinct character of the (sampled) train text, sorted by code point, after the
+special tokens; characters never seen in training encode as unk. It is a ``tokenizers`` BPE
+model with no merges and no pre-tokenizer, so every character, spaces and newlines included,
+is its own token and decoding concatenates them (``vocab_size`` does not apply).
 
 Memory: the trainer keeps word counts, not the text, so memory grows with the number of
 distinct words, not the corpus. Text is streamed from the train split; when the split holds
@@ -66,7 +72,23 @@ def sample_texts(docs: Iterable[dict], total_chars: int, max_chars: int, seed: i
             yield d["text"]
 
 
+def build_char(cfg: TokenizerConfig, alphabet: Iterable[str]):
+    """A character tokenizer over ``alphabet`` (see the module docstring)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    specials = special_token_list(cfg)
+    chars = sorted(set(alphabet) - set(specials))
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=cfg.special_tokens.unk))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC()] + ([normalizers.Lowercase()] if cfg.lowercase else []))
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(specials)
+    return tok
+
+
 def train(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
+    if cfg.type == "char":
+        return _train_char(cfg, texts, out_dir)
     tok, trainer = build_untrained(cfg)
     n_chars = 0
     n_docs = 0
@@ -88,6 +110,20 @@ def train(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
             special_tokens=[(st.cls, tok.token_to_id(st.cls)), (st.sep, tok.token_to_id(st.sep))])
     save_hf(tok, cfg, out_dir)
     return {"trained": True, "type": cfg.type, "train_docs": n_docs, "train_chars": n_chars}
+
+
+def _train_char(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
+    import unicodedata
+
+    seen: set[str] = set()
+    n_chars = n_docs = 0
+    for t in texts:
+        t = unicodedata.normalize("NFC", t)
+        seen.update(t.lower() if cfg.lowercase else t)
+        n_chars += len(t)
+        n_docs += 1
+    save_hf(build_char(cfg, seen), cfg, out_dir)
+    return {"trained": True, "type": "char", "train_docs": n_docs, "train_chars": n_chars, "alphabet": len(seen)}
 
 
 def save_hf(tok, cfg: TokenizerConfig, out_dir: Path) -> None:

@@ -39,3 +39,22 @@ def test_sample_texts_caps_characters():
 def test_load_errors_name_the_path(tmp_path):
     with pytest.raises(tio.TokenizerError, match="no tokenizer.json"):
         tio.load(tmp_path / "nowhere")
+
+
+def test_char_tokenizer_is_one_token_per_character(tmp_path):
+    from transformers import AutoTokenizer
+
+    texts = ["First Citizen:\nBefore we proceed,  hear me speak.\n", "All:\nSpeak, speak.\n\n"]
+    cfg = TokenizerConfig(type="char")
+    info = tt.train(cfg, iter(texts), tmp_path)
+    alphabet = sorted(set("".join(texts)))
+    assert info["alphabet"] == len(alphabet) and info["train_chars"] == sum(map(len, texts))
+    tok = tio.load(tmp_path)
+    assert tok.get_vocab_size() == 7 + len(alphabet)
+    assert [tok.token_to_id(c) for c in alphabet] == list(range(7, 7 + len(alphabet)))  # sorted, after specials
+    s = "Speak,\n  we proceed."
+    enc = tok.encode(s)
+    assert enc.tokens == list(s) and tok.decode(enc.ids) == s  # spaces and newlines are tokens; exact round trip
+    assert tok.encode("Speak!").tokens == ["S", "p", "e", "a", "k", "<unk>"]  # '!' was never seen in training
+    auto = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert auto(s, add_special_tokens=False)["input_ids"] == enc.ids and auto.decode(enc.ids) == s

@@ -58,8 +58,9 @@ def _id(rec: dict, id_field: Optional[str], where: str) -> Optional[str]:
 
 
 def read_records(path: str | Path, text_field: str = "text", label_field: str = "label",
-                 need_label: bool = True, id_field: Optional[str] = None) -> list[Example]:
-    """Sequence examples from a .jsonl/.json, .csv, .tsv or (prediction only) .txt file."""
+                 need_label: bool = True, id_field: Optional[str] = None, header: bool = True) -> list[Example]:
+    """Sequence examples from a .jsonl/.json, .csv, .tsv or (prediction only) .txt file. A CSV/TSV
+    with ``header=False`` has no header row; its columns are named "0", "1", ..."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"no data file at {path}")
@@ -84,14 +85,18 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
     elif suffix in (".csv", ".tsv"):
         csv.field_size_limit(sys.maxsize)
         with open(path, encoding="utf-8", newline="") as fh:
-            if suffix == ".tsv":  # TSV as written by GLUE & co: no quoting
-                reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            fmt = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if suffix == ".tsv" else {}  # TSV as GLUE & co write it
+            if header:
+                reader = csv.DictReader(fh, **fmt)
             else:
-                reader = csv.DictReader(fh)
+                first = next(csv.reader(fh, **fmt), [])
+                fh.seek(0)
+                reader = csv.DictReader(fh, fieldnames=[str(i) for i in range(len(first))], **fmt)
             if reader.fieldnames is None or text_field not in reader.fieldnames:
                 raise LabeledDataError(f"{path}:1: header {reader.fieldnames} has no {text_field!r} column; "
                                        "name the text column: finetune.data.text_field in a config, "
-                                       "--text-field on the command line")
+                                       "--text-field on the command line"
+                                       + ("" if not header else " (a file without a header row: finetune.data.csv_header: false, columns \"0\", \"1\", ...)"))
             for rec in reader:
                 lineno = reader.line_num
                 if None in rec:

@@ -109,7 +109,8 @@ def distill_classifier(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelCo
     if dc.transfer_file:
         task = get_task(ft.task)
         unlabeled = [replace(ex, label=None) for ex in
-                     task.read(dc.transfer_file, ft.data.text_field, ft.data.label_field, need_label=False)]
+                     task.read(dc.transfer_file, ft.data.text_field, ft.data.label_field, need_label=False,
+                               header=ft.data.csv_header)]
         unlabeled = subsample(unlabeled, dc.max_transfer_examples, seed + 1)
         _say(f"transfer set: {len(unlabeled)} unlabeled texts from {dc.transfer_file} (teacher soft labels only)")
     out = Path(dc.out_dir) if dc.out_dir else paths.finetune.root.parent / "distill"

@@ -78,7 +78,7 @@ def load_examples(ft: FinetuneConfig, task: Task, data_dir: Path) -> dict[str, l
     out: dict[str, list[Example]] = {}
     if f.train_file:
         for split, path in zip(SPLITS, (f.train_file, f.val_file, f.test_file)):
-            out[split] = [] if path is None else task.read(path, f.text_field, f.label_field)
+            out[split] = [] if path is None else task.read(path, f.text_field, f.label_field, header=f.csv_header)
     else:
         for split in SPLITS:
             try:

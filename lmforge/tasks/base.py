@@ -26,8 +26,10 @@ class Task(Protocol):
     metrics: frozenset[str]  # the selectable validation metrics (plus "loss")
     headline: tuple[str, ...]  # metric keys that summaries and transfer tables report
 
-    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True) -> list[Example]:
-        """Examples of a labeled file (or an unlabeled one, for prediction)."""
+    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
+             header: bool = True) -> list[Example]:
+        """Examples of a labeled file (or an unlabeled one, for prediction); ``header=False``: a
+        CSV/TSV without a header row, columns named "0", "1", ..."""
 
     def read_prepared(self, data_dir: Path, split: str) -> list[Example]:
         """Examples of a split of a ``data prepare`` folder."""

@@ -21,8 +21,8 @@ class SequenceTask:
     headline = ("accuracy", "f1_macro", "roc_auc", "loss", "examples")
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
-             id_field: Optional[str] = None) -> list[Example]:
-        return read_records(path, text_field, label_field, need_label=need_label, id_field=id_field)
+             header: bool = True, id_field: Optional[str] = None) -> list[Example]:
+        return read_records(path, text_field, label_field, need_label=need_label, id_field=id_field, header=header)
 
     def read_prepared(self, data_dir: Path, split: str) -> list[Example]:
         return read_prepared_split(data_dir, split)

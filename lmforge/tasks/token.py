@@ -26,7 +26,8 @@ class TokenTask:
     metrics = frozenset({"entity_f1"})
     headline = ("entity_f1", "entity_precision", "entity_recall", "loss", "examples")
 
-    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True) -> list[Example]:
+    def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
+             header: bool = True) -> list[Example]:
         return read_token_file(path, need_label=need_label)
 
     def read_prepared(self, data_dir: Path, split: str) -> list[Example]:

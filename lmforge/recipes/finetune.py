@@ -41,7 +41,7 @@ from lmforge.models.heads import keep_layers
 from lmforge.models.load import load_task_model
 from lmforge.models.lora import apply_lora
 from lmforge.tasks import Task, get_task
-from lmforge.tasks.batching import collate, pack
+from lmforge.tasks.batching import collate, pack, row_length
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_for_model
 from lmforge.training import checkpoint as ckpt
@@ -254,7 +254,8 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
         loss_sum = 0.0
         for a in range(L.grad_accum):
             idx = micro_batch(step * L.grad_accum + a)
-            batch = pack(enc["train"], idx, specials.pad, D.max_length, model.causal) if use_pack \
+            batch = pack(enc["train"], idx, specials.pad, row_length(lengths[idx].tolist(), D.max_length, model.cfg.d_model),
+                         model.causal) if use_pack \
                 else collate(enc["train"], idx, specials.pad)
             batch["index"] = torch.as_tensor(idx)
             batch = {k: v.to(device) for k, v in batch.items()}

@@ -81,3 +81,39 @@ def test_packed_rows_compute_exactly_what_padded_batches_do(cfg, task):
     torch.testing.assert_close(loss_k, loss_p, atol=1e-5, rtol=1e-5)
     if task == "sequence":
         torch.testing.assert_close(lk, lp, atol=1e-5, rtol=1e-5)
+
+
+def test_row_length_packs_short_texts_into_short_rows():
+    from lmforge.tasks.batching import _first_fit, row_length
+
+    rng = np.random.default_rng(0)
+    short = np.clip(rng.normal(17, 6, 32).round(), 6, 48).astype(int).tolist()
+    L = row_length(short, 128, 384)
+    assert max(short) <= L < 64 and L % 8 == 0
+    rows, free = _first_fit(short, L)
+    assert sorted(j for r in rows for j in r) == list(range(32)) and min(free) >= 0  # every example, none cut
+    assert len(rows) * L < 32 * max(short)  # fewer positions than padding the batch
+    long = [128] * 20 + [100] * 12
+    assert row_length(long, 128, 384) == 128
+    assert row_length([5], 4, 384) == 5  # never shorter than the longest example
+
+
+@pytest.mark.parametrize("row_len", [None, 12, 64])
+def test_packed_rows_of_any_length_match_padded(row_len):
+    from lmforge.tasks.batching import row_length
+
+    torch.manual_seed(0)
+    body = TransformerBody(ENC, causal=False)
+    init_weights(body)
+    model = build_classifier(ENC, body, "sequence", 3, dropout=0.0).eval()
+    rng = np.random.default_rng(1)
+    ids = [rng.integers(3, 60, n) for n in (5, 12, 3, 9, 4, 2, 11, 7)]
+    enc = Encoded(ids, list(rng.integers(0, 3, len(ids))))
+    idx = np.arange(len(ids))
+    L = row_len or row_length([len(x) for x in ids], 64, ENC.d_model)
+    padded, packed = collate(enc, idx, 0), pack(enc, idx, 0, L, causal=False)
+    with torch.no_grad():
+        lp, _ = model(padded["ids"], padded["attention_mask"])
+        lk, _ = model(packed["ids"], packed["attention_mask"], positions=packed["positions"],
+                      pool_index=packed["pool_index"])
+    torch.testing.assert_close(lk, lp, atol=1e-5, rtol=1e-5)

@@ -30,7 +30,7 @@ import torch
 
 from lmforge.config.schema import to_dict
 from lmforge.data.labeled_files import Example, prepared_labels
-from lmforge.errors import DataError, Interrupted, TrainingError
+from lmforge.errors import DataError, Interrupted, ModelError, TrainingError
 from lmforge.evaluation.classify import evaluate_task
 from lmforge.evaluation.metrics import metric_value
 from lmforge.evaluation.report import summary_table, write_report
@@ -38,6 +38,7 @@ from lmforge.export.hf import export_task_model
 from lmforge.layout import RunPaths, ensure_dir, tokenizer_of_tokens, tokens_dir
 from lmforge.models.config import ModelConfig
 from lmforge.models.heads import keep_layers
+from lmforge.models.hf_interop import config_to_hf
 from lmforge.models.load import load_task_model
 from lmforge.models.lora import apply_lora
 from lmforge.tasks import Task, get_task
@@ -176,6 +177,11 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     model = start.model
     if ft.keep_layers is not None:
         keep_layers(model, ft.keep_layers)
+    try:  # the best model is written as a Hugging Face folder: say so now, not after training
+        config_to_hf(model.cfg)
+    except ModelError as exc:
+        raise TrainingError(f"cannot fine-tune from {start.description}: {exc}, and fine-tuning writes its best "
+                            "model as a Hugging Face folder (best/); start from a body of one of those shapes") from None
     tok, specials = load_for_model(start.tokenizer_dir)
     _say_tokenizer(ft, start.tokenizer_dir, None if D.train_file else tokenizer_of_tokens(tokens_dir(paths.finetune_data)))
     if D.max_length > model.cfg.max_seq_len:

@@ -427,3 +427,16 @@ def test_the_tokenizer_choice_is_said(tmp_path, tokenizer_dir, capsys):
     (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace('"w1"', '"w1x"'))
     _say_tokenizer(FinetuneConfig(init="runs/x/pretrain"), tokenizer_dir, copy)
     assert f"the prepared data's own tokenizer ({copy}) is not used" in capsys.readouterr().out
+
+
+def test_a_body_with_no_hf_layout_is_refused_before_training(task_files, tokenizer_dir, tmp_path, capsys):
+    """Fine-tuning writes best/ as an HF folder: a pre-norm encoder (no HF BERT equivalent) is
+    refused at the start with the reason, not after the first epoch."""
+    cfg = ft_config(tmp_path, "prenorm", tokenizer_dir, **seq_files(task_files))
+    raw = yaml.safe_load(cfg.read_text())
+    raw["model"] = {**raw["model"], "norm_position": "pre", "final_norm": True}
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["finetune", str(cfg), "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "only BERT-shaped encoders" in err and "Hugging Face folder" in err
+    assert not (tmp_path / "prenorm" / "finetune" / "metrics.jsonl").exists()  # no step was run

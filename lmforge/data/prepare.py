@@ -335,8 +335,13 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
                  dup_of_id=dup_of_id.astype(str), first_doc=a)
         faults.point("plan.unit")
     timings["dedup_split"] = time.time() - t
-    leak_msg = "n/a (split by position)" if data.split.by == "position" else "off" if leak is None else (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, "
-                                           f"{leak['total']} left" if leak["found"] else "0")
+    if data.split.by == "position":
+        leak_msg = "n/a (split by position)"
+    elif leak is None:
+        leak_msg = "off"
+    else:
+        leak_msg = (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, {leak['total']} left"
+                    if leak["found"] else "0")
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
          f"({timings['dedup_split']:.1f}s)")
     say_drops({"dedup": dedup_stats}, reject_dir)

@@ -66,8 +66,7 @@ def row_length(lengths: list[int], max_len: int, d_model: int, step: int = 8) ->
     (benchmarks/prof_pack_vs_pad.py), i.e. the attention overhead of a row grows like L / d_model."""
     longest = max(lengths)
     best, best_cost = longest, None
-    candidates = sorted({longest, *range(-(-longest // step) * step, max_len + 1, step)} - {0})
-    for L in (c for c in candidates if longest <= c <= max(max_len, longest)):
+    for L in dict.fromkeys([longest, *range(-(-longest // step) * step, max_len + 1, step)]):
         rows, free = _first_fit(lengths, L)
         width = max(L - f for f in free)  # the batch is cut to its fullest row
         cost = len(rows) * width * (1 + width / d_model)

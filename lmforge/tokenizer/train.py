@@ -34,12 +34,18 @@ def special_token_list(cfg: TokenizerConfig) -> list[str]:
     return [st.pad, st.unk, st.bos, st.eos, st.mask, st.cls, st.sep]
 
 
+def normalizer(cfg: TokenizerConfig):
+    """NFC, then lowercasing when ``cfg.lowercase``: what every tokenizer type applies first."""
+    from tokenizers import normalizers
+
+    return normalizers.Sequence([normalizers.NFC()] + ([normalizers.Lowercase()] if cfg.lowercase else []))
+
+
 def build_untrained(cfg: TokenizerConfig):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     st = cfg.special_tokens
     specials = special_token_list(cfg)
-    norm = [normalizers.NFC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
     if cfg.type == "bpe":
         tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -59,7 +65,7 @@ def build_untrained(cfg: TokenizerConfig):
         tok.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=specials, unk_token=st.unk,
                                           show_progress=False)
-    tok.normalizer = normalizers.Sequence(norm)
+    tok.normalizer = normalizer(cfg)
     return tok, trainer
 
 
@@ -74,13 +80,13 @@ def sample_texts(docs: Iterable[dict], total_chars: int, max_chars: int, seed: i
 
 def build_char(cfg: TokenizerConfig, alphabet: Iterable[str]):
     """A character tokenizer over ``alphabet`` (see the module docstring)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import Tokenizer, decoders, models
 
     specials = special_token_list(cfg)
     chars = sorted(set(alphabet) - set(specials))
     vocab = {t: i for i, t in enumerate(specials + chars)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=cfg.special_tokens.unk))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC()] + ([normalizers.Lowercase()] if cfg.lowercase else []))
+    tok.normalizer = normalizer(cfg)
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(specials)
     return tok
@@ -113,13 +119,12 @@ def train(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
 
 
 def _train_char(cfg: TokenizerConfig, texts: Iterable[str], out_dir: Path) -> dict:
-    import unicodedata
-
+    norm = normalizer(cfg)
     seen: set[str] = set()
     n_chars = n_docs = 0
     for t in texts:
-        t = unicodedata.normalize("NFC", t)
-        seen.update(t.lower() if cfg.lowercase else t)
+        t = norm.normalize_str(t)
+        seen.update(t)
         n_chars += len(t)
         n_docs += 1
     save_hf(build_char(cfg, seen), cfg, out_dir)

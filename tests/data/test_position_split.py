@@ -13,8 +13,6 @@ from lmforge.data.shards import PackedDataset
 from lmforge.data.write_splits import cut_by_position
 from lmforge.tokenizer import io as tok_io
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _text(n_lines=400, seed=0) -> str:
     rng = random.Random(seed)
@@ -111,4 +109,4 @@ def test_shakespeare_char_preset_is_nanogpts_data(tmp_path, shared_data):
                  "--set", "pretrain.warmup_steps=5", "--set", "pretrain.save_every=30"]) == 0
     rows = [json.loads(x) for x in open(out / "metrics.jsonl")]
     val = [r["val_loss"] for r in rows if r["kind"] == "eval"]
-    assert val and val[-1] < 3.0 < np.log(72)  # below the uniform loss over 72 tokens (4.28) after 30 steps
+    assert val and val[-1] < 3.0  # the uniform loss over 72 tokens is ln 72 = 4.28

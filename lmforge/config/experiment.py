@@ -194,4 +194,12 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         problems = [(f"model.{k}", msg) for k, msg in cfg.model.validate()]
         if problems:
             raise ConfigError(problems, source)
+    frame_like_finetuning(cfg)
     return cfg
+
+
+def frame_like_finetuning(cfg: ExperimentConfig) -> None:
+    """``data.pack.framing: auto`` → the framing fine-tuning uses for ``model.arch``: an encoder's
+    examples are ``<cls> text <sep>``, so its pretraining windows are too; a decoder's end with EOS."""
+    if cfg.data.pack.framing == "auto":
+        cfg.data.pack.framing = "cls_sep" if cfg.model.arch == "encoder" else "eos"

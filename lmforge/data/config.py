@@ -130,7 +130,8 @@ class PackConfig:
     """Tokenize and pack into memory-mapped shards."""
 
     seq_len: int = field(default=512, metadata={"min": 2, "help": "window length for unlabeled (LM) data"})
-    add_bos: bool = field(default=False, metadata={"help": "prepend BOS to each document"})
+    add_bos: bool = field(default=False, metadata={"help": "prepend BOS to each document (framing: eos only)"})
+    framing: Literal["auto", "eos", "cls_sep"] = field(default="auto", metadata={"help": "how unlabeled windows are framed: eos = documents joined by EOS (what a decoder's fine-tuning appends); cls_sep = every window starts with CLS and documents end with SEP (what an encoder's fine-tuning wraps each example with); auto = cls_sep for model.arch: encoder, else eos"})
     max_length: int = field(default=512, metadata={"min": 2, "help": "labeled data: longest example kept in full (longer ones are truncated and counted)"})
     shard_tokens: int = field(default=1 << 26, metadata={"min": 1024, "help": "tokens per output shard file"})
 

@@ -1,10 +1,11 @@
 """Stage 4: tokenize each unit's split files (in parallel), then pack into shards.
 
 Per unit and split, :func:`tokenize_unit` writes ``work/tokens/<split>/unit_NNNNN.bin``
-(flat token ids; for unlabeled data each document followed by EOS, optionally preceded by
-BOS) and, for labeled data, ``unit_NNNNN.npz`` with per-example lengths and labels.
+(flat token ids; for unlabeled data each document followed by its end token — EOS, or SEP
+when windows are framed ``cls_sep`` — optionally preceded by BOS) and, for labeled data, ``unit_NNNNN.npz`` with per-example lengths and labels.
 :func:`merge` then streams those files in unit order into the shard format of
-:mod:`lmforge.data.shards`, so the result does not depend on the number of workers.
+:mod:`lmforge.data.shards` (with ``cls_sep`` framing each window is CLS + seq_len - 1 tokens of
+the stream), so the result does not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class PackContext:
     eos_id: int
     vocab_size: int
     pack: PackConfig
+    row_start_id: int | None = None  # framing cls_sep: the id every packed window starts with
 
 
 def _read_texts(path: Path):
@@ -118,6 +120,8 @@ def merge(units: list[WorkUnit], ctx: PackContext, tokens_dir: Path, label_names
         lid = {name: i for i, name in enumerate(label_names or [])}
     else:
         index["seq_len"] = ctx.pack.seq_len
+        index["row_start_id"] = ctx.row_start_id
+        index["doc_end_id"] = ctx.eos_id
     for split in SPLITS:
         if ctx.labeled:
             d = tokens_dir / split
@@ -138,7 +142,8 @@ def merge(units: list[WorkUnit], ctx: PackContext, tokens_dir: Path, label_names
             index["splits"][split] = {"examples": int(len(lengths_a)), "tokens": int(offsets[-1]),
                                       "files": [f"{split}/tokens.bin", f"{split}/offsets.npy", f"{split}/labels.npy"]}
         else:
-            writer = PackedWriter(tokens_dir / split, ctx.pack.seq_len, dtype, ctx.pack.shard_tokens)
+            writer = PackedWriter(tokens_dir / split, ctx.pack.seq_len, dtype, ctx.pack.shard_tokens,
+                                  row_start=ctx.row_start_id)
             for u in units:
                 path = ctx.work_dir / split / f"{u.name}.bin"
                 writer.write(np.fromfile(path, dtype=dtype))

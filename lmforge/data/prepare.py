@@ -208,6 +208,37 @@ def make_executor(kind: str, workers: int, progress: bool, address: str | None =
     return LocalExecutor(workers, progress=progress)
 
 
+def frame_ids(framing: str, special: dict, labeled: bool) -> tuple[str, int | None, int | None]:
+    """(framing, the id every window starts with or None, the id that ends each document) for
+    ``data.pack.framing``; ``auto`` outside a full config (no model.arch to go by) is ``eos``."""
+    framing = "eos" if framing == "auto" else framing
+    if labeled:  # labeled examples are wrapped by the fine-tuning task, not here
+        return framing, None, None
+    if framing == "cls_sep":
+        missing = [k for k in ("cls", "sep") if special.get(k) is None]
+        if missing:
+            raise PipelineError(f"data.pack.framing: cls_sep needs the tokenizer's {' and '.join(missing)} token(s) "
+                                f"(tokenizer.special_tokens.{missing[0]}); or set data.pack.framing: eos")
+        return framing, special["cls"], special["sep"]
+    eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
+    if eos is None:
+        raise PipelineError("tokenizer has no end-of-document token: set tokenizer.special_tokens.eos to one of its tokens")
+    return framing, None, eos
+
+
+def framing_record(framing: str, row_start: int | None, doc_end: int, special: dict, add_bos: bool) -> dict:
+    """How the windows are framed, for the manifest and the report (names beside ids)."""
+    name = {v: k for k, v in special.items() if v is not None}
+    if framing == "cls_sep":
+        text = (f"every window starts with <{name[row_start]}> (id {row_start}), each document ends with "
+                f"<{name[doc_end]}> (id {doc_end}): what an encoder's fine-tuning wraps each example with")
+    else:
+        text = (("each document starts with BOS, " if add_bos else "")
+                + f"documents are joined by <{name.get(doc_end, doc_end)}> (id {doc_end}): what a decoder's "
+                "fine-tuning appends")
+    return {"kind": framing, "row_start_id": row_start, "doc_end_id": doc_end, "text": text}
+
+
 def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, seed: int, workers: int,
             name: str, progress: bool = True, rank: int = 0, world_size: int = 1, executor: str = "local",
             address: str | None = None) -> dict:
@@ -408,17 +439,16 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
         tok = tok_io.load(tok_dir)
         special = tok_io.special_ids(tok, tok_dir, tokenizer)
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    eos = special.get("eos") if special.get("eos") is not None else special.get("sep")
-    if eos is None and not labeled:
-        raise PipelineError("tokenizer has no end-of-document token: set tokenizer.special_tokens.eos to one of its tokens")
+    framing, row_start, eos = frame_ids(data.pack.framing, special, labeled)
     tok_info.update(vocab_size=vocab_size, special_ids=special, doc_separator_id=eos)
     timings["tokenizer"] = time.time() - t
     _say(f"tokenizer: vocab {vocab_size} ({'trained' if tok_info['trained'] else 'loaded'}, {timings['tokenizer']:.1f}s)")
 
     # -- stage 4: tokenize and pack ---------------------------------------------------------------
     t = time.time()
-    pctx = PackContext(tok_dir / "tokenizer.json", split_dir, work / "tokens", labeled, special.get("bos"),
-                       eos if eos is not None else -1, vocab_size, data.pack)
+    pctx = PackContext(tok_dir / "tokenizer.json", split_dir, work / "tokens", labeled,
+                       special.get("bos") if framing == "eos" else None, eos if eos is not None else -1, vocab_size,
+                       data.pack, row_start)
     h_pack = _hash([to_dict(data), to_dict(tokenizer), seed, vocab_size])
     r4 = ex.map(tokenize_unit, units, pctx, work / "tokens_done", h_pack, "tokenize")
     label_names = None
@@ -458,6 +488,7 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
         "histogram_bins": {"chars": CHAR_BINS, "tokens": TOKEN_BINS},
         "leak_check": leak,
         "tokenizer": tok_info,
+        "framing": None if labeled else framing_record(framing, row_start, eos, special, data.pack.add_bos),
         "shards": {"dir": "tokens", "index": "tokens/index.json", "kind": index["kind"], "dtype": index["dtype"],
                    "seq_len": index.get("seq_len"), "splits": {s: {k: v for k, v in index["splits"][s].items()
                                                                     if k != "shards"} for s in SPLITS}},

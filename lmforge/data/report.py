@@ -125,6 +125,8 @@ def write_report(out: Path, m: dict) -> Path:
           + (f", seq_len {sh['seq_len']}" if sh["seq_len"] else "") + ".", ""]
     for s, v in sh["splits"].items():
         L.append(f"- {s}: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    if m.get("framing"):
+        L += ["", f"Framing (`data.pack.framing: {m['framing']['kind']}`): {m['framing']['text']}."]
     L += ["", "## Plots", ""]
     for title, path in plots:
         L += [f"### {title}", "", f"![{title}]({path})", ""]

@@ -5,7 +5,9 @@ Layout under ``<run>/data/tokens/``::
     index.json                 format, kind, dtype, seq_len, special ids, tokenizer_dir (relative
                                to this folder), per-split shard list
     <split>/shard_00000.bin    packed (unlabeled) data: raw little-endian ``dtype`` of
-                               shape (windows, seq_len); documents joined with EOS
+                               shape (windows, seq_len); documents joined with EOS, or
+                               (framing cls_sep) each window = CLS + stream, documents
+                               ended with SEP
     <split>/tokens.bin         labeled data: all examples' tokens, flat
     <split>/offsets.npy        labeled data: int64 (n+1,), example i = tokens[off[i]:off[i+1]]
     <split>/labels.npy         labeled data: int64 (n,), index into index.json "labels"
@@ -34,11 +36,15 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class PackedWriter:
-    """Streams token arrays in and writes full ``seq_len`` windows into fixed-size shards."""
+    """Streams token arrays in and writes full ``seq_len`` windows into fixed-size shards. With
+    ``row_start`` every window is that id followed by ``seq_len - 1`` tokens of the stream (an
+    encoder's ``<cls>`` at position 0, where fine-tuning puts it)."""
 
-    def __init__(self, out_dir: Path, seq_len: int, dtype: np.dtype, shard_tokens: int):
+    def __init__(self, out_dir: Path, seq_len: int, dtype: np.dtype, shard_tokens: int, row_start: int | None = None):
         self.out_dir = out_dir
         self.seq_len = seq_len
+        self.row_start = row_start
+        self.body = seq_len - (row_start is not None)  # stream tokens per window
         self.dtype = dtype
         self.windows_per_shard = max(1, shard_tokens // seq_len)
         self.shards: list[dict] = []
@@ -57,17 +63,20 @@ class PackedWriter:
     def write(self, tokens: np.ndarray) -> None:
         self.tokens_in += len(tokens)
         buf = np.concatenate([self._carry, tokens.astype(self.dtype, copy=False)])
-        n_windows = len(buf) // self.seq_len
+        n_windows = len(buf) // self.body
         pos = 0
         while n_windows > 0:
             if self._fh is None or self._in_shard == self.windows_per_shard:
                 self._close_shard()
                 self._open()
             take = min(n_windows, self.windows_per_shard - self._in_shard)
-            self._fh.write(buf[pos:pos + take * self.seq_len].tobytes())
+            rows = buf[pos:pos + take * self.body]
+            if self.row_start is not None:
+                rows = np.concatenate([np.full((take, 1), self.row_start, self.dtype), rows.reshape(take, self.body)], 1)
+            self._fh.write(rows.tobytes())
             self._in_shard += take
             self.shards[-1]["windows"] += take
-            pos += take * self.seq_len
+            pos += take * self.body
             n_windows -= take
         self._carry = buf[pos:].copy()
 

@@ -40,7 +40,7 @@ def load_checkpoint_model(path: str | Path, prefer: Literal["latest", "best"] = 
     ck = resolve_checkpoint(path, prefer)
     try:
         state = read_checkpoint_state(ck)
-        model = build_lm(ModelConfig(**state["model"]))
+        model = build_pretrained(ModelConfig(**state["model"]), state)
         if is_sharded_checkpoint(ck):  # written by FSDP ranks: read whole here
             load_full_model(ck, model)
         else:
@@ -50,6 +50,17 @@ def load_checkpoint_model(path: str | Path, prefer: Literal["latest", "best"] = 
     model.eval()
     state["path"] = ck
     return model, state
+
+
+def build_pretrained(cfg: ModelConfig, state: dict) -> torch.nn.Module:
+    """The model a pretraining checkpoint holds: an LM, or for ``objective: rtd`` ELECTRA's
+    generator + discriminator (its ``body`` is the discriminator, the encoder that is kept)."""
+    if state.get("objective") == "rtd":
+        from lmforge.models.electra import build_rtd
+
+        rtd = state.get("rtd", {})
+        return build_rtd(cfg, rtd.get("generator_ratio", 0.25), rtd.get("disc_weight", 50.0))
+    return build_lm(cfg)
 
 
 def resolve_init(init: str) -> str:

@@ -90,22 +90,28 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise ArtifactError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
-def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict without tied duplicates (safetensors refuses shared storage)."""
-    out, seen = {}, {}
+def tied_keys(model: nn.Module) -> set[str]:
+    """State-dict keys that repeat an earlier key's tensor (tied weights: an LM head's projection,
+    ELECTRA's generator reading the discriminator's embedding)."""
+    seen, tied = set(), set()
     for k, v in model.state_dict().items():
         key = (v.data_ptr(), v.shape, v.dtype)
         if v.numel() and key in seen:
-            continue
-        seen[key] = k
-        out[k] = v.detach().cpu().contiguous()
-    return out
+            tied.add(k)
+        seen.add(key)
+    return tied
+
+
+def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without tied duplicates (safetensors refuses shared storage)."""
+    tied = tied_keys(model)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
 
 
 def load_into(model: nn.Module, path: Path, where: Path) -> None:
-    """Load ``path`` (safetensors) into ``model``; tied LM-head weights may be absent."""
+    """Load ``path`` (safetensors) into ``model``; tied weights may be absent."""
     missing, unexpected = model.load_state_dict(read_safetensors(path), strict=False)
-    tied = {k for k in missing if k.endswith("head.proj.weight")}
+    tied = {k for k in missing if k.endswith("head.proj.weight")} | (set(missing) & tied_keys(model))
     if set(missing) - tied or unexpected:
         raise CheckpointError(f"{where}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")

@@ -23,13 +23,14 @@ from lmforge.data.shards import PackedDataset
 from lmforge.errors import Interrupted, TrainingError
 from lmforge.layout import CHECKPOINT_TOKENIZER, RunPaths, checkpoint_name, ensure_dir, tokenizer_of_tokens
 from lmforge.models.config import ModelConfig
-from lmforge.models.transformer import LanguageModel, build_lm
+from lmforge.models.transformer import LanguageModel
 from lmforge.tokenizer.io import copy_files
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.config import PretrainConfig
 from lmforge.training.distributed import (Dist, all_reduce_mean, all_reduce_sum, any_rank, barrier, full_value,
                                           grad_sync, rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
+from lmforge.training.embedding_health import band_cosines, token_ranks
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.metric_logging import MetricsLog, eta, write_config
@@ -89,8 +90,8 @@ def sample_text(model: LanguageModel, val: PackedDataset, tokenizer, n: int, pro
     return {"prompt": tokenizer.decode(out[:prompt_tokens]), "text": tokenizer.decode(out[prompt_tokens:])}
 
 
-def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, index: dict, seq_len: int) -> LanguageModel:
-    """The model, checked against the tokenizer, the window length and the objective."""
+def build_model_for_data(model_cfg: ModelConfig, objective, index: dict, seq_len: int) -> LanguageModel:
+    """The objective's model, checked against the tokenizer, the window length and the objective."""
     vocab = index["vocab_size"]
     if model_cfg.vocab_size and model_cfg.vocab_size != vocab:
         raise TrainingError(f"model.vocab_size={model_cfg.vocab_size} does not match the tokenizer's vocabulary "
@@ -98,9 +99,9 @@ def build_model_for_data(model_cfg: ModelConfig, arch: str, objective: str, inde
     if seq_len > model_cfg.max_seq_len:
         raise TrainingError(f"data windows have seq_len {seq_len} but model.max_seq_len is {model_cfg.max_seq_len}; "
                             f"raise model.max_seq_len to at least {seq_len}")
-    if model_cfg.arch != arch:
-        raise TrainingError(f"pretrain.objective={objective} needs model.arch={arch}; got {model_cfg.arch}")
-    return build_lm(replace(model_cfg, vocab_size=vocab))
+    if model_cfg.arch != objective.arch:
+        raise TrainingError(f"pretrain.objective={objective.name} needs model.arch={objective.arch}; got {model_cfg.arch}")
+    return objective.build_model(replace(model_cfg, vocab_size=vocab))
 
 
 @torch.no_grad()
@@ -114,9 +115,20 @@ def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d
     if n == 0:
         net.train()
         return {}
-    loss_sum, batches, correct, total = torch.zeros((), device=d.device), 0, 0, 0
     raw = net.module if hasattr(net, "module") else net
     rounds = -(-n // (p.batch_size * d.world))
+    with torch.random.fork_rng(devices=[d.device] if d.device.type == "cuda" else []):
+        torch.manual_seed(p.eval_batches)  # rtd samples replacements: the same draws at every evaluation
+        loss_sum, batches, correct, total = _validate_rounds(raw, val, objective, p, d, precision, n, rounds)
+    sums = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(batches), device=d.device)]), d)
+    loss = (sums[0] / sums[1]).item()
+    net.train()
+    ppl = {} if objective.name == "rtd" else {"val_ppl": math.exp(min(loss, 50))}  # rtd's loss is a weighted sum
+    return {"val_loss": loss, **ppl, **objective.eval_extra(correct, total)}
+
+
+def _validate_rounds(raw, val, objective, p: PretrainConfig, d: Dist, precision: Precision, n: int, rounds: int):
+    loss_sum, batches, correct, total = torch.zeros((), device=d.device), 0, 0, 0
     for r in range(rounds):
         b = (r * d.world + d.rank) * p.batch_size
         counted = b < n
@@ -130,10 +142,7 @@ def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d
             loss_sum, batches = loss_sum + loss.float(), batches + 1
             c, t = objective.eval_counts(logits, labels)
             correct, total = correct + c, total + t
-    sums = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(batches), device=d.device)]), d)
-    loss = (sums[0] / sums[1]).item()
-    net.train()
-    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50)), **objective.eval_extra(correct, total)}
+    return loss_sum, batches, correct, total
 
 
 def pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, resume: bool = False,
@@ -171,9 +180,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     train = PackedDataset(data_dir, "train")
     val = PackedDataset(data_dir, "val")
     special = train.index["special_ids"]
-    objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed)
+    objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed,
+                                p.rtd_generator_ratio, p.rtd_weight)
     torch.manual_seed(seed)  # same initial weights on every rank
-    model = build_model_for_data(model_cfg, objective.arch, p.objective, train.index, train.seq_len)
+    model = build_model_for_data(model_cfg, objective, train.index, train.seq_len)
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     model = model.to(d.device)
@@ -210,6 +220,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     precision = Precision(d.device, p.precision)
     schedule = WarmupDecay(p.warmup_steps, p.decay_steps or p.max_steps, p.schedule, p.min_lr, ramp="nanogpt")
     fpt = flops_per_token(model.cfg, n_params, train.seq_len)
+    ranks = token_ranks(train, train.index["vocab_size"], [v for v in special.values() if v is not None])
+    health: dict = {}
     peak = p.peak_flops or detect_peak(d.device)
     # tokens per step as throughput counts them: positions trained on — for a causal LM the window
     # minus its last token (nothing follows it), for MLM every position the encoder reads
@@ -231,6 +243,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     def save(step: int) -> None:
         state = {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
                  "objective": p.objective, "seed": seed, "config": config}
+        if p.objective == "rtd":  # what load_checkpoint_model needs to rebuild generator + discriminator
+            state["rtd"] = {"generator_ratio": p.rtd_generator_ratio, "disc_weight": p.rtd_weight}
         if saver is not None:  # every rank writes its shards; pruned once complete
             saver.save(step, model, optimizer, state)
         elif d.main:
@@ -303,6 +317,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if done % p.eval_every == 0 or done == p.max_steps:
             ev = validate(net, val, objective, p, d, precision)
             if ev:
+                ev.update(band_cosines(model.body.embed.tok.weight, ranks))
+                health = {k: v for k, v in ev.items() if k.startswith("emb_cos")}
                 log.write({"kind": "eval", "step": done, **ev})
                 if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):
                     sample = sample_text(model, val, tokenizer, p.sample_tokens)
@@ -336,7 +352,10 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done,
                "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,
                "params": n_params, "non_embedding_params": model.num_params(non_embedding=True),
-               "parallel": p.parallel if d.enabled else "none", "world_size": d.world, "memory_per_rank": memory}
+               "parallel": p.parallel if d.enabled else "none", "world_size": d.world, "memory_per_rank": memory,
+               # mean pairwise cosine of input embeddings by training-frequency rank band, at the last
+               # validation (~0 at init; near 1 = those tokens collapsed onto one direction)
+               "embedding_health": health}
     if d.main:
         out.summary.write_text(json.dumps(summary, indent=2))
         plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")

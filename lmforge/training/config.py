@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 @dataclass
 class PretrainConfig:
-    objective: Literal["clm", "mlm"] = field(default="clm", metadata={"help": "clm = next-token (decoder), mlm = masked tokens (encoder)"})
+    objective: Literal["clm", "mlm", "rtd"] = field(default="clm", metadata={"help": "clm = next-token (decoder); encoders: mlm = masked tokens, rtd = replaced-token detection (ELECTRA: a small generator fills the masks, the encoder kept learns from every position)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "token shards (default <run>/data/tokens)"})
     out_dir: Optional[str] = field(default=None, metadata={"help": "checkpoints and logs (default <run>/pretrain)"})
     max_steps: int = field(default=1000, metadata={"min": 1, "help": "optimizer steps"})
@@ -34,7 +34,9 @@ class PretrainConfig:
     cpu_offload: bool = field(default=False, metadata={"help": "fsdp on CUDA: keep the parameter/optimizer shards in CPU memory"})
     async_save: bool = field(default=False, metadata={"help": "fsdp: write sharded checkpoints from a background thread while training continues (completed at the next save or at the end)"})
     activation_checkpointing: bool = field(default=False, metadata={"help": "recompute each block's activations in backward (less memory, ~1/3 more compute)"})
-    mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9})
+    mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9, "help": "share of non-special tokens masked (mlm, and the generator's input for rtd)"})
+    rtd_generator_ratio: float = field(default=0.25, metadata={"min": 0.05, "max": 1.0, "help": "rtd: the generator's width as a share of the encoder's (whole heads)"})
+    rtd_weight: float = field(default=50.0, metadata={"min": 0.0, "help": "rtd: weight of the discriminator's loss against the generator's"})
     eval_every: int = field(default=200, metadata={"min": 1})
     eval_batches: int = field(default=20, metadata={"min": 1})
     sample_tokens: int = field(default=32, metadata={"min": 0, "help": "decoders: at each validation, continue the start of the first validation window by this many greedy tokens and log the text (metrics.jsonl, the report); 0 = off"})

@@ -52,6 +52,10 @@ def tokenize_unit(unit: WorkUnit, ctx: PackContext) -> dict:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(ctx.tokenizer_file))
+    # a loaded HF tokenizer may pad or truncate on its own (all-MiniLM-L6-v2's pads to 128): packing
+    # wants each document's own tokens, whole (labeled examples are cut at pack.max_length below)
+    tok.no_padding()
+    tok.no_truncation()
     dtype = token_dtype(ctx.vocab_size)
     out = {}
     for split in SPLITS:

@@ -420,9 +420,12 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     t = time.time()
     tok_dir = paths.tokenizer
     if tokenizer.path:
-        tok = tok_io.load(tokenizer.path)
-        src_dir = Path(tokenizer.path) if Path(tokenizer.path).is_dir() else None
-        tok_io.copy_files(tokenizer.path, tok_dir)
+        from lmforge.models.load import resolve_init
+
+        tok_path = resolve_init(tokenizer.path)  # "minilm": the shipped checkpoint's tokenizer
+        tok = tok_io.load(tok_path)
+        src_dir = Path(tok_path) if Path(tok_path).is_dir() else None
+        tok_io.copy_files(tok_path, tok_dir)
         tok_info = {"trained": False, "source": str(tokenizer.path)}
         special = tok_io.special_ids(tok, src_dir, tokenizer)
     else:

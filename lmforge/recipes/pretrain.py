@@ -104,6 +104,36 @@ def build_model_for_data(model_cfg: ModelConfig, objective, index: dict, seq_len
     return objective.build_model(replace(model_cfg, vocab_size=vocab))
 
 
+def load_init_body(init: str, vocab_size: int) -> nn.Module:
+    """The body to continue pretraining from (``pretrain.init``): an HF BERT/GPT-2 folder or
+    ``minilm``, or one of our pretrain folders / checkpoints. Refused when its vocabulary is not the
+    data's tokenizer's (the data must be prepared with ``tokenizer.path`` set to its tokenizer)."""
+    from pathlib import Path
+
+    from lmforge.layout import kind_of
+    from lmforge.models.load import load_checkpoint_model, resolve_init
+
+    path = Path(resolve_init(init))
+    if not path.exists():
+        raise TrainingError(f"pretrain.init: {path} does not exist (give an HF model folder, 'minilm', or a pretrain "
+                            "folder / checkpoint of ours)")
+    kind = kind_of(path)
+    if kind in ("checkpoint", "pretrain"):
+        body = load_checkpoint_model(path, prefer="best")[0].body
+    elif kind == "hf_model":
+        from lmforge.models.hf_tasks import load_hf_start
+
+        body = load_hf_start(path)[0]
+    else:
+        raise TrainingError(f"pretrain.init: {path} is a {kind}; give an HF model folder, 'minilm', or a pretrain "
+                            "folder / checkpoint of ours")
+    if body.cfg.vocab_size != vocab_size:
+        raise TrainingError(f"pretrain.init: {path} has a vocabulary of {body.cfg.vocab_size} tokens but the data was "
+                            f"tokenized with {vocab_size}; prepare it with the checkpoint's tokenizer "
+                            f"(tokenizer.path: {path})")
+    return body
+
+
 @torch.no_grad()
 def validate(net: nn.Module, val: PackedDataset, objective, p: PretrainConfig, d: Dist, precision: Precision) -> dict:
     """Mean batch loss over the first ``eval_batches`` batches of val (fixed masks for MLM).
@@ -183,7 +213,16 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed,
                                 p.rtd_generator_ratio, p.rtd_weight)
     torch.manual_seed(seed)  # same initial weights on every rank
+    init_body = None
+    if p.init:  # continued pretraining: the checkpoint's body and shape, checked against this data
+        init_body = load_init_body(p.init, train.index["vocab_size"])
+        model_cfg = replace(init_body.cfg, dropout=model_cfg.dropout, tie_embeddings=model_cfg.tie_embeddings)
     model = build_model_for_data(model_cfg, objective, train.index, train.seq_len)
+    if init_body is not None:
+        model.body.load_state_dict(init_body.state_dict())
+        if d.main:
+            _say(f"continuing from {p.init}: {model_cfg.arch}, {model_cfg.n_layer} layers, d_model {model_cfg.d_model} "
+                 "(the model section is ignored; a new objective head)")
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     model = model.to(d.device)

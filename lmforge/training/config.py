@@ -9,6 +9,7 @@ from typing import Literal, Optional
 @dataclass
 class PretrainConfig:
     objective: Literal["clm", "mlm", "rtd"] = field(default="clm", metadata={"help": "clm = next-token (decoder); encoders: mlm = masked tokens, rtd = replaced-token detection (ELECTRA: a small generator fills the masks, the encoder kept learns from every position)"})
+    init: Optional[str] = field(default=None, metadata={"help": "continue pretraining from a checkpoint instead of random weights: an HF BERT-layout folder, 'minilm', or a pretrain folder / checkpoint of ours; its body and shape are used (the model section is ignored) and the data must be tokenized with its tokenizer (tokenizer.path)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "token shards (default <run>/data/tokens)"})
     out_dir: Optional[str] = field(default=None, metadata={"help": "checkpoints and logs (default <run>/pretrain)"})
     max_steps: int = field(default=1000, metadata={"min": 1, "help": "optimizer steps"})

@@ -129,6 +129,7 @@ class FinetuneConfig:
     tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
     dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
     classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    init_embeddings: Literal["pretrained", "reinit"] = field(default="pretrained", metadata={"help": "token embeddings of a pretrained start: keep them, or draw them afresh (normal, std 0.02) and keep the layers, positions and norms"})
     reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
     keep_layers: Optional[list[int]] = field(default=None, metadata={"help": "keep only these body layers of the starting model (0-based, e.g. [0, 2, 4]: a 3-layer student from a 6-layer model, as DistilBERT)"})
     class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})

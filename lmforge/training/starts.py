@@ -101,7 +101,17 @@ def hf_body_start(path: Path, task: str, n_labels: int, dropout: Optional[float]
 
 
 def start_from(ft: FinetuneConfig, model_cfg: ModelConfig, labels: list[str], tokenizer_dir: Optional[Path]) -> Start:
-    """The starting model for ``ft.init`` (see the module docstring)."""
+    """The starting model for ``ft.init`` (see the module docstring), its token embeddings drawn
+    afresh when ``ft.init_embeddings`` is ``reinit``."""
+    start = _start(ft, model_cfg, labels, tokenizer_dir)
+    if ft.init_embeddings == "reinit" and resolve_init(ft.init) != "random":
+        with torch.no_grad():
+            torch.nn.init.normal_(start.model.body.embed.tok.weight, 0.0, 0.02)
+        start.description += ", token embeddings re-initialized"
+    return start
+
+
+def _start(ft: FinetuneConfig, model_cfg: ModelConfig, labels: list[str], tokenizer_dir: Optional[Path]) -> Start:
     init = resolve_init(ft.init)
     if init == "random":
         return random_start(model_cfg, ft.task, len(labels), tokenizer_dir, ft.dropout, ft.classifier_dropout)

@@ -44,9 +44,13 @@ def _finetune(args: argparse.Namespace) -> int:
     else:
         from lmforge.recipes.finetune import finetune
 
-    finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
-             overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,
-             on_eval=trial_hook())
+    summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
+                       overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,
+                       on_eval=trial_hook())
+    if cfg.finetune.compare_random:
+        from lmforge.recipes.compare import compare_with_random
+
+        compare_with_random(cfg.finetune, cfg.paths, cfg.seed, summary)
     return 0
 
 

@@ -52,7 +52,9 @@ def summary_table(metrics: dict) -> str:
 
 
 def write_report(out_dir: Path, metrics: dict, labels: Optional[list[str]], title: str,
-                 context: Optional[dict] = None) -> Path:
+                 context: Optional[dict] = None, extra: Optional[list[str]] = None) -> Path:
+    """``metrics.json`` and ``report.md`` (+ confusion matrix) in ``out_dir``; ``extra``: Markdown
+    lines placed after the per-class table (e.g. the classical baselines)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({**(context or {}), **metrics}, indent=2))
     lines = [f"# {title}", ""]
@@ -64,6 +66,7 @@ def write_report(out_dir: Path, metrics: dict, labels: Optional[list[str]], titl
         lines += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']} |"
                   for k, v in metrics["per_class"].items()]
         lines.append("")
+    lines += extra or []
     if "per_type" in metrics:
         lines += ["## Per entity type (seqeval, exact spans)", "",
                   "| type | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]

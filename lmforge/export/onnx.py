@@ -278,13 +278,35 @@ def _copy_model_files(tm: TaskModel, dst: Path) -> None:
             shutil.copy2(tm.folder / name, dst / name)
 
 
-def _training_results(tm: TaskModel) -> dict:
-    """The fine-tuning run's final evaluation (``summary.json`` beside ``best/``), if there is one."""
+def _training_summary(tm: TaskModel) -> dict:
+    """The fine-tuning run's ``summary.json`` (beside ``best/``), if there is one."""
     summary = tm.folder.parent / "summary.json"
     try:
-        return json.loads(summary.read_text()).get("results") or {} if summary.is_file() else {}
+        return json.loads(summary.read_text()) if summary.is_file() else {}
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def _training_results(tm: TaskModel) -> dict:
+    """The fine-tuning run's final evaluation, if there is one."""
+    return _training_summary(tm).get("results") or {}
+
+
+def _worth_lines(tm: TaskModel, results: dict) -> list[str]:
+    """What the pretraining and the neural model bought: the random-init comparison and the
+    classical baselines the fine-tuning run recorded."""
+    from lmforge.evaluation.baselines import baseline_lines
+    from lmforge.evaluation.comparison import comparison_lines
+
+    summary = _training_summary(tm)
+    lines = []
+    if summary.get("comparison"):
+        lines += comparison_lines(summary["comparison"]) + [""]
+    for split in ("test", "val"):
+        if summary.get("baselines") and split in results:
+            lines += baseline_lines(summary["baselines"], split, results[split])
+            break
+    return lines
 
 
 def model_card(tm: TaskModel, record: dict) -> str:
@@ -332,6 +354,7 @@ def model_card(tm: TaskModel, record: dict) -> str:
                 f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"
                 for k in keys if any(k in mm for mm in results.values())) + f" | {m.get('examples', 'n/a')} |")
         lines.append("")
+    lines += _worth_lines(tm, results)
     if "quality" in record:
         q = record["quality"]
         lines += [f"## Quality on `{q['file']}` ({q['examples']} examples)", "",

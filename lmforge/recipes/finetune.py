@@ -33,6 +33,7 @@ from lmforge.data.labeled_files import Example, prepared_labels
 from lmforge.errors import DataError, Interrupted, ModelError, TrainingError
 from lmforge.evaluation.classify import evaluate_task
 from lmforge.evaluation.metrics import metric_value
+from lmforge.evaluation.baselines import baseline_lines, text_baselines
 from lmforge.evaluation.report import summary_table, write_report
 from lmforge.export.hf import export_task_model
 from lmforge.layout import RunPaths, ensure_dir, tokenizer_of_tokens, tokens_dir
@@ -335,15 +336,33 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
         best.step = total
     last_is_best = best.step == done and best_val_full is not None
     summary["best_step"] = best.step
+    baselines = classical_baselines(task, examples) if ft.baselines else {}
+    if baselines:
+        summary["baselines"] = baselines
     summary["results"] = final_evaluation(out, name, task, examples, labels, D.max_length, L.eval_batch_size, device,
-                                          (model, tok, specials, best_val_full) if last_is_best else None)
+                                          (model, tok, specials, best_val_full) if last_is_best else None, baselines)
     out.summary.write_text(json.dumps(summary, indent=2))
     plot_curves(out.metrics, out.curves, "Fine-tuning loss", "loss", metric)
     return summary
 
 
+def classical_baselines(task: Task, examples: dict) -> dict:
+    """Majority class and TF-IDF + logistic regression on the same training split (text
+    classification only), scored on val and test."""
+    if task.name != "sequence" or not examples["train"]:
+        return {}
+    t = time.time()
+    b = text_baselines([e.text for e in examples["train"]], [e.label for e in examples["train"]],
+                       {s: ([e.text for e in examples[s]], [e.label for e in examples[s]]) for s in ("val", "test")})
+    if "tfidf_logreg" in b:
+        scores = ", ".join(f"{s} {b['tfidf_logreg'][s]['accuracy']:.4f}" for s in ("val", "test") if s in b["tfidf_logreg"])
+        _say(f"baseline TF-IDF + logistic regression (C={b['tfidf_logreg']['C']}): accuracy {scores} "
+             f"({time.time() - t:.1f}s)")
+    return b
+
+
 def final_evaluation(out, name: str, task: Task, examples: dict, labels: list[str], max_length: int,
-                     batch_size: int, device, in_memory=None) -> dict:
+                     batch_size: int, device, in_memory=None, baselines: Optional[dict] = None) -> dict:
     """Evaluate the best model on val and test and write reports. When the model in memory is the
     best one (``in_memory`` = (model, tokenizer, specials, its full val metrics)), it is used as is
     and val is not evaluated twice; otherwise the saved ``best/`` folder is loaded as a user would."""
@@ -362,7 +381,8 @@ def final_evaluation(out, name: str, task: Task, examples: dict, labels: list[st
         else:
             enc = task.encode(tok, examples[split], label_ids, specials, model.causal, max_length)
             m = evaluate_task(model, task, enc, examples[split], labels, batch_size, specials.pad, device)
-        path = write_report(out.eval(split), m, labels, f"{name}: {split}", {"model": str(out.best), "split": split})
+        path = write_report(out.eval(split), m, labels, f"{name}: {split}", {"model": str(out.best), "split": split},
+                            baseline_lines(baselines or {}, split, m))
         results[split] = {k: m[k] for k in ("accuracy", "f1_macro", "roc_auc", "entity_f1", "entity_precision",
                                             "entity_recall", "loss", "examples") if k in m}
         _say(f"best model on {split}:\n{summary_table(m)}report: {path}")

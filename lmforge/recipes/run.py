@@ -104,7 +104,14 @@ def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) ->
         from lmforge.recipes.finetune import finetune
     s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
                  progress=progress)
-    return {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
+    result = {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
+    if s.get("baselines"):
+        result["baselines"] = s["baselines"]
+    if cfg.finetune.compare_random:
+        from lmforge.recipes.compare import compare_with_random
+
+        result["comparison"] = compare_with_random(cfg.finetune, cfg.paths, cfg.seed, s)
+    return result
 
 
 def _tune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
@@ -290,6 +297,11 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
     if not stages:
         raise UsageError("this config declares no stage: give data sources, a pretrain or finetune section, ... "
                          "or list them in pipeline.stages")
+    if cfg.finetune.compare_random and "finetune" not in stages:
+        from lmforge.config.errors import ConfigError
+
+        raise ConfigError([("finetune.compare_random", f"needs a finetune stage to compare against; this config's "
+                                                       f"stages are {stages}")])
     for flag, name in (("--from", from_stage), ("--only", only)):
         if name is not None and name not in stages:
             raise UsageError(f"{flag} {name}: not a stage of this config; its stages are {stages}")

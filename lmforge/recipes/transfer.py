@@ -78,7 +78,9 @@ def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, path
                                progress=False)
             rec = {"start": start, "init": init, "labels_requested": count, "train_examples": n,
                    "steps": run.loop.max_steps, "lr": run.optim.lr, "metric": metric,
-                   "value": summary["results"]["val"][metric], "seconds": round(time.time() - t0, 1)}
+                   "value": summary["results"]["val"][metric], "seconds": round(time.time() - t0, 1),
+                   # the classical baseline on the same labeled subset (text classification)
+                   "tfidf_logreg": summary.get("baselines", {}).get("tfidf_logreg", {}).get("val", {}).get(metric)}
             with open(results_file, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             done[(start, count)] = rec

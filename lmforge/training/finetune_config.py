@@ -130,6 +130,9 @@ class FinetuneConfig:
     dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})
     classifier_dropout: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     init_embeddings: Literal["pretrained", "reinit"] = field(default="pretrained", metadata={"help": "token embeddings of a pretrained start: keep them, or draw them afresh (normal, std 0.02) and keep the layers, positions and norms"})
+    baselines: bool = field(default=True, metadata={"help": "text classification: also fit the majority class and TF-IDF + logistic regression on the same training split and show them in the report and summary"})
+    compare_random: bool = field(default=False, metadata={"help": "after fine-tuning a pretrained start, fine-tune the same body shape from random init with the same settings, and state the gain (or loss) with its spread in the summary, the run report and the model card"})
+    compare_seeds: int = field(default=1, metadata={"min": 1, "help": "compare_random: seeds per side (seed, seed+1, ...); the spread needs 3 or more"})
     reinit_head: bool = field(default=False, metadata={"help": "when init is a classifier with other labels: start a new head (with a warning) instead of failing"})
     keep_layers: Optional[list[int]] = field(default=None, metadata={"help": "keep only these body layers of the starting model (0-based, e.g. [0, 2, 4]: a 3-layer student from a 6-layer model, as DistilBERT)"})
     class_weights: Literal["none", "balanced", "custom"] = field(default="none", metadata={"help": "balanced = n / (K * count_k); custom = class_weight_values"})
@@ -148,6 +151,10 @@ class FinetuneConfig:
             yield "keep_layers", "a non-empty, increasing list of layer numbers (0-based), e.g. [0, 2, 4]"
         if self.class_weights == "custom" and not self.class_weight_values:
             yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
+        if self.compare_random and self.init == "random":
+            yield "compare_random", "the start is already random init: set finetune.init to a pretrained start, or drop compare_random"
+        if self.compare_random and self.task in ("image", "tabular"):
+            yield "compare_random", f"compares text starts; task {self.task} is not supported yet"
         task = get_task(self.task)
         if self.loop.metric not in ("auto", "loss") and self.loop.metric in METRICS and self.loop.metric not in task.metrics:
             yield "loop.metric", (f"{self.loop.metric} is not a metric of task: {self.task}; "

@@ -195,6 +195,10 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         if problems:
             raise ConfigError(problems, source)
     frame_like_finetuning(cfg)
+    if cfg.pretrain.objective == "rtd" and cfg.model.arch != "encoder" and not cfg.pretrain.init:
+        raise ConfigError([("pretrain.objective", f"rtd (replaced-token detection) trains an encoder; model.arch is "
+                                                  f"{cfg.model.arch} (set model.arch: encoder, or objective: clm)")],
+                          source)
     return cfg
 
 

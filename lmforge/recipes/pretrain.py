@@ -57,6 +57,9 @@ RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_ev
                "pretrain.activation_checkpointing", "pretrain.async_save")
 
 
+MANY_EPOCHS = 4  # passes over the corpus above which pretraining warns (repeated tokens lose value)
+
+
 def _say(msg: str) -> None:
     print(f"[pretrain] {msg}", flush=True)
 
@@ -265,6 +268,11 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     # tokens per step as throughput counts them: positions trained on — for a causal LM the window
     # minus its last token (nothing follows it), for MLM every position the encoder reads
     tokens_per_step = plan.global_batch * (train.seq_len - 1 if model.causal else train.seq_len)
+    epochs = p.max_steps * plan.global_batch / max(len(train), 1)
+    if d.main and epochs > MANY_EPOCHS:
+        _say(f"warning: {p.max_steps} steps of {plan.global_batch} windows are {epochs:.1f} epochs of the "
+             f"{len(train)} training windows: every window is seen ~{epochs:.0f} times, and repeated data beyond "
+             f"~{MANY_EPOCHS} epochs teaches less and less (more text, or fewer steps)")
     if d.main:
         _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
              f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}"

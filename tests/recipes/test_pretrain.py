@@ -255,3 +255,31 @@ def test_on_eval_callback_can_stop_a_run(prepared, cfg_for):
                            progress=False, on_eval=on_eval)
     assert [s for s, _ in seen] == [5, 10] and summary["stop_reason"] == "stopped by on_eval"
     assert summary["steps"] == 10
+
+
+def test_continued_pretraining_starts_from_the_checkpoint_body(prepared, cfg_for, capsys):
+    """pretrain.init: the body of an earlier run (here at lr 0, so it must come out unchanged) with
+    a new objective head; a checkpoint whose vocabulary is not the data's is refused up front."""
+    import torch
+
+    from lmforge.models.load import load_checkpoint_model
+
+    enc = {"arch": "encoder", "n_layer": 2, "n_head": 2, "d_model": 32, "max_seq_len": 64, "mlp": "gelu"}
+    first = cfg_for("cpt_first", **{"model": enc, "pretrain.objective": "mlm", "pretrain.max_steps": 6})
+    assert main(["pretrain", str(first), "--no-progress"]) == 0
+    src = prepared / "cpt_first" / "pretrain"
+    cont = cfg_for("cpt_cont", **{"model": {"arch": "encoder", "n_layer": 1, "d_model": 16, "n_head": 2},
+                                  "pretrain.objective": "mlm", "pretrain.init": str(src), "pretrain.max_steps": 2,
+                                  "pretrain.lr": 0.0, "pretrain.min_lr": 0.0, "pretrain.eval_every": 2})
+    assert main(["pretrain", str(cont), "--no-progress"]) == 0
+    assert "continuing from" in capsys.readouterr().out
+    before, _ = load_checkpoint_model(src, prefer="best")
+    after, state = load_checkpoint_model(prepared / "cpt_cont" / "pretrain")
+    assert state["model"]["n_layer"] == 2  # the checkpoint's shape, not the model section's
+    for k, v in before.body.state_dict().items():
+        torch.testing.assert_close(after.body.state_dict()[k], v)
+    # a vocabulary that differs from the data's tokenizer: refused before any step
+    from lmforge.recipes.pretrain import load_init_body
+
+    with pytest.raises(TrainingError, match="vocabulary of .* tokens but the data was tokenized with 12345"):
+        load_init_body(str(src), 12345)

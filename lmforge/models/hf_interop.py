@@ -44,7 +44,8 @@ def config_from_hf(hf_cfg) -> ModelConfig:
                            max_seq_len=hf_cfg.max_position_embeddings, pos="learned",
                            mlp="gelu" if act == "gelu" else "gelu_tanh", norm="layernorm", norm_position="post",
                            norm_eps=hf_cfg.layer_norm_eps, bias=True, dropout=hf_cfg.hidden_dropout_prob,
-                           tie_embeddings=True, type_vocab_size=hf_cfg.type_vocab_size, embedding_norm=True,
+                           tie_embeddings=bool(getattr(hf_cfg, "tie_word_embeddings", True)),
+                           type_vocab_size=hf_cfg.type_vocab_size, embedding_norm=True,
                            final_norm=False)
     if t == "llama":
         if hf_cfg.num_key_value_heads != hf_cfg.num_attention_heads:
@@ -105,7 +106,8 @@ def config_to_hf(cfg: ModelConfig):
                       num_attention_heads=cfg.n_head, intermediate_size=cfg.ff_dim,
                       hidden_act="gelu" if cfg.mlp == "gelu" else "gelu_new", max_position_embeddings=cfg.max_seq_len,
                       type_vocab_size=max(cfg.type_vocab_size, 1), layer_norm_eps=cfg.norm_eps,
-                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout, tie_word_embeddings=True)
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      tie_word_embeddings=cfg.tie_embeddings)
 
 
 # -- GPT-2 state dicts ---------------------------------------------------------------------------
@@ -216,8 +218,9 @@ def bert_to_ours(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool)
         for k in ("weight", "bias"):
             out[f"body.blocks.{i}.attn.qkv_proj.{k}"] = torch.cat(
                 [sd[f"{prefix}encoder.layer.{i}.{name}.{k}"] for name in _BERT_QKV], 0)
-    if with_head:
-        out["head.proj.weight"] = out["body.embed.tok.weight"]
+    if with_head:  # an untied MLM decoder (tie_word_embeddings: false) has a matrix of its own
+        out["head.proj.weight"] = (out["body.embed.tok.weight"] if cfg.tie_embeddings
+                                   else sd["cls.predictions.decoder.weight"])
     return out
 
 
@@ -231,7 +234,7 @@ def ours_to_bert(sd: dict[str, torch.Tensor], cfg: ModelConfig, with_head: bool)
             for name, part in zip(_BERT_QKV, sd[f"body.blocks.{i}.attn.qkv_proj.{k}"].chunk(3, 0)):
                 out[f"{prefix}encoder.layer.{i}.{name}.{k}"] = part.contiguous()
     if with_head:
-        out["cls.predictions.decoder.weight"] = sd["body.embed.tok.weight"]
+        out["cls.predictions.decoder.weight"] = sd["body.embed.tok.weight" if cfg.tie_embeddings else "head.proj.weight"]
         out["cls.predictions.decoder.bias"] = sd["head.proj.bias"]
     return out
 

@@ -75,17 +75,22 @@ def test_bert_mlm_both_directions(tmp_path):
         assert (hf2(ids, attention_mask=mask, token_type_ids=types).logits[keep] - got[keep]).abs().max() <= TOL
 
 
-def test_our_bert_preset_exports(tmp_path):
+@pytest.mark.parametrize("tie", [True, False])
+def test_our_bert_preset_exports(tmp_path, tie):
     from transformers import AutoModelForMaskedLM
 
+    from lmforge.models.hf_interop import from_hf
+
     torch.manual_seed(2)
-    cfg = ModelConfig(**{**PRESETS["bert-tiny"], "vocab_size": 77, "max_seq_len": 24})
+    cfg = ModelConfig(**{**PRESETS["bert-tiny"], "vocab_size": 77, "max_seq_len": 24, "tie_embeddings": tie})
     ours = build_encoder_mlm(cfg).eval()
     to_hf(ours, tmp_path)
     hf = AutoModelForMaskedLM.from_pretrained(str(tmp_path)).eval()
     ids = torch.randint(0, 77, (2, 24))
     with torch.no_grad():
         assert (hf(ids).logits - ours(ids)[0]).abs().max() <= TOL
+        back = from_hf(tmp_path).eval()  # and back: the untied decoder is its own matrix again
+        assert back.cfg.tie_embeddings == tie and (back(ids)[0] - ours(ids)[0]).abs().max() <= TOL
 
 
 def test_kv_cache_matches_full_forward():

@@ -220,7 +220,8 @@ def _tune(f: RunFacts) -> Section:
 
 def _transfer(f: RunFacts) -> Section:
     s = Section("transfer", "Transfer: metric vs number of labels")
-    keys = [k for k in ("start", "labels_requested", "train_examples", "metric", "value", "seconds")
+    keys = [k for k in ("start", "labels_requested", "seed", "train_examples", "metric", "value", "tfidf_logreg",
+                        "seconds")
             if any(k in r for r in f.transfer)]
     s.table(keys, [[r.get(k) for k in keys] for r in f.transfer], "transfer/results.jsonl")
     if f.transfer_png is not None:

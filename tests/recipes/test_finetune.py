@@ -370,6 +370,27 @@ def test_transfer_study_table_plot_and_rerun(task_files, tokenizer_dir, tmp_path
         '<a href="' + (tmp_path / "tr" / "transfer" / "transfer.png").resolve().as_uri() + '">', "").replace("</a>", "")
 
 
+def test_transfer_seeds_give_mean_and_spread_with_the_baseline_row(task_files, tokenizer_dir, tmp_path):
+    cfg = {"name": "trs", "run_dir": str(tmp_path / "trs"), "seed": 3, "model": TINY,
+           "finetune": {"tokenizer": str(tokenizer_dir),
+                        "data": {"train_file": str(task_files["train"]), "val_file": str(task_files["val"]),
+                                 "max_length": 32},
+                        "optim": {"lr": 3e-3}, "loop": {"batch_size": 16, "epochs": 1, "threads": 1}},
+           "transfer": {"label_counts": [30], "starts": {"random": "random"}, "seeds": [3, 4],
+                        "min_steps": 3, "max_steps": 3}}
+    p = tmp_path / "trs.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["transfer", str(p)]) == 0
+    out = tmp_path / "trs" / "transfer"
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in rows) == [3, 4] and all(0 <= r["tfidf_logreg"] <= 1 for r in rows)
+    values = [r["value"] for r in rows]
+    table = (out / "table.md").read_text()
+    assert f"| random | {sum(values) / 2:.4f} ({min(values):.4f}–{max(values):.4f}) |" in table
+    assert "| TF-IDF + logistic regression |" in table and "seeds 3, 4" in table
+    assert (out / "runs" / "random_30_s3").is_dir() and (out / "runs" / "random_30_s4").is_dir()
+
+
 # -- a used output folder, Ctrl-C, a damaged model, no validation set ---------------------------------
 
 

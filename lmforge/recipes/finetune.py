@@ -349,11 +349,12 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
 def classical_baselines(task: Task, examples: dict) -> dict:
     """Majority class and TF-IDF + logistic regression on the same training split (text
     classification only), scored on val and test."""
-    if task.name != "sequence" or not examples["train"]:
+    labeled = {s: [e for e in examples[s] if e.label is not None] for s in ("train", "val", "test")}
+    if task.name != "sequence" or not labeled["train"]:
         return {}
     t = time.time()
-    b = text_baselines([e.text for e in examples["train"]], [e.label for e in examples["train"]],
-                       {s: ([e.text for e in examples[s]], [e.label for e in examples[s]]) for s in ("val", "test")})
+    b = text_baselines([e.text for e in labeled["train"]], [e.label for e in labeled["train"]],
+                       {s: ([e.text for e in labeled[s]], [e.label for e in labeled[s]]) for s in ("val", "test")})
     if "tfidf_logreg" in b:
         scores = ", ".join(f"{s} {b['tfidf_logreg'][s]['accuracy']:.4f}" for s in ("val", "test") if s in b["tfidf_logreg"])
         _say(f"baseline TF-IDF + logistic regression (C={b['tfidf_logreg']['C']}): accuracy {scores} "

@@ -30,7 +30,7 @@ from lmforge.training.config import PretrainConfig
 from lmforge.training.distributed import (Dist, all_reduce_mean, all_reduce_sum, any_rank, barrier, full_value,
                                           grad_sync, rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
-from lmforge.training.embedding_health import band_cosines, token_ranks
+from lmforge.training.embedding_health import band_cosines, output_cosine, token_ranks
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.metric_logging import MetricsLog, eta, write_config
@@ -264,6 +264,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     fpt = flops_per_token(model.cfg, n_params, train.seq_len)
     ranks = token_ranks(train, train.index["vocab_size"], [v for v in special.values() if v is not None])
     health: dict = {}
+    probe = torch.stack([val[i] for i in range(min(len(val), 8))]).to(d.device) if len(val) >= 2 else None
     peak = p.peak_flops or detect_peak(d.device)
     # tokens per step as throughput counts them: positions trained on — for a causal LM the window
     # minus its last token (nothing follows it), for MLM every position the encoder reads
@@ -365,7 +366,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             ev = validate(net, val, objective, p, d, precision)
             if ev:
                 ev.update(band_cosines(model.body.embed.tok.weight, ranks))
-                health = {k: v for k, v in ev.items() if k.startswith("emb_cos")}
+                if probe is not None:
+                    ev["output_cos"] = output_cosine(model.body, probe)
+                health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
                 log.write({"kind": "eval", "step": done, **ev})
                 if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):
                     sample = sample_text(model, val, tokenizer, p.sample_tokens)
@@ -400,8 +403,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,
                "params": n_params, "non_embedding_params": model.num_params(non_embedding=True),
                "parallel": p.parallel if d.enabled else "none", "world_size": d.world, "memory_per_rank": memory,
-               # mean pairwise cosine of input embeddings by training-frequency rank band, at the last
-               # validation (~0 at init; near 1 = those tokens collapsed onto one direction)
+               # mean pairwise cosine of input embeddings by training-frequency rank band, and of the
+               # body's output over the positions of 8 validation windows, at the last validation
+               # (near 1 = those tokens / every input collapsed onto one direction)
                "embedding_health": health}
     if d.main:
         out.summary.write_text(json.dumps(summary, indent=2))

@@ -6,6 +6,11 @@ The figure is the mean pairwise cosine of the input-embedding rows within a band
 frequency ranks. At initialization it is ~0 in every band; a value that climbs towards 1 in the
 rare bands means those tokens have become one vector to the model, and fine-tuning starts from
 embeddings that cannot tell them apart.
+
+A second figure watches the body's output: the mean pairwise cosine of the final hidden states of
+every position of a few validation windows. Near 1, the body says the same thing for every token
+of every input — a collapsed representation fine-tuning cannot use (an RTD discriminator stuck at
+its prior does this).
 """
 
 from __future__ import annotations
@@ -51,3 +56,16 @@ def band_cosines(weight: torch.Tensor, ranks: np.ndarray) -> dict[str, float]:
         s = u.sum(0)
         out[band_name(lo, hi)] = float((s @ s - n) / (n * (n - 1)))  # mean over pairs i != j of u_i . u_j
     return out
+
+
+@torch.no_grad()
+def output_cosine(body: torch.nn.Module, ids: torch.Tensor) -> float:
+    """Mean pairwise cosine of the final hidden states of all positions of ``ids`` (B, T)."""
+    was = body.training
+    body.eval()
+    h = body(ids).flatten(0, 1).float()
+    body.train(was)
+    u = torch.nn.functional.normalize(h, dim=-1)
+    s = u.sum(0)
+    n = len(u)
+    return float((s @ s - n) / (n * (n - 1)))

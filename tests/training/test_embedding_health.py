@@ -20,3 +20,23 @@ def test_band_cosines_tell_collapsed_rows_from_independent_ones():
     sims = u @ u.T
     brute = (sims.sum() - sims.diag().sum()) / (50 * 49)
     assert abs(band_cosines(w[:50], np.arange(50))[band_name(0, 1000)] - float(brute)) < 1e-5
+
+
+def test_output_cosine_is_one_for_a_body_that_ignores_its_input():
+    from lmforge.training.embedding_health import output_cosine
+
+    class Constant(torch.nn.Module):
+        def forward(self, ids):
+            return torch.ones(*ids.shape, 8)
+
+    class Echo(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 8)
+
+        def forward(self, ids):
+            return self.emb(ids)
+
+    ids = torch.randint(0, 100, (4, 16))
+    assert abs(output_cosine(Constant(), ids) - 1.0) < 1e-6
+    assert output_cosine(Echo(), ids) < 0.3

@@ -58,6 +58,7 @@ RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_ev
 
 
 MANY_EPOCHS = 4  # passes over the corpus above which pretraining warns (repeated tokens lose value)
+COLLAPSED = 0.99  # output_cos above which the body gives one vector for every input: warned at each evaluation
 
 
 def _say(msg: str) -> None:
@@ -368,6 +369,11 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                 ev.update(band_cosines(model.body.embed.tok.weight, ranks))
                 if probe is not None:
                     ev["output_cos"] = output_cosine(model.body, probe)
+                    if d.main and ev["output_cos"] > COLLAPSED:
+                        _say(f"warning: the body's output has collapsed (output_cos {ev['output_cos']:.4f}: one vector "
+                             "for every token of every input); fine-tuning from this checkpoint will not learn"
+                             + (" — the discriminator is stuck at its prior (val_replaced_recall "
+                                f"{ev.get('val_replaced_recall', 0):.3f})" if p.objective == "rtd" else ""))
                 health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
                 log.write({"kind": "eval", "step": done, **ev})
                 if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):

@@ -283,3 +283,15 @@ def test_continued_pretraining_starts_from_the_checkpoint_body(prepared, cfg_for
 
     with pytest.raises(TrainingError, match="vocabulary of .* tokens but the data was tokenized with 12345"):
         load_init_body(str(src), 12345)
+
+
+def test_a_collapsed_body_is_warned_about(prepared, cfg_for, capsys, monkeypatch):
+    import lmforge.recipes.pretrain as recipe
+
+    monkeypatch.setattr(recipe, "output_cosine", lambda body, ids: 0.9999)  # as the stuck RTD discriminator reads
+    cfg = cfg_for("collapsed", **{"pretrain.max_steps": 4, "pretrain.eval_every": 2})
+    assert main(["pretrain", str(cfg), "--no-progress", "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("the body's output has collapsed (output_cos 0.9999") == 2
+    summary = json.loads((prepared / "collapsed" / "pretrain" / "summary.json").read_text())
+    assert summary["embedding_health"]["output_cos"] == 0.9999

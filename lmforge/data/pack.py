@@ -2,7 +2,8 @@
 
 Per unit and split, :func:`tokenize_unit` writes ``work/tokens/<split>/unit_NNNNN.bin``
 (flat token ids; for unlabeled data each document followed by its end token — EOS, or SEP
-when windows are framed ``cls_sep`` — optionally preceded by BOS) and, for labeled data, ``unit_NNNNN.npz`` with per-example lengths and labels.
+when windows are framed ``cls_sep`` — optionally preceded by BOS) and, for labeled data,
+``unit_NNNNN.npz`` with per-example lengths and labels.
 :func:`merge` then streams those files in unit order into the shard format of
 :mod:`lmforge.data.shards` (with ``cls_sep`` framing each window is CLS + seq_len - 1 tokens of
 the stream), so the result does not depend on the number of workers.

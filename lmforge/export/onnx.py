@@ -287,18 +287,12 @@ def _training_summary(tm: TaskModel) -> dict:
         return {}
 
 
-def _training_results(tm: TaskModel) -> dict:
-    """The fine-tuning run's final evaluation, if there is one."""
-    return _training_summary(tm).get("results") or {}
-
-
-def _worth_lines(tm: TaskModel, results: dict) -> list[str]:
+def _worth_lines(summary: dict, results: dict) -> list[str]:
     """What the pretraining and the neural model bought: the random-init comparison and the
     classical baselines the fine-tuning run recorded."""
     from lmforge.evaluation.baselines import baseline_lines
     from lmforge.evaluation.comparison import comparison_lines
 
-    summary = _training_summary(tm)
     lines = []
     if summary.get("comparison"):
         lines += comparison_lines(summary["comparison"]) + [""]
@@ -317,7 +311,8 @@ def model_card(tm: TaskModel, record: dict) -> str:
     pipeline_tag = "token-classification" if tm.model.task == "token" else "text-classification"
     name = tm.folder.parent.parent.name if tm.folder.parent.name == "finetune" else (tm.folder.parent.name
                                                                                    or tm.folder.name)
-    results = _training_results(tm)
+    summary = _training_summary(tm)
+    results = summary.get("results") or {}
     keys = ("accuracy", "f1_macro", "roc_auc", "entity_f1", "entity_precision", "entity_recall")
     front = []
     if results:
@@ -354,7 +349,7 @@ def model_card(tm: TaskModel, record: dict) -> str:
                 f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"
                 for k in keys if any(k in mm for mm in results.values())) + f" | {m.get('examples', 'n/a')} |")
         lines.append("")
-    lines += _worth_lines(tm, results)
+    lines += _worth_lines(summary, results)
     if "quality" in record:
         q = record["quality"]
         lines += [f"## Quality on `{q['file']}` ({q['examples']} examples)", "",

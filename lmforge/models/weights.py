@@ -111,7 +111,7 @@ def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_into(model: nn.Module, path: Path, where: Path) -> None:
     """Load ``path`` (safetensors) into ``model``; tied weights may be absent."""
     missing, unexpected = model.load_state_dict(read_safetensors(path), strict=False)
-    tied = {k for k in missing if k.endswith("head.proj.weight")} | (set(missing) & tied_keys(model))
+    tied = set(missing) & tied_keys(model)
     if set(missing) - tied or unexpected:
         raise CheckpointError(f"{where}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]})")

@@ -30,7 +30,7 @@ def compare_with_random(ft: FinetuneConfig, paths: RunPaths, seed: int, main: di
     root = paths.finetune.root
     metric = main.get("selection_metric") or ft.selection_metric()
     best = load_task_model(paths.finetune.best)  # the random side gets the pretrained start's shape and tokenizer
-    random_cfg: ModelConfig = replace(best.model.body.cfg, dropout=best.model.body.cfg.dropout)
+    random_cfg: ModelConfig = best.model.body.cfg
     seeds = [seed + i for i in range(ft.compare_seeds)]
     sides: dict[str, dict[str, list[float]]] = {"own": {}, "random": {}}
 
@@ -58,13 +58,14 @@ def compare_with_random(ft: FinetuneConfig, paths: RunPaths, seed: int, main: di
         own, rnd = spread(sides["own"][split]), spread(sides["random"][split])
         out["splits"][split] = {"own": own, "random": rnd, "gain": own["mean"] - rnd["mean"],
                                 "own_wins": sum(o > r for o, r in zip(own["values"], rnd["values"]))}
+    lines = comparison_lines(out)
     (root / "compare").mkdir(parents=True, exist_ok=True)
     (root / "compare" / "comparison.json").write_text(json.dumps(out, indent=2))
-    (root / "compare" / "comparison.md").write_text("\n".join(comparison_lines(out)) + "\n")
+    (root / "compare" / "comparison.md").write_text("\n".join(lines) + "\n")
     summary_file = paths.finetune.summary
     summary = json.loads(summary_file.read_text())
     summary["comparison"] = out
     summary_file.write_text(json.dumps(summary, indent=2))
-    for line in comparison_lines(out):
-        _say(line) if line else None
+    for line in filter(None, lines):
+        _say(line)
     return out

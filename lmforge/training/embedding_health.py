@@ -21,6 +21,15 @@ import torch
 BANDS = ((0, 1000), (1000, 4000), (4000, None))  # frequency-rank bands (most frequent first)
 
 
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """Mean over pairs i != j of cos(x_i, x_j) for the rows of ``x`` (n >= 2), in O(n): with unit
+    rows u, sum_{i != j} u_i . u_j = |sum u|^2 - n."""
+    u = torch.nn.functional.normalize(x.float(), dim=-1)
+    s = u.sum(0)
+    n = len(u)
+    return float((s @ s - n) / (n * (n - 1)))
+
+
 def band_name(lo: int, hi: int | None) -> str:
     return f"emb_cos_rank_{lo}_{hi}" if hi is not None else f"emb_cos_rank_{lo}_up"
 
@@ -45,16 +54,12 @@ def band_cosines(weight: torch.Tensor, ranks: np.ndarray) -> dict[str, float]:
     """Mean pairwise cosine of the rows of ``weight`` (V, C) in each band of ``ranks``."""
     if hasattr(weight, "full_tensor"):  # an FSDP-sharded table: every rank gathers it (a collective)
         weight = weight.full_tensor()
-    w = weight.detach().float().cpu()
+    w = weight.detach().cpu()
     out = {}
     for lo, hi in BANDS:
         ids = ranks[lo:hi]
-        n = len(ids)
-        if n < 2:
-            continue
-        u = torch.nn.functional.normalize(w[torch.as_tensor(ids)], dim=-1)
-        s = u.sum(0)
-        out[band_name(lo, hi)] = float((s @ s - n) / (n * (n - 1)))  # mean over pairs i != j of u_i . u_j
+        if len(ids) >= 2:
+            out[band_name(lo, hi)] = mean_pairwise_cosine(w[torch.as_tensor(ids)])
     return out
 
 
@@ -63,9 +68,6 @@ def output_cosine(body: torch.nn.Module, ids: torch.Tensor) -> float:
     """Mean pairwise cosine of the final hidden states of all positions of ``ids`` (B, T)."""
     was = body.training
     body.eval()
-    h = body(ids).flatten(0, 1).float()
+    h = body(ids).flatten(0, 1)
     body.train(was)
-    u = torch.nn.functional.normalize(h, dim=-1)
-    s = u.sum(0)
-    n = len(u)
-    return float((s @ s - n) / (n * (n - 1)))
+    return mean_pairwise_cosine(h)

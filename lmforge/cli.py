@@ -69,7 +69,10 @@ def _run(args: argparse.Namespace) -> int:
 
     raw, _ = load_raw(args.config, args.set)
     cfg = load_config(args.config, args.set)
-    run(cfg, raw, from_stage=args.from_stage, only=args.only, force=args.force, progress=not args.no_progress)
+    import shlex
+
+    run(cfg, raw, from_stage=args.from_stage, only=args.only, force=args.force, progress=not args.no_progress,
+        command="lmforge " + shlex.join(args.argv))
     return 0
 
 
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(rn)
     rn.add_argument("--from", dest="from_stage", choices=STAGES, help="rerun this stage and the ones after it")
     rn.add_argument("--only", choices=STAGES, help="(re)run this stage alone")
-    rn.add_argument("--force", action="store_true", help="rerun every stage, ignoring what is done")
+    rn.add_argument("--force", action="store_true", help="rerun every stage, ignoring what is done (earlier outputs are kept under <run>/previous/)")
     rn.add_argument("--no-progress", action="store_true", default=False)
     rn.set_defaults(func=_run)
 
@@ -489,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     and return their exit code (2 configuration/usage, 1 other, 130 interrupted); anything else is
     a bug and propagates with its traceback."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # named back in "rerun ... to resume" advice
     try:
         try:
             _check_model_paths(args)

@@ -33,9 +33,14 @@ class ArtifactError(LmforgeError, FileNotFoundError):
 
 
 class Interrupted(LmforgeError):
-    """SIGINT/SIGTERM received; the run stopped cleanly at a step boundary."""
+    """SIGINT/SIGTERM received; the run stopped cleanly at a step boundary. ``what`` says where;
+    ``hint`` how to continue (the standalone commands' ``--resume``; ``lmforge run`` names itself)."""
 
     exit_code = 130
+
+    def __init__(self, what: str, hint: str = "continue with --resume"):
+        super().__init__(f"{what}; {hint}")
+        self.what, self.hint = what, hint
 
 
 class DataError(LmforgeError, ValueError):

@@ -328,7 +328,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
                "params": n_params}
     if stop_reason.startswith("interrupted"):
         out.summary.write_text(json.dumps(summary, indent=2))
-        raise Interrupted(f"interrupted at step {done}; continue with --resume")
+        raise Interrupted(f"interrupted at step {done}")
 
     # -- the result: the best model (the last one without a validation set), evaluated ---------
     if not has_val:

@@ -232,7 +232,7 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
                "arch": model_cfg.arch, "start": start, "params": n_params}
     if stop_reason.startswith("interrupted"):
         out.summary.write_text(json.dumps(summary, indent=2))
-        raise Interrupted(f"interrupted at step {done}; continue with --resume")
+        raise Interrupted(f"interrupted at step {done}")
     if not has_val:
         save_array_model(model, out.best, model_cfg, {**meta, "step": total})
         _copy_preprocessor(data_dir, out.best)

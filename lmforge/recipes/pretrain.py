@@ -57,6 +57,12 @@ RESUME_SAFE = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.save_ev
                "pretrain.activation_checkpointing", "pretrain.async_save")
 
 
+def resume_safe_keys(p: PretrainConfig) -> tuple[str, ...]:
+    """RESUME_SAFE, plus ``max_steps`` when the LR schedule does not depend on it (``decay_steps``
+    set, or a constant schedule): then a longer run continues exactly where the shorter one was."""
+    return RESUME_SAFE + (("pretrain.max_steps",) if p.decay_steps or p.schedule == "constant" else ())
+
+
 MANY_EPOCHS = 4  # passes over the corpus above which pretraining warns (repeated tokens lose value)
 COLLAPSED = 0.99  # output_cos above which the body gives one vector for every input: warned at each evaluation
 
@@ -246,7 +252,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     # global_batch is compared on resume: the per-process batch, accumulation and world size may
     # change (2 ranks -> 1 rank with grad_accum x 2) only if the global batch stays the same
     config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed, "global_batch": plan.global_batch}
-    safe = RESUME_SAFE + (("pretrain.max_steps",) if p.decay_steps or p.schedule == "constant" else ())
+    safe = resume_safe_keys(p)
     best = Best("min", p.early_stopping_patience)
     start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
                                       resume_changed=resume_changed, safe_keys=safe, say=_say if d.main else _quiet,
@@ -419,5 +425,5 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         _say(f"done ({stop_reason}); best val loss {best.value:.4f} at {summary['best']['name']}; "
              f"metrics {out.metrics}")
     if stop_reason.startswith("interrupted"):
-        raise Interrupted(f"interrupted at step {done}; continue with --resume")
+        raise Interrupted(f"interrupted at step {done}")
     return summary

@@ -22,9 +22,13 @@ source files, for data stages) and of the keys of the stages it reads from. Stam
 
 A stage whose done stamp has the current key (and whose outputs exist) is skipped; one whose
 started stamp has the current key was interrupted and resumes (training from its last
-checkpoint, data prepare from its per-unit markers); anything else starts fresh. A changed
-upstream stage changes the keys of what reads from it, so those rerun. ``--from STAGE`` reruns
-that stage and the ones after it, ``--only STAGE`` just that one, ``--force`` everything.
+checkpoint, data prepare from its per-unit markers). When the key changed, the changed keys are
+printed (old → new); a training stage whose changes are all resume-safe (e.g. more
+``max_steps`` with a fixed ``decay_steps``) resumes from its checkpoints, anything else starts
+fresh after its earlier output is moved to ``<run>/previous/<stage>-<time>/`` (never deleted but
+by ``pipeline.keep_previous``). A changed upstream stage changes the keys of what reads from it,
+so those rerun. ``--from STAGE`` reruns that stage and the ones after it, ``--only STAGE`` just
+that one, ``--force`` everything. An interrupted or failed stage is recorded in the summary.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class Stage:
     needs: tuple[str, ...]  # stages it reads from (their keys join its key when declared)
     outputs: Callable[[ExperimentConfig], list[Path]]  # must exist for a skip
     run: Callable[[ExperimentConfig, dict, bool, bool], dict]  # (cfg, raw, resume, progress) -> result
+    folders: Callable[[ExperimentConfig], list[Path]]  # what a fresh rerun keeps aside (pipeline.previous)
+    # the keys that may change while the stage still resumes from its checkpoints; () = never resumes
+    resume_safe: Callable[[ExperimentConfig], tuple[str, ...]] = lambda c: ()
 
 
 # -- what each stage does ------------------------------------------------------------------------
@@ -187,21 +194,39 @@ def _serve(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> di
     return {"model": str(folder / onnx_file), "request": text[:200], "response": json.dumps(body)[:500]}
 
 
+def _pretrain_safe(cfg: ExperimentConfig) -> tuple[str, ...]:
+    from lmforge.recipes.pretrain import resume_safe_keys
+
+    return resume_safe_keys(cfg.pretrain)
+
+
+def _finetune_safe(cfg: ExperimentConfig) -> tuple[str, ...]:
+    if cfg.finetune.task in ARRAY_TASKS:
+        from lmforge.recipes.finetune_arrays import RESUME_SAFE
+    else:
+        from lmforge.recipes.finetune import RESUME_SAFE
+    return RESUME_SAFE
+
+
 STAGE_TABLE: dict[str, Stage] = {s.name: s for s in (
-    Stage("data", ("data", "tokenizer", "seed"), (), lambda c: [c.paths.data / "manifest.json"], _data),
+    Stage("data", ("data", "tokenizer", "seed"), (), lambda c: [c.paths.data / "manifest.json"], _data,
+          lambda c: [c.paths.data, c.paths.tokenizer]),
     Stage("labeled_data", ("labeled_data", "tokenizer", "seed"), ("data",),
-          lambda c: [c.labeled_paths.data / "manifest.json"], _labeled_data),
-    Stage("pretrain", ("pretrain", "model", "seed"), ("data",), lambda c: [c.paths.pretrain.summary], _pretrain),
+          lambda c: [c.labeled_paths.data / "manifest.json"], _labeled_data, lambda c: [c.labeled_paths.data]),
+    Stage("pretrain", ("pretrain", "model", "seed"), ("data",), lambda c: [c.paths.pretrain.summary], _pretrain,
+          lambda c: [c.paths.pretrain.root], _pretrain_safe),
     Stage("finetune", ("finetune", "model", "seed"), ("data", "labeled_data", "pretrain"),
-          lambda c: [c.paths.finetune.summary, c.paths.finetune.best], _finetune),
+          lambda c: [c.paths.finetune.summary, c.paths.finetune.best], _finetune,
+          lambda c: [c.paths.finetune.root], _finetune_safe),
     Stage("tune", ("tune", "finetune", "model", "seed"), ("data", "labeled_data", "pretrain"),
-          lambda c: [c.run_path / "tune" / "best.yaml"], _tune),
+          lambda c: [c.run_path / "tune" / "best.yaml"], _tune, lambda c: [c.run_path / "tune"]),
     Stage("distill", ("distill", "finetune", "pretrain", "model", "seed"), ("data", "labeled_data", "pretrain",
                                                                              "finetune"),
-          lambda c: [c.paths.finetune.root.parent / "distill" / "distill.json"], _distill),
+          lambda c: [c.paths.finetune.root.parent / "distill" / "distill.json"], _distill,
+          lambda c: [c.paths.finetune.root.parent / "distill"]),
     Stage("export", ("pipeline.export",), ("pretrain", "finetune"), lambda c: [_export_dir(c) / "model.onnx"],
-          _export),
-    Stage("serve", ("pipeline.smoke",), ("export",), lambda c: [], _serve),
+          _export, lambda c: [_export_dir(c)]),
+    Stage("serve", ("pipeline.smoke",), ("export",), lambda c: [], _serve, lambda c: []),
 )}
 assert tuple(STAGE_TABLE) == STAGES
 
@@ -255,20 +280,64 @@ def _source_stamps(data) -> list:
     return out
 
 
-def stage_keys(cfg: ExperimentConfig, stages: list[str]) -> dict[str, str]:
+def stage_parts(cfg: ExperimentConfig, stages: list[str]) -> dict[str, dict]:
+    """What each stage's key hashes: its config sections, its inputs and its upstream keys."""
     d = to_dict(cfg)
+    parts: dict[str, dict] = {}
     keys: dict[str, str] = {}
     for name in stages:
         st = STAGE_TABLE[name]
-        parts = {"sections": {s: _section(d, s) for s in st.sections},
-                 "upstream": {u: keys[u] for u in st.needs if u in keys}}
+        p = {"sections": {s: _section(d, s) for s in st.sections},
+             "upstream": {u: keys[u] for u in st.needs if u in keys}}
         if name == "data":
-            parts["inputs"] = _source_stamps(cfg.data)
+            p["inputs"] = _source_stamps(cfg.data)
         elif name == "labeled_data":
-            parts["inputs"] = _source_stamps(cfg.labeled_data)
-            parts["tokenizer"] = to_dict(_labeled_tokenizer(cfg))
-        keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return keys
+            p["inputs"] = _source_stamps(cfg.labeled_data)
+            p["tokenizer"] = to_dict(_labeled_tokenizer(cfg))
+        parts[name] = p
+        keys[name] = _hash(p)
+    return parts
+
+
+def _hash(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_keys(cfg: ExperimentConfig, stages: list[str]) -> dict[str, str]:
+    return {name: _hash(p) for name, p in stage_parts(cfg, stages).items()}
+
+
+def what_changed(before: Optional[dict], now: dict) -> list[str]:
+    """Lines naming every difference between a stage's stamped parts and its parts now: config keys
+    (old → new), upstream stages, input files."""
+    if before is None or "parts" not in before:
+        return []
+    from lmforge.training.checkpoint import config_changes
+
+    old = json.loads(json.dumps(before["parts"], default=str))
+    new = json.loads(json.dumps(now, default=str))
+    lines = [f"{k}: {a!r} → {b!r}" for k, a, b in config_changes(old.get("sections", {}), new.get("sections", {}))]
+    ups = sorted(set(old.get("upstream", {})) | set(new.get("upstream", {})))
+    lines += [f"upstream stage {u} changed" for u in ups if old["upstream"].get(u) != new["upstream"].get(u)]
+    if old.get("inputs") != new.get("inputs"):
+        lines.append("its input files changed (size or modification time)")
+    if old.get("tokenizer") != new.get("tokenizer"):
+        lines.append("its tokenizer changed")
+    return lines
+
+
+def _only_safe(before: Optional[dict], now: dict, safe: tuple[str, ...]) -> bool:
+    """True when the stamped parts differ from ``now`` in ``safe`` config keys only."""
+    if not safe or before is None or "parts" not in before:
+        return False
+    from lmforge.training.checkpoint import config_changes
+
+    old = json.loads(json.dumps(before["parts"], default=str))
+    new = json.loads(json.dumps(now, default=str))
+    if {k: v for k, v in old.items() if k != "sections"} != {k: v for k, v in new.items() if k != "sections"}:
+        return False
+    changes = config_changes(old.get("sections", {}), new.get("sections", {}))
+    return all(any(k == s or (s.endswith(".") and k.startswith(s)) for s in safe) for k, _, _ in changes)
 
 
 def _read(path: Path) -> Optional[dict]:
@@ -288,9 +357,10 @@ def _write(path: Path, record: dict) -> None:
 
 
 def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, only: Optional[str] = None,
-        force: bool = False, progress: bool = True) -> dict:
+        force: bool = False, progress: bool = True, command: str = "lmforge run CONFIG") -> dict:
     """Run the declared stages; returns ``{stage: {"status", "seconds", "result"}}`` (also in
-    ``<run>/pipeline/summary.json`` and ``summary.md``)."""
+    ``<run>/pipeline/summary.json`` and ``summary.md``, written after an interruption or a failure
+    too). ``command`` is the command line to name when telling the user how to continue."""
     if from_stage and only:
         raise UsageError("give --from or --only, not both")
     stages = declared_stages(cfg, raw)
@@ -305,7 +375,8 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
     for flag, name in (("--from", from_stage), ("--only", only)):
         if name is not None and name not in stages:
             raise UsageError(f"{flag} {name}: not a stage of this config; its stages are {stages}")
-    keys = stage_keys(cfg, stages)
+    parts = stage_parts(cfg, stages)
+    keys = {name: _hash(p) for name, p in parts.items()}
     stamps = ensure_dir(cfg.run_path / "pipeline", "pipeline stamps")
     first_forced = stages.index(from_stage) if from_stage else (0 if force else len(stages))
     t_run = time.time()
@@ -327,28 +398,34 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
             record[name] = {"status": "skipped", "seconds": 0.0, "ran_seconds": done.get("seconds"),
                             "finished": done.get("finished"), "result": done.get("result")}
             continue
-        resume = not forced and started is not None and started.get("key") == keys[name]
-        why = "resumed after an interruption" if resume else (
-            "forced" if forced else "config or upstream changed" if done else "first run")
-        _say(f"{name}: {why}")
+        resume, kept = _plan(cfg, st, parts[name], keys[name], started, done, forced)
         done_file.unlink(missing_ok=True)
-        _write(started_file, {"stage": name, "key": keys[name], "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        _write(started_file, {"stage": name, "key": keys[name], "parts": parts[name],
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         t = time.time()
-        result = st.run(cfg, raw, resume, progress)
+        try:
+            result = st.run(cfg, raw, resume, progress)
+        except BaseException as exc:
+            from lmforge.errors import Interrupted
+
+            stopped = isinstance(exc, (Interrupted, KeyboardInterrupt))
+            record[name] = {"status": "interrupted" if stopped else "failed", "seconds": round(time.time() - t, 1),
+                            "error": str(exc)[:500] or type(exc).__name__, "kept_previous": kept}
+            for later in stages[i + 1:]:
+                record[later] = {"status": "not run"}
+            _write_summary(cfg, stamps, record, round(time.time() - t_run, 1))
+            if isinstance(exc, Interrupted):
+                raise Interrupted(f"{name}: {exc.what}", f"rerun `{command}` to resume it") from None
+            raise
         seconds = round(time.time() - t, 1)
-        _write(done_file, {"stage": name, "key": keys[name], "seconds": seconds, "result": result,
-                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        _write(done_file, {"stage": name, "key": keys[name], "parts": parts[name], "seconds": seconds,
+                           "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
         record[name] = {"status": "resumed" if resume else "ran", "seconds": seconds, "ran_seconds": seconds,
                         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
+        if kept:
+            record[name]["kept_previous"] = kept
     total = round(time.time() - t_run, 1)
-    summary = {"name": cfg.name, "config_hash": cfg.hash(), "stages": record, "seconds": total}
-    _write(stamps / "summary.json", summary)
-    lines = [f"# Run {cfg.name}", "", f"Config hash {summary['config_hash']}; {total:.0f} s in all.", "",
-             "| stage | status | seconds | result |", "|---|---|---:|---|"]
-    for name, r in record.items():
-        res = json.dumps(r.get("result"), default=str) if r.get("result") is not None else ""
-        lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {res[:300].replace('|', '/')} |")
-    (stamps / "summary.md").write_text("\n".join(lines) + "\n")
+    _write_summary(cfg, stamps, record, total)
     from lmforge.reporting.render import write_report
 
     page = write_report(cfg.run_path)
@@ -357,3 +434,58 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
          f"{[n for n, r in record.items() if r['status'] == 'skipped'] or 'nothing'}")
     _say(f"report: {page} (and {page.with_suffix('.md')})")
     return record
+
+
+def _plan(cfg: ExperimentConfig, st: Stage, parts: dict, key: str, started: Optional[dict], done: Optional[dict],
+          forced: bool) -> tuple[bool, Optional[str]]:
+    """Whether a stage that must run resumes, and where its previous output was kept (if it was).
+
+    Resumes: after an interruption with the same key, or when only resume-safe keys changed and the
+    stage has checkpoints to resume from. Otherwise the stage starts fresh, and whatever it wrote
+    before is first moved to ``<run>/previous/`` (:mod:`lmforge.pipeline.previous`) — never deleted."""
+    from lmforge.pipeline.previous import prune, set_aside
+
+    name = st.name
+    before = started or done  # the started stamp is the latest attempt's (a done one is removed at start)
+    if not forced and started is not None and started.get("key") == key and done is None:
+        _say(f"{name}: resumed after an interruption")
+        return True, None
+    changes = what_changed(before, parts)
+    has_checkpoints = any(list_checkpoints(f / "checkpoints") for f in st.folders(cfg))
+    if not forced and has_checkpoints and changes and _only_safe(before, parts, st.resume_safe(cfg)):
+        _say(f"{name}: resumed from its checkpoints; only resume-safe keys changed: " + "; ".join(changes))
+        return True, None
+    why = ("forced" if forced else "config, inputs or upstream changed" if changes
+           else "first run" if before is None else "its outputs are missing" if before.get("key") == key
+           else "config, inputs or upstream changed")
+    _say(f"{name}: {why}" + (": " + "; ".join(changes) if changes else ""))
+    if not forced and has_checkpoints and changes and st.resume_safe(cfg):
+        _say(f"{name}: not resumed: a change other than {_safe_names(st.resume_safe(cfg))} breaks an exact "
+             "continuation")
+    kept = set_aside(cfg.run_path, name, st.folders(cfg), _say)
+    if kept is not None:
+        prune(cfg.run_path, name, cfg.pipeline.keep_previous, _say)
+    return False, str(kept) if kept else None
+
+
+def _safe_names(safe: tuple[str, ...]) -> str:
+    notable = [k for k in safe if k.endswith(("max_steps", "eval_every", "save_every", "log_every"))]
+    return ", ".join(notable) + " and the like"
+
+
+def _write_summary(cfg: ExperimentConfig, stamps: Path, record: dict, total: float) -> None:
+    from lmforge.pipeline.previous import PREVIOUS
+
+    summary = {"name": cfg.name, "config_hash": cfg.hash(), "stages": record, "seconds": total}
+    _write(stamps / "summary.json", summary)
+    lines = [f"# Run {cfg.name}", "", f"Config hash {summary['config_hash']}; {total:.0f} s in all.", "",
+             "| stage | status | seconds | result |", "|---|---|---:|---|"]
+    for name, r in record.items():
+        res = r.get("result") if r.get("result") is not None else r.get("error")
+        res = json.dumps(res, default=str) if res is not None else ""
+        lines.append(f"| {name} | {r['status']} | {r.get('seconds', '')} | {res[:300].replace('|', '/')} |")
+    kept = [(n, r["kept_previous"]) for n, r in record.items() if r.get("kept_previous")]
+    if kept:
+        lines += ["", f"Earlier outputs kept aside (under `{PREVIOUS}/`, deleted only by `pipeline.keep_previous` or "
+                      "by you):", ""] + [f"- {n}: `{k}`" for n, k in kept]
+    (stamps / "summary.md").write_text("\n".join(lines) + "\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import pipeline_config
+from conftest import interrupt_after, pipeline_config
 from lmforge.cli import main
 
 
@@ -118,3 +118,60 @@ def test_kill_9_during_data_preparation_then_the_same_command_continues(tmp_path
     s = stamps(run)
     assert s["data"]["status"] == "resumed" and s["labeled_data"]["status"] == "ran"
     assert json.loads((run / "data" / "manifest.json").read_text())["splits"]["train"]["docs"] > 0
+
+
+def test_interrupt_then_a_changed_key_never_loses_work(tmp_path, capsys):
+    """The issue's story: Ctrl-C during pretraining, then a rerun with one key changed. A resume-safe
+    change (more max_steps with a fixed decay length) resumes from the checkpoints; any other change
+    starts over with the earlier output moved to previous/ — listed, and deleted only by keep_previous."""
+    cfg_path = pipeline_config(tmp_path, "keep", stages=["data", "pretrain"])
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["pretrain"].update(max_steps=60, decay_steps=60, eval_every=20)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "keep"
+    rc, err, step = interrupt_after(["run", str(cfg_path), "--no-progress"], run / "pretrain" / "metrics.jsonl", 3)
+    assert rc == 130 and 0 < step < 60, err[-2000:]
+    # the advice names the command that was run, and the pipeline summary records the interruption
+    assert f"rerun `lmforge run {cfg_path} --no-progress` to resume it" in err
+    assert stamps(run)["pretrain"]["status"] == "interrupted"
+    assert "| pretrain | interrupted |" in (run / "pipeline" / "summary.md").read_text()
+
+    assert main(["run", str(cfg_path), "--no-progress", "--set", "pretrain.max_steps=80"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain: resumed from its checkpoints; only resume-safe keys changed: pretrain.max_steps: 60 → 80" in out
+    assert stamps(run)["pretrain"]["status"] == "resumed"
+    assert json.loads((run / "pretrain" / "summary.json").read_text())["steps"] == 80
+    first = json.loads((run / "pretrain" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 5  # the interrupted part's records are still there
+
+    # a change that breaks an exact continuation: fresh start, the old output kept and named
+    changed = ["--set", "pretrain.max_steps=80", "--set", "pipeline.keep_previous=1"]
+    assert main(["run", str(cfg_path), "--no-progress", *changed, "--set", "pretrain.lr=0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain: config, inputs or upstream changed: pretrain.lr: 0.003 → 0.001" in out
+    assert "data: done" in out  # upstream untouched
+    kept = sorted((run / "previous").iterdir())
+    assert [p.name.split("-")[0] for p in kept] == ["pretrain"]
+    assert f"pretrain: the previous output is kept in {kept[0]}" in out
+    old = json.loads((kept[0] / "pretrain" / "summary.json").read_text())
+    assert old["steps"] == 80 and (kept[0] / "pretrain" / "checkpoints").is_dir()
+    assert str(kept[0]) in (run / "pipeline" / "summary.md").read_text()
+    # keep_previous=1: the next set-aside deletes the older one, and says so
+    assert main(["run", str(cfg_path), "--no-progress", *changed, "--set", "pretrain.lr=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert f"pretrain: deleted the kept output {kept[0]} (pipeline.keep_previous=1)" in out
+    now = sorted((run / "previous").iterdir())
+    assert len(now) == 1 and now[0] != kept[0]
+    assert yaml.safe_load((now[0] / "pretrain" / "config.yaml").read_text())["pretrain"]["lr"] == 0.001
+
+
+def test_a_non_resume_safe_max_steps_change_starts_over_and_says_why(tmp_path, capsys):
+    """Without a fixed decay length the LR schedule stretches with max_steps: not an exact resume."""
+    cfg = pipeline_config(tmp_path, "cosine", stages=["data", "pretrain"])
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--no-progress", "--set", "pretrain.max_steps=25"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain.max_steps: 20 → 25" in out and "not resumed" in out
+    assert "the previous output is kept in" in out
+    assert json.loads((tmp_path / "cosine" / "pretrain" / "summary.json").read_text())["steps"] == 25

@@ -92,6 +92,8 @@ class DedupConfig:
     bands: Optional[int] = field(default=None, metadata={"min": 1, "help": "LSH bands (default: chosen for recall ≥ 0.99 at the threshold)"})
     verify: Literal["exact", "signature", "none"] = field(default="exact", metadata={
         "help": "confirm LSH candidates on the true Jaccard of their shingles (exact), the MinHash estimate (signature), or not at all"})
+    label_conflicts: Literal["drop_all", "keep_majority", "keep_first"] = field(default="drop_all", metadata={
+        "help": "labeled data: copies of one text (exact duplicates after normalization) with different labels are counted and reported; drop_all drops every copy (the safe choice), keep_majority keeps one copy with the most frequent label (drops all on a tie), keep_first keeps the first copy"})
 
 
 @dataclass

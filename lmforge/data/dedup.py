@@ -23,8 +23,9 @@ import numpy as np
 from lmforge.data.minhash import MinHasher, estimated_jaccard
 from lmforge.data.unit_store import UnitStore
 
-KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
-REASONS = {EXACT_DUP: "exact_duplicate", NEAR_DUP: "near_duplicate"}
+KEEP, EXACT_DUP, NEAR_DUP, LABEL_CONFLICT = 0, 1, 2, 3
+REASONS = {EXACT_DUP: "exact_duplicate", NEAR_DUP: "near_duplicate", LABEL_CONFLICT: "label_conflict"}
+CONFLICT_EXAMPLES = 5  # conflicting groups listed (ids and labels) in the manifest and report
 
 
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -138,10 +139,54 @@ def near_pairs(store: UnitStore, alive: np.ndarray, hasher: MinHasher, threshold
     return a, b, stats
 
 
+def label_conflicts(exact_root: np.ndarray, labels: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Exact-duplicate groups whose copies carry different labels (label noise a dedup that keeps
+    the first copy would hide). Returns ``(dropped, kept_member, stats)``: a mask of the copies
+    ``policy`` drops — ``drop_all`` every copy, ``keep_majority`` all but the first copy with the
+    group's most frequent label (every copy on a tie), ``keep_first`` all but the first — the kept
+    copy of each conflicting group that keeps one (its representative), and counts with examples."""
+    n = len(labels)
+    dropped = np.zeros(n, dtype=bool)
+    kept_member = np.full(n, -1, dtype=np.int64)  # per group root: the copy kept, or -1
+    stats = {"groups": 0, "documents": 0, "dropped": 0, "policy": policy, "examples": []}
+    multi = exact_root != np.arange(n)
+    if not multi.any():
+        return dropped, kept_member, stats
+    roots = np.unique(exact_root[multi])
+    members = np.flatnonzero(np.isin(exact_root, roots) & (labels != ""))
+    pairs = np.unique(np.stack([exact_root[members], np.unique(labels, return_inverse=True)[1][members]]), axis=1)
+    per_root = np.unique(pairs[0], return_counts=True)
+    conflicting = per_root[0][per_root[1] > 1]
+    if not len(conflicting):
+        return dropped, kept_member, stats
+    in_conflict = np.flatnonzero(np.isin(exact_root, conflicting))
+    order = np.argsort(exact_root[in_conflict], kind="stable")  # members by group, in document order
+    grouped = np.split(in_conflict[order], np.flatnonzero(np.diff(exact_root[in_conflict][order])) + 1)
+    for docs in grouped:
+        keep = -1
+        if policy == "keep_first":
+            keep = int(docs[0])
+        elif policy == "keep_majority":
+            values, counts = np.unique(labels[docs], return_counts=True)
+            if (counts == counts.max()).sum() == 1:
+                keep = int(docs[np.flatnonzero(labels[docs] == values[counts.argmax()])[0]])
+        dropped[docs] = True
+        if keep >= 0:
+            dropped[keep] = False
+            kept_member[exact_root[keep]] = keep
+        if len(stats["examples"]) < CONFLICT_EXAMPLES:
+            stats["examples"].append([int(d) for d in docs])
+    stats.update(groups=len(grouped), documents=int(len(in_conflict)), dropped=int(dropped.sum()))
+    return dropped, kept_member, stats
+
+
 def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, hasher: MinHasher | None, threshold: float,
-                    verify: str) -> dict:
-    """Return arrays ``reason`` (KEEP/EXACT_DUP/NEAR_DUP), ``dup_of`` (-1 or the kept document),
-    ``dup_root`` (cluster label over exact+near pairs, dropped or not) and stats."""
+                    verify: str, conflicts: str = "drop_all") -> dict:
+    """Return arrays ``reason`` (KEEP/EXACT_DUP/NEAR_DUP/LABEL_CONFLICT), ``dup_of`` (-1 or the
+    kept document), ``dup_root`` (cluster label over exact+near pairs, dropped or not) and stats.
+    Labeled copies of one text with different labels are resolved by ``conflicts`` (see
+    :func:`label_conflicts`), whether or not exact dedup is on; ``stats["label_conflicts"]``
+    counts them (its examples are document numbers)."""
     n = store.n
     exact = store.field("exact").astype(np.uint64)
     has_sig = store.field("has_sig").astype(bool)
@@ -162,9 +207,22 @@ def find_duplicates(store: UnitStore, exact_on: bool, near_on: bool, hasher: Min
         is_exact = exact_root != np.arange(n)
         reason[is_exact] = EXACT_DUP
         dup_of[is_exact] = exact_root[is_exact]
+    labels = store.field("label").astype(str)
+    conflict, kept_member, conflict_stats = label_conflicts(exact_root, labels, conflicts)
+    stats["label_conflicts"] = conflict_stats
+    if conflict_stats["groups"]:
+        in_group = np.flatnonzero(np.isin(exact_root, exact_root[conflict]))
+        reason[in_group] = KEEP  # decided below: every copy of a conflicting group is kept or a conflict
+        dup_of[in_group] = -1
+        reason[conflict] = LABEL_CONFLICT
+        keeper = kept_member[exact_root[conflict]]
+        dup_of[conflict] = keeper  # the copy kept instead (-1 when the whole group is dropped)
     if near_on:
         # cluster representatives: the first document of each exact+near component
-        is_near = (root != np.arange(n)) & (reason == KEEP)
+        rep = root == np.arange(n)
+        keepers = kept_member[kept_member >= 0]  # a conflicting group's kept copy stands for its group
+        rep[keepers] = root[keepers] == exact_root[keepers]
+        is_near = ~rep & (reason == KEEP)
         reason[is_near] = NEAR_DUP
         dup_of[is_near] = root[is_near]
     stats["exact_duplicates_dropped"] = int((reason == EXACT_DUP).sum())

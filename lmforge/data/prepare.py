@@ -30,7 +30,7 @@ import numpy as np
 from lmforge import faults
 from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig, effective_filter
-from lmforge.data.dedup import KEEP, find_duplicates
+from lmforge.data.dedup import KEEP, REASONS, find_duplicates
 from lmforge.data.document import StepStats
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
@@ -137,6 +137,13 @@ DROP_WARNING = 0.2  # a step that drops more than this share of what it read is 
 
 def _warn(msg: str) -> None:
     print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def conflict_record(store: UnitStore, stats: dict) -> dict:
+    """Label-conflict counts for the manifest, the examples' document numbers turned into ids and labels."""
+    examples = [{"ids": [str(x) for x in store.gather("id", docs)], "labels": [str(x) for x in store.gather("label", docs)]}
+                for docs in (np.asarray(e, dtype=np.int64) for e in stats["examples"])]
+    return {**stats, "examples": examples}
 
 
 def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
@@ -331,16 +338,18 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     # -- corpus-wide: dedup and split ------------------------------------------------------
     t = time.time()
     store = UnitStore(work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
-    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher, data.dedup.threshold, data.dedup.verify)
+    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher, data.dedup.threshold, data.dedup.verify,
+                          data.dedup.label_conflicts)
     faults.point("dedup.done")
     reason = dup["reason"]
     kept = reason == KEEP
     dedup_stats = StepStats("dedup")
     dedup_stats.read = n_docs
     dedup_stats.kept = int(kept.sum())
-    for code, name in ((1, "exact_duplicate"), (2, "near_duplicate")):
+    for code, name in REASONS.items():
         if (reason == code).any():
             dedup_stats.dropped[name] = int((reason == code).sum())
+    conflicts = conflict_record(store, dup["stats"].pop("label_conflicts"))
     dedup_stats.extra.update(dup["stats"])
     steps["dedup"] = dedup_stats
     labels_all = store.field("label")
@@ -376,6 +385,11 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
          f"({timings['dedup_split']:.1f}s)")
     say_drops({"dedup": dedup_stats}, reject_dir)
+    if conflicts["groups"]:
+        _warn(f"{conflicts['groups']:,} text(s) appear with different labels ({conflicts['documents']:,} copies); "
+              f"data.dedup.label_conflicts={conflicts['policy']} dropped {conflicts['dropped']:,} of them "
+              f"(e.g. {conflicts['examples'][0]['ids']} labeled {conflicts['examples'][0]['labels']}); "
+              f"each dropped copy is in {reject_dir}/")
     del dup, store
 
     # -- stage 2: write splits (+ augment) -------------------------------------------------
@@ -490,6 +504,7 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
                        "token_length_hist": tok_totals[s]["length_hist"]} for s in SPLITS},
         "histogram_bins": {"chars": CHAR_BINS, "tokens": TOKEN_BINS},
         "leak_check": leak,
+        "label_conflicts": conflicts if labeled else None,
         "tokenizer": tok_info,
         "framing": None if labeled else framing_record(framing, row_start, eos, special, data.pack.add_bos),
         "shards": {"dir": "tokens", "index": "tokens/index.json", "kind": index["kind"], "dtype": index["dtype"],

@@ -92,6 +92,14 @@ def write_report(out: Path, m: dict) -> Path:
     extras = [(name, k, v) for name, st in m["steps"].items() for k, v in st["extra"].items()]
     if extras:
         L += ["", "Notes: " + "; ".join(f"{n}.{k} = {v}" for n, k, v in extras) + "."]
+    lc = m.get("label_conflicts")
+    if lc and lc["groups"]:
+        L += ["", f"**Label conflicts:** {lc['groups']} text(s) appear with different labels ({lc['documents']} copies); "
+              f"`dedup.label_conflicts: {lc['policy']}` dropped {lc['dropped']} of them (reason `label_conflict` "
+              "under `rejected/`). Examples:", "", "| ids | labels |", "|---|---|"]
+        L += [f"| {', '.join(e['ids'])} | {', '.join(e['labels'])} |" for e in lc["examples"]]
+    elif lc is not None:
+        L += ["", "Label conflicts: none (no text appears with two different labels)."]
     empty = m["steps"].get("read", {}).get("extra", {}).get("empty_files")
     if empty:
         L += ["", f"**Warning:** {empty} input file(s) were empty."]

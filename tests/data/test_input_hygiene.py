@@ -97,3 +97,38 @@ def test_labeled_examples_skip_the_web_quality_filters_unless_asked(tmp_path, ca
     shutil.rmtree(tmp_path / "run")
     rc, m = _prepare(tmp_path, src, filter={"web_quality": "on"})
     assert m is None or m["steps"]["filter"]["kept"] < 60
+
+
+@pytest.mark.parametrize("policy,kept_texts", [("drop_all", 0), ("keep_majority", 1), ("keep_first", 2)])
+def test_copies_of_one_text_with_different_labels_are_counted_and_resolved(tmp_path, capsys, policy, kept_texts):
+    """Label noise that a keep-the-first dedup would hide: the same text labeled pos twice and neg once
+    ("conflict A"), another labeled pos and neg once each ("conflict B", a tie), plus clean copies."""
+    rows = [("conflict A", "neg"), ("conflict A", "pos"), ("conflict A", "pos"), ("conflict B", "pos"),
+            ("conflict B", "neg"), ("same label", "pos"), ("same label", "pos")]
+    rng = random.Random(4)
+    rows += [(" ".join(rng.choice(WORDS) for _ in range(9)) + f" {i}", "pos" if i % 2 else "neg") for i in range(60)]
+    with open(tmp_path / "lab.jsonl", "w") as fh:
+        for i, (text, label) in enumerate(rows):
+            fh.write(json.dumps({"id": f"r{i}", "text": text, "label": label}) + "\n")
+    src = [{"path": str(tmp_path / "lab.jsonl"), "label_field": "label", "id_field": "id"}]
+    rc, m = _prepare(tmp_path, src, dedup={"near": False, "exact": True, "label_conflicts": policy})
+    out, err = capsys.readouterr()
+    assert rc == 0
+    lc = m["label_conflicts"]
+    dropped = {"drop_all": 5, "keep_majority": 4, "keep_first": 3}[policy]
+    assert (lc["groups"], lc["documents"], lc["dropped"], lc["policy"]) == (2, 5, dropped, policy)
+    assert lc["examples"][0] == {"ids": ["r0", "r1", "r2"], "labels": ["neg", "pos", "pos"]}
+    assert f"2 text(s) appear with different labels (5 copies); data.dedup.label_conflicts={policy} dropped " \
+           f"{dropped} of them" in err
+    assert m["steps"]["dedup"]["dropped"] == {"exact_duplicate": 1, "label_conflict": dropped}
+    report = (tmp_path / "run" / "data" / "report.md").read_text()
+    assert f"**Label conflicts:** 2 text(s) appear with different labels" in report and "| r0, r1, r2 |" in report
+    written = [json.loads(line) for p in (tmp_path / "run" / "data" / "splits").rglob("*.jsonl")
+               for line in p.read_text().splitlines()]
+    conflicting = [(d["text"], d["label"]) for d in written if d["text"].startswith("conflict")]
+    assert len(conflicting) == kept_texts
+    if policy == "keep_majority":  # the majority label of A; B is a tie, so dropped whole
+        assert conflicting == [("conflict A", "pos")]
+    rejected = [json.loads(line) for p in (tmp_path / "run" / "data" / "rejected").glob("*.dedup.jsonl")
+                for line in p.read_text().splitlines()]
+    assert sum(r["reason"] == "label_conflict" for r in rejected) == dropped

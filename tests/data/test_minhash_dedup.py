@@ -97,7 +97,8 @@ def _store(tmp_path, texts_per_unit, hasher):
         lines = [(json.dumps({"text": t}) + "\n").encode() for t in texts]
         (tmp_path / f"{name}.docs.jsonl").write_bytes(b"".join(lines))
         np.savez(tmp_path / f"{name}.fp.npz", exact=np.array([exact_key(t) for t in texts], dtype=np.uint64),
-                 has_sig=has, offset=np.cumsum([0] + [len(x) for x in lines[:-1]]))
+                 has_sig=has, offset=np.cumsum([0] + [len(x) for x in lines[:-1]]),
+                 label=np.array([""] * len(texts)))  # unlabeled, as ingest writes it
         names.append(name)
         counts.append(len(texts))
     return UnitStore(tmp_path, names, counts)

@@ -32,6 +32,7 @@ from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig, effective_filter
 from lmforge.data.dedup import KEEP, REASONS, find_duplicates
 from lmforge.data.document import StepStats
+from lmforge.data.drops import say_step, say_total
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
 from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
@@ -132,9 +133,6 @@ def tokenizer_stats(tok, split_dir: Path, unk_id, per_split: int = 2000, top: in
     return out
 
 
-DROP_WARNING = 0.2  # a step that drops more than this share of what it read is a console warning
-
-
 def _warn(msg: str) -> None:
     print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
 
@@ -150,20 +148,11 @@ def say_drops(steps: dict[str, StepStats], reject_dir: Path) -> None:
     """One console line per step that dropped something (its reasons, largest first), and a
     warning for a step that dropped more than ``DROP_WARNING`` of its input."""
     for name, st in steps.items():
-        n = sum(st.dropped.values())
-        if not n:
-            continue
-        share = n / max(1, st.read)
-        reasons = ", ".join(f"{k} {v:,}" for k, v in st.dropped.most_common(5))
-        _say(f"  {name}: {st.read:,} → {st.kept:,} ({share:.0%} dropped: {reasons})")
-        if share > DROP_WARNING:
-            top = st.dropped.most_common(1)[0][0]
-            hint = {"read": ("labels outside data.labels: expected if data.labels picks a subset on purpose"
-                             if top == "label_not_declared" else "check the inputs, text_field/label_field and data.labels"),
-                    "filter": "check data.filter", "clean": "check data.clean",
-                    "dedup": "check data.dedup"}.get(name, "")
-            _warn(f"the {name} step dropped {share:.0%} of its {st.read:,} records ({reasons})"
-                  + (f"; {hint}" if hint else "") + f"; each one is in {reject_dir}/")
+        top = st.dropped.most_common(1)[0][0] if st.dropped else ""
+        hint = {"read": ("labels outside data.labels: expected if data.labels picks a subset on purpose"
+                         if top == "label_not_declared" else "check the inputs, text_field/label_field and data.labels"),
+                "filter": "check data.filter", "clean": "check data.clean", "dedup": "check data.dedup"}.get(name, "")
+        say_step(name, st.read, st.kept, st.dropped, f"{reject_dir}/", hint)
 
 
 def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool = True, world_size: int = 1,
@@ -520,6 +509,10 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     from lmforge.data.report import write_report
 
     write_report(out, manifest)
+    dropped_all: Counter = Counter()
+    for st in steps.values():
+        dropped_all.update(st.dropped)
+    say_total(steps["read"].read, dedup_stats.kept, dropped_all, f"{reject_dir}/")
     _say(f"done in {timings['total']:.1f}s → {out}/manifest.json, {out}/report.md")
     return manifest
 

@@ -39,7 +39,7 @@ from lmforge.layout import RunPaths, ensure_dir
 from lmforge.models.arrays import load_array_model, save_array_model
 from lmforge.models.config import ModelConfig
 from lmforge.tasks import get_array_task
-from lmforge.tasks.arrays import ArraySet, is_regression, loss_of, predict_set, prepared_manifest, score
+from lmforge.tasks.arrays import ArraySet, check_finite, is_regression, loss_of, predict_set, prepared_manifest, score
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig
@@ -110,6 +110,7 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
     if len(train) == 0:
         raise DataError(f"{data_dir}: the train split is empty")
     meta = task.meta(data_dir, train)
+    check_finite(sets, list(meta.get("feature_names") or []), data_dir)
     regression = is_regression(meta)
     metric = ("rmse" if regression else task.default_metric) if L.metric == "auto" else L.metric
     if regression != (metric in ("rmse", "mae", "r2", "loss")):

@@ -149,3 +149,22 @@ def prepared_manifest(data_dir: Path, kind: str) -> dict:
         raise DataError(f"{data_dir} holds {man.get('kind', 'text')} data, but finetune.task is {kind}: "
                         f"prepare it with data.kind: {kind}, or set finetune.task to match")
     return man
+
+
+def check_finite(sets: dict[str, ArraySet], names: list[str], data_dir) -> None:
+    """Refuse, before the first step, float inputs with NaN/inf cells (tables prepared with
+    ``missing.strategy: none``): the loss would be NaN at step 0. Names the split, columns and counts."""
+    for split, s in sets.items():
+        for key, x in s.inputs.items():
+            if len(x) == 0 or not np.issubdtype(x.dtype, np.floating):
+                continue
+            bad = ~np.isfinite(x)
+            if not bad.any():
+                continue
+            per_col = bad.reshape(len(x), -1).sum(axis=0)
+            cols = [(names[j] if j < len(names) else f"column {j}", int(n)) for j, n in enumerate(per_col) if n]
+            shown = ", ".join(f"{c} ({n})" for c, n in cols[:8]) + (f", {len(cols) - 8} more" if len(cols) > 8 else "")
+            raise DataError(f"{data_dir}: the {split} split has {int(bad.sum())} missing (NaN/inf) input value(s) in "
+                            f"{len(cols)} column(s): {shown}; a model cannot train on them — choose an imputer "
+                            "(data.tabular.missing.strategy: median, knn, ...) and prepare the data again")
+

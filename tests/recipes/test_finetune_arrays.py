@@ -150,3 +150,44 @@ def test_tune_minimizes_regression_errors():
     for metric in ("rmse", "mae", "loss"):
         assert resolve_metric(TuneConfig(metric=metric), FinetuneConfig(task="tabular"))[1] == "minimize"
     assert resolve_metric(TuneConfig(metric="r2"), FinetuneConfig(task="tabular"))[1] == "maximize"
+
+
+def test_table_drops_and_missing_cells_are_said_under_no_progress(tmp_path, capsys):
+    """Penguins has 11 rows with missing cells: drop_row loses them with a line (and a warning when more
+    than 20%), interpolate without an order key warns once, and missing.strategy none is refused
+    before the first training step, naming the columns — not a 'non-finite loss' at step 0."""
+    cfg = json.loads(json.dumps(TABLE))
+    cfg["data"]["tabular"]["missing"] = {"strategy": "drop_row"}
+    assert main(["data", "prepare", write(tmp_path, "rows", cfg), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    man = json.loads((tmp_path / "rows" / "data" / "manifest.json").read_text())
+    n_dropped = sum(v for k, v in man["counts"]["rejected_by_reason"].items() if k.startswith("missing_value"))
+    assert n_dropped == 11
+    reasons = "missing_value:sex 9, missing_value:bill_length_mm 2"
+    assert f"drop_row: 344 → 333 (3% dropped: {reasons})" in out
+    assert f"kept 333 of 344 rows; dropped 11 ({reasons}); every dropped one: " in out
+    assert "warning" not in err  # 3% is below the warning share
+
+    cfg["data"]["tabular"]["missing"] = {"strategy": "interpolate"}
+    assert main(["data", "prepare", write(tmp_path, "interp", cfg), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("without data.tabular.columns.order") == 1
+
+    cfg["data"]["tabular"]["missing"] = {"strategy": "none"}
+    path = write(tmp_path, "none", cfg)
+    assert main(["data", "prepare", path, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", path, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "the train split has" in err and "missing (NaN/inf) input value(s)" in err
+    assert "bill_length_mm (" in err and "data.tabular.missing.strategy" in err
+    assert not (tmp_path / "none" / "finetune" / "checkpoints").exists()
+
+
+def test_a_step_that_drops_most_rows_warns(tmp_path, capsys):
+    cfg = json.loads(json.dumps(TABLE))
+    cfg["data"]["labels"] = ["Adelie"]  # 2 of 3 species are not declared: most rows lack a usable target
+    assert main(["data", "prepare", write(tmp_path, "few", cfg), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "target: 344 → 152" in out
+    assert "warning: the target step dropped 56% of its 344 records (unknown_label 192)" in err

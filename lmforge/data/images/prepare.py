@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import resource
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, replace
@@ -26,6 +25,7 @@ import numpy as np
 from lmforge.models.weights import sha256
 from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig
+from lmforge.data.drops import say_step, say_total
 from lmforge.data.images.dedup import content_hashes, dhash, exact_duplicates, find_leaks, near_duplicates, summarize_leaks
 from lmforge.data.images.normalize import Normalizer
 from lmforge.data.images.read import Rejected, detect_format, read_batches, source_name
@@ -35,7 +35,6 @@ from lmforge.data.split import SPLITS, TRAIN, assign_splits
 from lmforge.errors import DataError, writing
 from lmforge.layout import ensure_dir
 
-DROP_WARNING = 0.2  # rejecting more than this share of what was read is a console warning
 
 
 def _say(msg: str) -> None:
@@ -243,7 +242,7 @@ def write_report(out: Path, m: dict) -> Path:
 def prepare_images(data: DataConfig, seed: int, out: Path, progress: bool = True) -> dict:
     """Prepare ``data.image`` into ``out`` (the prepared data folder); returns the manifest."""
     t0, timings = time.time(), {}
-    say = _say if progress else (lambda msg: None)
+    say = _say  # results, printed with or without progress bars (lmforge.data.drops)
     cfg = data.image
     if not cfg.sources:
         raise DataError("data.image.sources: no image source (give an IDX file, a class folder, .npz/.npy or builtin: digits)")
@@ -314,10 +313,9 @@ def prepare_images(data: DataConfig, seed: int, out: Path, progress: bool = True
     with writing(out / "manifest.json"):
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     write_report(out, manifest)
-    share = manifest["counts"]["rejected"] / max(1, read)
-    if share > DROP_WARNING:
-        print(f"[data] warning: {share:.0%} of the {read:,} records read were rejected "
-              f"({manifest['counts']['rejected_by_reason']}); each one is in {rejects.path}", file=sys.stderr, flush=True)
+    by_reason = Counter(manifest["counts"]["rejected_by_reason"])
+    say_step("read + dedup", read, kept, by_reason, rejects.path, "check data.image.sources and data.image.dedup")
+    say_total(read, kept, by_reason, rejects.path, "images")
     say(f"{kept:,} image(s) of shape {tuple(manifest['shape'])} in {len(label_names)} classes written to {out} "
         f"in {timings['total']:.1f}s")
     return manifest

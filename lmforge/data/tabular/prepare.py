@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lmforge.config.schema import to_dict
+from lmforge.data import drops
 from lmforge.data.config import DataConfig
 from lmforge.data.tabular.impute import columns_to_drop, strategy_for
 from lmforge.data.tabular.preprocess import TabularArrays, TabularPreprocessor, resolve_task, to_float
@@ -96,7 +97,7 @@ def _save_arrays(path: Path, a: TabularArrays) -> None:
 
 def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = True) -> dict:
     """Prepare ``data.tabular`` into ``out``; returns the manifest (also written to ``out/manifest.json``)."""
-    say = (lambda msg: print(f"[data] {msg}", flush=True)) if progress else (lambda msg: None)
+    say = drops.say  # results, printed with or without progress bars
     tab = data.tabular
     cols, target = tab.columns, tab.columns.target
     if not target:
@@ -113,6 +114,9 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
 
     # ---- rows without a usable target --------------------------------------------------------------
     task = "classification" if data.labels and tab.task == "auto" else resolve_task(tab.task, frame[target])
+    where = out / "rejected" / "rows.jsonl"
+    drops.say_step("read", n_read, len(frame), Counter(r["reason"] for r in rejected), where,
+                   "check the file's columns and quoting")
     keep = np.ones(len(frame), dtype=bool)
     for i, v in enumerate(frame[target].tolist()):
         if v is None:
@@ -128,6 +132,8 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
                             "and data.strict: false to reject such rows instead)")
         keep[i] = False
         rejected.append({"source": sources[i], "line": int(lines[i]), "reason": reason, "detail": detail})
+    drops.say_step("target", len(keep), int(keep.sum()), Counter(r["reason"] for r in rejected[len(info.rejected):]),
+                   where, f"check columns.target ({target!r}) and data.labels")
     frame, lines = frame[keep].reset_index(drop=True), lines[keep]
     sources = [s for s, k in zip(sources, keep) if k]
 
@@ -142,6 +148,7 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
 
     # ---- drop_row: rows missing a cell of a drop_row column ---------------------------------------
     drop_cols = [c for c in features if c not in dropped and strategy_for(tab.missing, c, c in cols.numeric) == "drop_row"]
+    n_before_drop_row = len(rejected)
     for s, idx in parts.items():
         ok = []
         for i in idx:
@@ -152,6 +159,10 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
                 rejected.append({"source": sources[i], "line": int(lines[i]), "reason": f"missing_value:{bad}",
                                  "detail": f"{bad!r} is missing (missing.strategy drop_row)"})
         parts[s] = np.asarray(ok, dtype=np.int64)
+    drops.say_step("drop_row", sum(rows_before.values()), sum(len(p) for p in parts.values()),
+                   Counter(r["reason"] for r in rejected[n_before_drop_row:]), where,
+                   "missing.strategy drop_row removes every row with a missing cell; an imputer keeps them "
+                   "(data.tabular.missing.strategy: median, knn, ...)")
     reasons = Counter(r["reason"] for r in rejected)
     if len(parts["train"]) == 0:
         raise DataError(f"the train split is empty: {n_read} rows read, {len(frame)} with a target, rejected: "
@@ -160,6 +171,10 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
     say("split: " + ", ".join(f"{s} {len(parts[s])}" for s in SPLITS) + (f" (stratified by {target!r})" if stratify else ""))
 
     # ---- fit on train, transform every split ---------------------------------------------------------
+    interpolated = [c for c in features if c not in dropped and strategy_for(tab.missing, c, c in cols.numeric) == "interpolate"]
+    if interpolated and not cols.order:
+        drops.warn(f"missing.strategy interpolate on {interpolated} without data.tabular.columns.order: values are "
+                   "interpolated along the file's row order; name the time or sequence column in columns.order")
     pre = TabularPreprocessor(tab, seed, task=task, labels=data.labels).fit(frame.iloc[parts["train"]], drop=dropped)
     if pre.task == "classification":  # a label left only in val/test (its train rows were dropped): not learnable
         for s in ("val", "test"):
@@ -208,8 +223,8 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         write_missingness_plot(out / "missingness.png", manifest)
         write_report(out / "report.md", manifest)
-    say(f"kept {kept} of {n_read} rows" + (f"; rejected {dict(reasons)} (rejected/rows.jsonl)" if reasons else "")
-        + f"; wrote {out / MANIFEST}")
+    drops.say_total(n_read, kept, reasons, where, "rows")
+    say(f"wrote {out / MANIFEST}")
     return manifest
 
 

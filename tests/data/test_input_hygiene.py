@@ -122,7 +122,7 @@ def test_copies_of_one_text_with_different_labels_are_counted_and_resolved(tmp_p
            f"{dropped} of them" in err
     assert m["steps"]["dedup"]["dropped"] == {"exact_duplicate": 1, "label_conflict": dropped}
     report = (tmp_path / "run" / "data" / "report.md").read_text()
-    assert f"**Label conflicts:** 2 text(s) appear with different labels" in report and "| r0, r1, r2 |" in report
+    assert "**Label conflicts:** 2 text(s) appear with different labels" in report and "| r0, r1, r2 |" in report
     written = [json.loads(line) for p in (tmp_path / "run" / "data" / "splits").rglob("*.jsonl")
                for line in p.read_text().splitlines()]
     conflicting = [(d["text"], d["label"]) for d in written if d["text"].startswith("conflict")]

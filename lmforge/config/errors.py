@@ -13,7 +13,7 @@ class ConfigError(LmforgeError, ValueError):
     def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
         self.problems = problems
         self.source = source
-        where = f" in {source}" if source else ""
+        where = " (from --set)" if source == "--set" else f" in {source}" if source else ""
         lines = [f"{len(problems)} problem(s) in the configuration{where}:"]
         lines += [f"  - {key or '<root>'}: {msg}" for key, msg in problems]
         super().__init__("\n".join(lines))

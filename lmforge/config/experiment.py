@@ -175,6 +175,20 @@ def load_raw(name_or_path: str | None, overrides: list[str] | None = None) -> tu
     return apply_overrides(raw, overrides or []), source
 
 
+def attribute_overrides(exc: ConfigError, overrides: list[str]) -> ConfigError:
+    """The same problems, each one a ``--set`` caused saying so (the file is not where to look)."""
+    if not overrides:
+        return exc
+    given = {text.partition("=")[0].strip(): text for text in overrides}
+    problems, from_file = [], False
+    for key, msg in exc.problems:
+        text = next((t for k, t in given.items() if key == k or key.startswith((k + ".", k + "["))), None)
+        if text is None:
+            from_file = True
+        problems.append((key, msg + (f" (from --set {text})" if text else "")))
+    return ConfigError(problems, exc.source if from_file else "--set")
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None,
                 raw: dict | None = None) -> ExperimentConfig:
     """Load YAML (file or preset), apply ``key.path=value`` overrides, validate everything at once."""
@@ -183,7 +197,10 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         raw, source = load_raw(name_or_path, overrides)
     else:
         raw = apply_overrides(raw, overrides or [])
-    cfg = build(ExperimentConfig, raw, source)
+    try:
+        cfg = build(ExperimentConfig, raw, source)
+    except ConfigError as exc:
+        raise attribute_overrides(exc, overrides or []) from None
     if cfg.model.preset is not None:  # preset sizes, with the keys the user wrote winning
         from lmforge.models.config import resolve
 

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 from lmforge.config.errors import ConfigError
 
@@ -129,6 +129,53 @@ def _check_range(value: Any, meta: typing.Mapping, path: str, problems: Problems
         problems.append((path, f"must be <= {hi}; got {value}"))
 
 
+# names other tools use for our keys (HF TrainingArguments, nanoGPT, PyTorch Lightning, HF configs)
+SYNONYMS = {
+    "learning_rate": "lr", "lr_rate": "lr", "base_lr": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
+    "max_epochs": "epochs", "epoch": "epochs", "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "batchsize": "batch_size", "bs": "batch_size", "steps": "max_steps", "num_steps": "max_steps",
+    "total_steps": "max_steps", "max_iters": "max_steps", "num_train_steps": "max_steps", "warmup": "warmup_steps",
+    "warmup_iters": "warmup_steps", "num_warmup_steps": "warmup_steps", "gradient_accumulation_steps": "grad_accum",
+    "accumulate_grad_batches": "grad_accum", "n_layers": "n_layer", "num_layers": "n_layer",
+    "num_hidden_layers": "n_layer", "n_heads": "n_head", "num_heads": "n_head", "num_attention_heads": "n_head",
+    "hidden_size": "d_model", "n_embd": "d_model", "dim": "d_model", "intermediate_size": "d_ff",
+    "block_size": "max_seq_len", "max_position_embeddings": "max_seq_len", "max_len": "max_length",
+    "patience": "early_stopping_patience", "eval_steps": "eval_every", "eval_interval": "eval_every",
+    "save_steps": "save_every", "logging_steps": "log_every", "log_interval": "log_every",
+    "save_total_limit": "keep_last", "min_lr_ratio": "min_lr", "optim": "optimizer", "dropout_rate": "dropout",
+    "hidden_dropout_prob": "dropout", "lr_scheduler_type": "schedule", "scheduler": "schedule",
+    "output_dir": "out_dir", "random_seed": "seed", "label_column": "label_field", "text_column": "text_field",
+}
+
+
+def _nested(cls: type, name: str, depth: int = 2, prefix: str = "") -> Optional[str]:
+    """The dotted path of a field called ``name`` in ``cls`` or its config sub-sections (breadth first)."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if name in fields:
+        return _join(prefix, name)
+    if depth == 0:
+        return None
+    hints = typing.get_type_hints(cls)
+    for f in fields:
+        if dataclasses.is_dataclass(hints[f]):
+            hit = _nested(hints[f], name, depth - 1, _join(prefix, f))
+            if hit:
+                return hit
+    return None
+
+
+def suggest(cls: type, key: str) -> Optional[str]:
+    """What an unknown ``key`` of ``cls`` most likely meant: a synonym (``learning_rate`` → ``lr``),
+    the same name one level down (``epochs`` → ``loop.epochs``), or a close spelling."""
+    for name in (SYNONYMS.get(key.lower()), key):
+        hit = _nested(cls, name) if name else None
+        if hit and hit != key:
+            return hit
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    close = difflib.get_close_matches(key, fields, n=1) or difflib.get_close_matches(SYNONYMS.get(key.lower(), ""), fields, n=1)
+    return close[0] if close else None
+
+
 def _build(cls: type, raw: dict, path: str, problems: Problems) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -140,8 +187,8 @@ def _build(cls: type, raw: dict, path: str, problems: Problems) -> Any:
             new = _join(path, renamed[key])
             problems.append((_join(path, key), f"renamed: this key is now {new} (see README, 'Renamed keys')"))
         elif key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1)
-            extra = f"did you mean {hint[0]!r}? " if hint else ""
+            hint = suggest(cls, str(key))
+            extra = f"did you mean {hint!r}? " if hint else ""
             problems.append((_join(path, key), f"unknown key; {extra}valid keys: {', '.join(sorted(fields))}"))
     for name, f in fields.items():
         if name not in raw:
@@ -195,4 +242,7 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
+        inner = typing.get_args(tp)[0] if typing.get_origin(tp) is list and typing.get_args(tp) else None
+        if inner is not None and dataclasses.is_dataclass(inner):  # each item's keys: data.sources[].path
+            rows += describe(inner, f"{key}[]")
     return rows

@@ -100,3 +100,29 @@ def test_the_readme_reference_is_the_schema():
     text = README.read_text()
     start, end = current_table(text)
     assert text[start:end] == reference_table(), "README out of date: run python -m lmforge.config.reference"
+
+
+def test_synonyms_from_other_tools_and_keys_one_level_down_are_suggested():
+    raw = {"pretrain": {"learning_rate": 1e-3, "max_iters": 10}, "model": {"num_hidden_layers": 2, "hidden_size": 64},
+           "finetune": {"optim": {"num_warmup_steps": 3}}, "data": {"seq_len": 64}}
+    with pytest.raises(ConfigError) as info:
+        load_config(raw=raw)
+    hints = {k: m.split("did you mean ")[1].split("?")[0] for k, m in info.value.problems if "did you mean" in m}
+    assert hints == {"pretrain.learning_rate": "'lr'", "pretrain.max_iters": "'max_steps'",
+                     "model.num_hidden_layers": "'n_layer'", "model.hidden_size": "'d_model'",
+                     "data.seq_len": "'pack.seq_len'",
+                     "finetune.optim.num_warmup_steps": "'warmup_ratio'"}
+
+
+def test_a_bad_key_given_with_set_is_attributed_to_set_not_to_the_file():
+    with pytest.raises(ConfigError) as info:
+        load_config("quickstart", ["pretrain.learning_rate=1e-3"])
+    text = str(info.value)
+    assert "configuration (from --set)" in text and "quickstart.yaml" not in text
+    assert "pretrain.learning_rate: unknown key; did you mean 'lr'?" in text
+    assert text.endswith("(from --set pretrain.learning_rate=1e-3)")
+    with pytest.raises(ConfigError) as info:  # a file problem and a --set problem: each says where it is from
+        load_config(raw={"seeed": 1}, overrides=["pretrain.lr=abc"])
+    lines = str(info.value).splitlines()
+    assert any(ln.strip().startswith("- seeed:") and "--set" not in ln for ln in lines)
+    assert any("pretrain.lr" in ln and ln.endswith("(from --set pretrain.lr=abc)") for ln in lines)

@@ -225,6 +225,16 @@ def resolve_checkpoint(path: str | Path, prefer: Literal["latest", "best"] = "la
     return cks[-1]
 
 
+def default_eval_dir(model_folder: Path, name: str) -> Path:
+    """Where ``lmforge evaluate`` writes when not told: a fine-tuning run's ``best/`` model reports
+    into that run's ``eval/<name>/`` (where the run's own final evaluation is), any other model
+    folder into its own ``eval/<name>/``."""
+    model_folder = Path(model_folder)
+    if model_folder.name == "best" and kind_of(model_folder.parent) == "finetune":
+        return TrainPaths(model_folder.parent).eval(name)
+    return model_folder / "eval" / name
+
+
 def task_model_dir(path: str | Path) -> Path:
     """The HF folder of a fine-tuned model: the folder itself, or a finetune folder's ``best/``."""
     p = Path(path)

@@ -64,6 +64,20 @@ def read_records(path: str | Path, text_field: str = "text", label_field: str = 
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"no data file at {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    if b"\x00" in head:
+        raise LabeledDataError(f"{path}: looks binary (NUL bytes in its first {len(head)} bytes), not a "
+                               ".jsonl/.csv/.tsv text file; point the data key at the labeled text file")
+    try:
+        return _read_records(path, text_field, label_field, need_label, id_field, header)
+    except UnicodeDecodeError as exc:
+        raise LabeledDataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); a binary file, or "
+                               "text in another encoding (convert it with iconv -t utf-8)") from None
+
+
+def _read_records(path: Path, text_field: str, label_field: str, need_label: bool, id_field: Optional[str],
+                  header: bool) -> list[Example]:
     suffix = path.suffix.lower()
     out: list[Example] = []
     if suffix in (".jsonl", ".json"):

@@ -19,7 +19,7 @@ from lmforge.evaluation.config import EvaluateConfig
 from lmforge.evaluation.perplexity import evaluate_lm
 from lmforge.evaluation.report import write_report
 from lmforge.inference.predictor import default_device
-from lmforge.layout import kind_of
+from lmforge.layout import default_eval_dir, kind_of
 from lmforge.models.load import load_task_model
 from lmforge.tasks import get_task
 
@@ -45,7 +45,7 @@ def evaluate_classifier(cfg: EvaluateConfig, progress: bool = True) -> tuple[dic
     device = default_device()
     tm.model.to(device)
     m = evaluate_task(tm.model, task, enc, examples, tm.labels, cfg.batch_size, tm.specials.pad, device, progress)
-    out_dir = Path(cfg.out) if cfg.out else tm.folder / "eval" / name
+    out_dir = Path(cfg.out) if cfg.out else default_eval_dir(tm.folder, name)
     report = write_report(out_dir, m, tm.labels, f"{tm.folder.name} on {name}",
                           {"model": str(tm.folder), "data": cfg.file or f"{cfg.data_dir} ({cfg.split})",
                            "max_length": max_length})

@@ -14,12 +14,18 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from lmforge.errors import DataError
+from lmforge.errors import ArtifactError, DataError
 from lmforge.evaluation.array_report import write_array_report
+from lmforge.layout import default_eval_dir
 from lmforge.inference.predictor import default_device
 from lmforge.models.arrays import load_array_model
 from lmforge.tasks import get_array_task
 from lmforge.tasks.arrays import ArraySet, format_predictions, predict_set, score
+
+
+def _exists(path: str) -> None:
+    if not Path(path).exists():
+        raise ArtifactError(f"{path}: no such file or folder")
 
 
 def read_images(path: str, meta: dict, need_label: bool) -> ArraySet:
@@ -28,6 +34,7 @@ def read_images(path: str, meta: dict, need_label: bool) -> ArraySet:
     from lmforge.data.images.read import Rejected, read_source
 
     C, H, W = meta["in_shape"]
+    _exists(path)
     src = ImageSourceConfig(path=str(path))
     if Path(path).is_dir() and not any(p.is_dir() for p in Path(path).iterdir()):
         src = ImageSourceConfig(path=str(path), format="folder")
@@ -63,6 +70,7 @@ def read_rows(path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet
     from lmforge.data.tabular.config import TableSourceConfig
     from lmforge.data.tabular.read import read_table
 
+    _exists(path)
     pre = TabularPreprocessor.load(folder / "preprocessor")
     columns = pre.cfg.columns if need_label else replace(pre.cfg.columns, target=None)  # predict: no target needed
     got = read_table(TableSourceConfig(path=str(path)), columns)
@@ -106,7 +114,7 @@ def evaluate_array_model(folder: Path, file: Optional[str], data_dir: Optional[s
     task = get_array_task(meta["lmforge_kind"])
     preds = predict_set(task, model, data, meta, batch_size, device)
     m = score(preds, data, meta)
-    out_dir = Path(out) if out else folder / "eval" / name
+    out_dir = Path(out) if out else default_eval_dir(folder, name)
     report = write_array_report(out_dir, m, meta, data, preds, f"{folder.name} on {name}",
                                 {"model": str(folder), "data": file or f"{data_dir} ({split})"})
     return m, report

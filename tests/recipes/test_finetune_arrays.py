@@ -58,6 +58,15 @@ def test_images_prepare_finetune_evaluate_predict(tmp_path, capsys):
     assert main(["predict", str(run / "finetune" / "best"), "--file", str(tmp_path / "five.npz"), "--out", str(out)]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 5 and all(r["label"] in man["labels"] and 0 < r["score"] <= 1 for r in recs)
+    # without --out, evaluate reports where the run's own evaluation is (finetune/eval/), not in best/
+    assert main(["evaluate", str(run / "finetune"), "--data-dir", str(run / "data"), "--split", "val"]) == 0
+    assert (run / "finetune" / "eval" / "val" / "report.md").is_file() and not (run / "finetune" / "best" / "eval").exists()
+    # a missing input is "no such file", whatever its name says it is
+    capsys.readouterr()
+    for name in ("nope.npz", "nope.jsonl"):
+        assert main(["predict", str(run / "finetune" / "best"), "--file", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: no such file or folder" in err and "data.image.sources" not in err
 
 
 def test_table_prepare_finetune_evaluate_predict(tmp_path):

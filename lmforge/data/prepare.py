@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
@@ -59,6 +59,30 @@ class PipelineError(LmforgeError, RuntimeError):
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepared_with(out: Path, data: DataConfig, tokenizer: TokenizerConfig, seed: int) -> Optional[dict]:
+    """The manifest of text data already prepared in ``out`` from exactly this config and these input
+    files (same config hash; every local input with the recorded size and sha256), else None."""
+    try:
+        m = json.loads((Path(out) / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if m.get("config_hash") != _hash({"data": to_dict(data), "tokenizer": to_dict(tokenizer), "seed": seed}):
+        return None
+    for entry in m.get("inputs", []):
+        path = entry.get("path")
+        if not path or not entry.get("sha256") or entry.get("files"):  # builtins: the config hash covers them
+            continue
+        if not os.path.isfile(path) or os.path.getsize(path) != entry.get("bytes"):
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(8 << 20):
+                h.update(chunk)
+        if h.hexdigest() != entry["sha256"]:
+            return None
+    return m
 
 
 def _file_checksums(units: list[WorkUnit]) -> list[dict]:

@@ -398,6 +398,12 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
             record[name] = {"status": "skipped", "seconds": 0.0, "ran_seconds": done.get("seconds"),
                             "finished": done.get("finished"), "result": done.get("result")}
             continue
+        if not forced and done is None and started is None and _adopt(cfg, name):
+            result = {"splits": {}, "manifest": str(cfg.paths.data / "manifest.json"), "adopted": True}
+            _write(done_file, {"stage": name, "key": keys[name], "parts": parts[name], "seconds": 0.0,
+                               "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+            record[name] = {"status": "skipped", "seconds": 0.0, "result": result}
+            continue
         resume, kept = _plan(cfg, st, parts[name], keys[name], started, done, forced)
         done_file.unlink(missing_ok=True)
         _write(started_file, {"stage": name, "key": keys[name], "parts": parts[name],
@@ -434,6 +440,19 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
          f"{[n for n, r in record.items() if r['status'] == 'skipped'] or 'nothing'}")
     _say(f"report: {page} (and {page.with_suffix('.md')})")
     return record
+
+
+def _adopt(cfg: ExperimentConfig, name: str) -> bool:
+    """A data folder that ``lmforge data prepare`` already wrote from this very config and these
+    input files counts as the data stage done (text data: its manifest records both)."""
+    if name != "data" or cfg.data.kind != "text" or not cfg.paths.tokenizer.is_dir():
+        return False
+    from lmforge.data.prepare import prepared_with
+
+    if prepared_with(cfg.paths.data, cfg.data, cfg.tokenizer, cfg.seed) is None:
+        return False
+    _say("data: already prepared from this config and these input files (by lmforge data prepare) — adopted, skipped")
+    return True
 
 
 def _plan(cfg: ExperimentConfig, st: Stage, parts: dict, key: str, started: Optional[dict], done: Optional[dict],

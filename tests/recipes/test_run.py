@@ -175,3 +175,21 @@ def test_a_non_resume_safe_max_steps_change_starts_over_and_says_why(tmp_path, c
     assert "pretrain.max_steps: 20 → 25" in out and "not resumed" in out
     assert "the previous output is kept in" in out
     assert json.loads((tmp_path / "cosine" / "pretrain" / "summary.json").read_text())["steps"] == 25
+
+
+def test_data_prepared_by_hand_with_the_same_config_counts_as_done(tmp_path, capsys):
+    cfg = pipeline_config(tmp_path, "byhand", stages=["data"])
+    assert main(["data", "prepare", str(cfg), "--no-progress"]) == 0
+    manifest = (tmp_path / "byhand" / "data" / "manifest.json").read_text()
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    assert "data: already prepared from this config and these input files" in capsys.readouterr().out
+    assert stamps(tmp_path / "byhand")["data"]["status"] == "skipped"
+    assert (tmp_path / "byhand" / "data" / "manifest.json").read_text() == manifest  # not redone
+    # a different config is not adopted: it runs, and the hand-made folder is kept aside
+    other = pipeline_config(tmp_path, "byhand2", stages=["data"])
+    assert main(["data", "prepare", str(other), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(other), "--no-progress", "--set", "seed=4"]) == 0
+    out = capsys.readouterr().out
+    assert "adopted" not in out and "data: first run" in out and "previous output is kept in" in out

@@ -9,7 +9,9 @@ lookups. Names in use: ``ingest.mid_unit``, ``<stage>.before_marker`` / ``<stage
 written; ``<stage>.gathered``: the Ray driver received a unit's result, its marker already
 written by the worker), ``dedup.done``, ``plan.unit``, ``tokenizer.trained``, ``merge.split``,
 ``manifest.before`` (data prepare); ``checkpoint.before_rename`` (a checkpoint's files written
-to its temporary folder, not yet renamed into place).
+to its temporary folder, not yet renamed into place); ``swap.between`` (a published folder —
+fine-tuning's ``best/``, an export — moved to ``.old``, its replacement not yet renamed in);
+``run.stage_done`` (``lmforge run``: a stage stamped done, the next not started); ``tune.trial_done``.
 
 ``LMFORGE_FAULT_HOLD=NAME:PIDFILE`` stops one process at ``point(NAME)`` for a test to kill from
 outside: the first process to get there (across processes: the one that creates PIDFILE) writes

@@ -236,8 +236,13 @@ def default_eval_dir(model_folder: Path, name: str) -> Path:
 
 
 def task_model_dir(path: str | Path) -> Path:
-    """The HF folder of a fine-tuned model: the folder itself, or a finetune folder's ``best/``."""
+    """The HF folder of a fine-tuned model: the folder itself, or a finetune folder's ``best/``
+    (put back first if a crash left it mid-swap, :mod:`lmforge.swap`)."""
+    from lmforge.swap import recover
+
     p = Path(path)
+    recover(p / "best")
+    recover(p)
     kind = kind_of(p)
     if kind == "finetune":
         return p / "best"

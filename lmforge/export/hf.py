@@ -17,6 +17,7 @@ from lmforge.models.heads import Classifier
 from lmforge.models.hf_tasks import classifier_to_hf
 from lmforge.models.lora import merge_lora
 from lmforge.models.weights import write_checksums
+from lmforge.swap import swap_in
 from lmforge.tokenizer.io import Specials, add_post_processor
 
 
@@ -30,9 +31,7 @@ def export_task_model(model: Classifier, folder: Path, labels: list[str], specia
     classifier_to_hf(m, tmp, labels, specials.pad, tokenizer_dir, {"pad_id": specials.pad, **meta})
     add_post_processor(tmp / "tokenizer.json", specials, m.causal)
     write_checksums(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    swap_in(tmp, folder)
 
 
 def export_hf(model: str | Path, out: str | Path | None) -> Path:

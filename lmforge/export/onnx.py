@@ -44,6 +44,7 @@ from lmforge.export.config import ExportConfig
 from lmforge.inference.ort import session
 from lmforge.models.load import TaskModel, load_task_model
 from lmforge.models.weights import write_checksums
+from lmforge.swap import swap_in
 from lmforge.tasks import get_task
 from lmforge.tasks.batching import collate
 from lmforge.tokenizer.io import copy_files
@@ -94,9 +95,7 @@ def publish(tmp: Path, out: Path, record: dict, card: str) -> dict:
     (tmp / "export.json").write_text(json.dumps(record, indent=2))
     (tmp / "README.md").write_text(card)
     write_checksums(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    swap_in(tmp, out)
     record["out"] = str(out)
     return record
 

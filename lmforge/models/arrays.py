@@ -56,6 +56,8 @@ def save_array_model(model: nn.Module, folder: Path, model_cfg: ModelConfig, met
         raise ValueError(f"meta for a {kind} model lacks {', '.join(missing)}")
     from safetensors.torch import save_file
 
+    from lmforge.swap import swap_in
+
     config = {"lmforge_kind": kind, "model": asdict(model_cfg), **meta}
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     with writing(folder):
@@ -65,14 +67,7 @@ def save_array_model(model: nn.Module, folder: Path, model_cfg: ModelConfig, met
         save_file(unique_state(model), str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_plain))
         write_checksums(tmp)
-        if folder.exists():
-            old = folder.parent / f".old-{folder.name}-{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
+        swap_in(tmp, folder)
     return folder
 
 

@@ -46,6 +46,7 @@ from lmforge.tasks import Task, get_task
 from lmforge.tasks.batching import collate, pack, row_length
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_for_model
+from lmforge.swap import recover
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig, PeftConfig
@@ -222,6 +223,7 @@ def _finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed:
     # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
     config = {"finetune": to_dict(ft), "model": to_dict(model_cfg), "seed": seed}
     best = Best("max", L.early_stopping_patience)
+    recover(out.best)  # a best/ a crash left mid-swap is put back before anything reads it
     start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
                                       resume_changed=resume_changed, safe_keys=RESUME_SAFE, say=_say)
     ensure_dir(out.root, "finetune output")

@@ -40,6 +40,7 @@ from lmforge.models.arrays import load_array_model, save_array_model
 from lmforge.models.config import ModelConfig
 from lmforge.tasks import get_array_task
 from lmforge.tasks.arrays import ArraySet, check_finite, is_regression, loss_of, predict_set, prepared_manifest, score
+from lmforge.swap import recover
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig
@@ -142,6 +143,7 @@ def _run(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,
     # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
     config = {"finetune": to_dict(ft), "model": to_dict(model_cfg), "seed": seed}
     best = Best("max", L.early_stopping_patience)
+    recover(out.best)  # a best/ a crash left mid-swap is put back before anything reads it
     start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
                                       resume_changed=resume_changed, safe_keys=RESUME_SAFE, say=_say)
     ensure_dir(out.root, "finetune output")

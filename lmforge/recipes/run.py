@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from lmforge import faults
 from lmforge.config.experiment import ExperimentConfig
 from lmforge.config.schema import to_dict
 from lmforge.errors import UsageError
@@ -426,6 +427,7 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
         seconds = round(time.time() - t, 1)
         _write(done_file, {"stage": name, "key": keys[name], "parts": parts[name], "seconds": seconds,
                            "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        faults.point("run.stage_done")  # between stages: this one stamped done, the next not started
         record[name] = {"status": "resumed" if resume else "ran", "seconds": seconds, "ran_seconds": seconds,
                         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "result": result}
         if kept:

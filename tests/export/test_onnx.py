@@ -85,3 +85,25 @@ def test_hf_export_of_a_pretrained_decoder(tiny_decoder, tmp_path):
     assert main(["export", str(tiny_decoder), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
     assert (tmp_path / "hf" / "tokenizer.json").is_file() and hf.config.n_layer == 2
+
+
+def test_kill9_while_an_export_is_replaced_loses_nothing(tmp_path, make_task_model):
+    """A re-export SIGKILLed between its two renames (fault point swap.between) leaves the previous
+    export as onnx.old; the next export puts things right and writes the same verified model."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    make_task_model(tmp_path / "ft" / "best", ENCODER, "sequence", ["a", "b"])
+    cmd = [sys.executable, "-m", "lmforge", "export", str(tmp_path / "ft")]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    out = tmp_path / "ft" / "export" / "onnx"
+    first = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    p = subprocess.run(cmd, env={**os.environ, "LMFORGE_FAULT": "swap.between"}, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert not out.exists() and (out.parent / "onnx.old" / "model.onnx").is_file()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert not (out.parent / "onnx.old").exists()
+    assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == first
+    assert json.loads((out / "export.json").read_text())["verification"]["max_abs_logit_diff"] < 1e-4

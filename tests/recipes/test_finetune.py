@@ -461,3 +461,29 @@ def test_a_body_with_no_hf_layout_is_refused_before_training(task_files, tokeniz
     err = capsys.readouterr().err
     assert "only BERT-shaped encoders" in err and "Hugging Face folder" in err
     assert not (tmp_path / "prenorm" / "finetune" / "metrics.jsonl").exists()  # no step was run
+
+
+def test_kill9_while_best_is_replaced_loses_nothing(task_files, tokenizer_dir, tmp_path):
+    """SIGKILL between the two renames that put a new best/ in place (fault point swap.between):
+    best/ is gone, best.old/ holds the previous best. The resume puts it back and ends with the same
+    best step, metric and weights as a run that was never interrupted."""
+    over = dict(**seq_files(task_files), max_steps=40, save_every=5, eval_every=10, metric="loss")
+    ref = ft_config(tmp_path, "ref", tokenizer_dir, **over)
+    assert main(["finetune", str(ref), "--no-progress"]) == 0
+    cfg = ft_config(tmp_path, "killed", tokenizer_dir, **over)
+    p = subprocess.run([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
+                       env={**os.environ, "LMFORGE_FAULT": "swap.between:2"}, capture_output=True, text=True)
+    assert p.returncode == -9, p.stderr[-2000:]
+    out = tmp_path / "killed" / "finetune"
+    assert not (out / "best").exists() and (out / "best.old" / "model.safetensors").is_file()
+    r = subprocess.run([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--resume", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (out / "best.old").exists()
+    s_ref, s_got = (json.loads((tmp_path / n / "finetune" / "summary.json").read_text()) for n in ("ref", "killed"))
+    assert s_got["best_step"] == s_ref["best_step"] and s_got["best_val"] == pytest.approx(s_ref["best_val"], abs=1e-6)
+    assert s_got["results"]["val"] == pytest.approx(s_ref["results"]["val"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    w_ref, w_got = (load_file(str(tmp_path / n / "finetune" / "best" / "model.safetensors")) for n in ("ref", "killed"))
+    assert w_ref.keys() == w_got.keys() and all(torch.allclose(w_ref[k], w_got[k], atol=1e-6) for k in w_ref)

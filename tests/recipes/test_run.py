@@ -193,3 +193,25 @@ def test_data_prepared_by_hand_with_the_same_config_counts_as_done(tmp_path, cap
     assert main(["run", str(other), "--no-progress", "--set", "seed=4"]) == 0
     out = capsys.readouterr().out
     assert "adopted" not in out and "data: first run" in out and "previous output is kept in" in out
+
+
+@pytest.mark.parametrize("nth", [1, 3])
+def test_kill_9_between_stages_then_the_same_command_finishes_identically(tmp_path, nth):
+    """SIGKILL right after a stage is stamped done (after data, or after pretrain): the rerun skips
+    what is done and ends with the fine-tuned results of an uninterrupted run."""
+    stages = ["data", "labeled_data", "pretrain", "finetune"]
+    cfg = pipeline_config(tmp_path, "cut", stages=stages)
+    cmd = [sys.executable, "-m", "lmforge", "run", str(cfg), "--no-progress"]
+    p = subprocess.run(cmd, env={**os.environ, "LMFORGE_FAULT": f"run.stage_done:{nth}"}, capture_output=True,
+                       text=True)
+    assert p.returncode == -9, p.stderr[-2000:]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = stamps(tmp_path / "cut")
+    assert [n for n in stages if s[n]["status"] == "skipped"] == stages[:nth]
+    assert "previous output is kept" not in p.stdout  # nothing had to be set aside
+    ref = pipeline_config(tmp_path, "whole", stages=stages)
+    assert main(["run", str(ref), "--no-progress"]) == 0
+    got, want = (json.loads((tmp_path / n / "finetune" / "summary.json").read_text()) for n in ("cut", "whole"))
+    assert got["results"]["test"] == pytest.approx(want["results"]["test"], abs=1e-6)
+    assert got["best_step"] == want["best_step"]

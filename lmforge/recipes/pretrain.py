@@ -31,6 +31,7 @@ from lmforge.training.distributed import (Dist, all_reduce_mean, all_reduce_sum,
                                           grad_sync, rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
 from lmforge.training.embedding_health import band_cosines, output_cosine, token_ranks
+from lmforge.training.embedding_init import init_from_cooccurrence, row_iter
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.metric_logging import MetricsLog, eta, write_config
@@ -233,6 +234,21 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if d.main:
             _say(f"continuing from {p.init}: {model_cfg.arch}, {model_cfg.n_layer} layers, d_model {model_cfg.d_model} "
                  "(the model section is ignored; a new objective head)")
+    if p.embedding_init == "cooccurrence" and init_body is None and start is None and not resume:
+        info = init_from_cooccurrence(
+            model.body.embed.tok.weight, row_iter(train), train.seq_len, p.embedding_window,
+            {i for i in (train.index.get("doc_end_id"),) if i is not None},
+            {v for v in special.values() if v is not None},
+            p.embedding_max_tokens, seed)
+        embedding_start = info
+        if d.main:
+            _say(f"token embeddings from co-occurrence: {info.get('vocab_rows', 0):,} of {info.get('of_vocab', 0):,} "
+                 f"rows from {info['tokens']:,} train tokens, window {p.embedding_window} ({info.get('seconds', 0)} s)"
+                 + (f"; skipped: {info['skipped']}" if "skipped" in info else ""))
+    elif resume:
+        embedding_start = {"kind": p.embedding_init, "note": "set at the start of the run this one resumes"}
+    else:
+        embedding_start = {"kind": "random" if init_body is None and start is None else "from the start model"}
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     model = model.to(d.device)
@@ -418,7 +434,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                # mean pairwise cosine of input embeddings by training-frequency rank band, and of the
                # body's output over the positions of 8 validation windows, at the last validation
                # (near 1 = those tokens / every input collapsed onto one direction)
-               "embedding_health": health}
+               "embedding_health": health, "embedding_init": embedding_start}
     if d.main:
         out.summary.write_text(json.dumps(summary, indent=2))
         plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")

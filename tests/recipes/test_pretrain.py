@@ -295,3 +295,14 @@ def test_a_collapsed_body_is_warned_about(prepared, cfg_for, capsys, monkeypatch
     assert out.count("the body's output has collapsed (output_cos 0.9999") == 2
     summary = json.loads((prepared / "collapsed" / "pretrain" / "summary.json").read_text())
     assert summary["embedding_health"]["output_cos"] == 0.9999
+
+
+def test_embedding_init_from_cooccurrence(prepared, cfg_for, capsys):
+    cfg = cfg_for("cooc", **{"model.arch": "encoder", "pretrain.objective": "mlm", "pretrain.max_steps": 4,
+                             "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8})
+    assert main(["pretrain", str(cfg), "--no-progress"]) == 0
+    assert "token embeddings from co-occurrence:" in capsys.readouterr().out
+    info = json.loads((prepared / "cooc" / "pretrain" / "summary.json").read_text())["embedding_init"]
+    assert info["kind"] == "cooccurrence" and info["window"] == 8 and info["vocab_rows"] > 50
+    with pytest.raises(Exception, match="embedding_init: cooccurrence fills a fresh model"):
+        load_config(str(cfg), ["pretrain.init=minilm"])

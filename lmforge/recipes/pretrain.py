@@ -251,6 +251,8 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         embedding_start = {"kind": "random" if init_body is None and start is None else "from the start model"}
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
+    if p.freeze_embeddings:
+        model.body.embed.tok.weight.requires_grad_(False)
     model = model.to(d.device)
     n_params = sum(x.numel() for x in model.parameters())
     # the module the loop calls; under FSDP ``model`` itself, sharded in place — so the optimizer

@@ -38,6 +38,7 @@ class PretrainConfig:
     mlm_probability: float = field(default=0.15, metadata={"min": 0.01, "max": 0.9, "help": "share of non-special tokens masked (mlm, and the generator's input for rtd)"})
     rtd_generator_ratio: float = field(default=0.25, metadata={"min": 0.05, "max": 1.0, "help": "rtd: the generator's width as a share of the encoder's (whole heads)"})
     embedding_init: Literal["random", "cooccurrence"] = field(default="random", metadata={"help": "token embeddings before the first step: random, or cooccurrence = PPMI + truncated SVD of the train tokens' co-occurrence within embedding_window positions of one document (seconds; a fresh run from random weights only, not with init)"})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "keep the token embedding table fixed while the rest trains (e.g. after embedding_init: cooccurrence, so the objective cannot wear it down)"})
     embedding_window: int = field(default=32, metadata={"min": 1, "help": "embedding_init cooccurrence: how far apart (in tokens, within one document) two tokens count as co-occurring"})
     embedding_max_tokens: int = field(default=5_000_000, metadata={"min": 1000, "help": "embedding_init cooccurrence: train tokens counted at most (memory is about 24 bytes per token per window offset)"})
     rtd_weight: float = field(default=50.0, metadata={"min": 0.0, "help": "rtd: weight of the discriminator's loss against the generator's"})

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import interrupt_after
 
@@ -299,10 +300,17 @@ def test_a_collapsed_body_is_warned_about(prepared, cfg_for, capsys, monkeypatch
 
 def test_embedding_init_from_cooccurrence(prepared, cfg_for, capsys):
     cfg = cfg_for("cooc", **{"model.arch": "encoder", "pretrain.objective": "mlm", "pretrain.max_steps": 4,
-                             "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8})
+                             "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8,
+                             "pretrain.freeze_embeddings": True, "pretrain.save_every": 2})
     assert main(["pretrain", str(cfg), "--no-progress"]) == 0
     assert "token embeddings from co-occurrence:" in capsys.readouterr().out
     info = json.loads((prepared / "cooc" / "pretrain" / "summary.json").read_text())["embedding_init"]
     assert info["kind"] == "cooccurrence" and info["window"] == 8 and info["vocab_rows"] > 50
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(prepared / "cooc" / "pretrain" / "checkpoints" / f"step_000000{n}" / "model.safetensors"))
+            for n in (2, 4))
+    assert torch.equal(a["body.embed.tok.weight"], b["body.embed.tok.weight"])  # frozen
+    assert not torch.equal(a["body.blocks.0.attn.qkv_proj.weight"], b["body.blocks.0.attn.qkv_proj.weight"])  # the rest trains
     with pytest.raises(Exception, match="embedding_init: cooccurrence fills a fresh model"):
         load_config(str(cfg), ["pretrain.init=minilm"])

@@ -209,38 +209,43 @@ def export_onnx(cfg: ExportConfig) -> dict:
     tm = load_task_model(cfg.model)
     out = Path(cfg.out) if cfg.out else tm.folder.parent / "export" / "onnx"
     tmp = staging(out)
-    wrapped = _LogitsOnly(tm.model.cpu().eval())
-    example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("seq", min=2, max=tm.model.cfg.max_seq_len)
-    t0 = time.time()
-    with quiet():
-        torch.onnx.export(wrapped, example, str(tmp / "model.onnx"), dynamo=True, verbose=False, external_data=False,
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_shapes={"input_ids": {0: batch_dim, 1: seq_dim},
-                                          "attention_mask": {0: batch_dim, 1: seq_dim}})
-    onnx.checker.check_model(str(tmp / "model.onnx"))
-    export_s = time.time() - t0
-    batches, data = _check_batches(tm, cfg)
-    fp32 = session(tmp / "model.onnx")
-    _, rows = _max_diff(fp32, wrapped, batches)
-    worst = check_tolerance(tmp, rows, cfg.tolerance)
-    record = {"format": "onnx", "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-              "source": str(tm.folder), "task": tm.model.task, "labels": tm.labels,
-              "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
-              "max_seq_len": tm.model.cfg.max_seq_len, "export_seconds": round(export_s, 2),
-              "verification": {"tolerance": cfg.tolerance, "max_abs_logit_diff": worst, "checks": rows},
-              "files": {"model.onnx": os.path.getsize(tmp / "model.onnx")}}
-    if cfg.quantize == "int8":
-        method = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
-        q_worst, q_rows = _max_diff(session(tmp / "model.int8.onnx"), wrapped, batches)
-        record["int8"] = {"method": method,
-                          "max_abs_logit_diff": q_worst, "checks": q_rows,
-                          "bytes": os.path.getsize(tmp / "model.int8.onnx")}
-        record["files"]["model.int8.onnx"] = record["int8"]["bytes"]
-    if data is not None:
-        record["quality"] = _quality(tm, data, tmp, cfg)
-    _copy_model_files(tm, tmp)
-    return publish(tmp, out, record, model_card(tm, record))
+    try:
+        wrapped = _LogitsOnly(tm.model.cpu().eval())
+        example = (torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+        batch_dim, seq_dim = torch.export.Dim("batch"), torch.export.Dim("seq", min=2, max=tm.model.cfg.max_seq_len)
+        t0 = time.time()
+        with quiet():
+            torch.onnx.export(wrapped, example, str(tmp / "model.onnx"), dynamo=True, verbose=False,
+                              external_data=False,
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_shapes={"input_ids": {0: batch_dim, 1: seq_dim},
+                                              "attention_mask": {0: batch_dim, 1: seq_dim}})
+        onnx.checker.check_model(str(tmp / "model.onnx"))
+        export_s = time.time() - t0
+        batches, data = _check_batches(tm, cfg)
+        fp32 = session(tmp / "model.onnx")
+        _, rows = _max_diff(fp32, wrapped, batches)
+        worst = check_tolerance(tmp, rows, cfg.tolerance)
+        record = {"format": "onnx", "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+                  "source": str(tm.folder), "task": tm.model.task, "labels": tm.labels,
+                  "inputs": {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"},
+                  "max_seq_len": tm.model.cfg.max_seq_len, "export_seconds": round(export_s, 2),
+                  "verification": {"tolerance": cfg.tolerance, "max_abs_logit_diff": worst, "checks": rows},
+                  "files": {"model.onnx": os.path.getsize(tmp / "model.onnx")}}
+        if cfg.quantize == "int8":
+            method = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+            q_worst, q_rows = _max_diff(session(tmp / "model.int8.onnx"), wrapped, batches)
+            record["int8"] = {"method": method,
+                              "max_abs_logit_diff": q_worst, "checks": q_rows,
+                              "bytes": os.path.getsize(tmp / "model.int8.onnx")}
+            record["files"]["model.int8.onnx"] = record["int8"]["bytes"]
+        if data is not None:
+            record["quality"] = _quality(tm, data, tmp, cfg)
+        _copy_model_files(tm, tmp)
+        return publish(tmp, out, record, model_card(tm, record))
+    except BaseException:  # out of space, a failed check, Ctrl-C: give the space back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _quality(tm: TaskModel, data: dict, folder: Path, cfg: ExportConfig) -> dict:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -213,47 +214,53 @@ def export_lm_onnx(cfg: ExportConfig) -> dict:
     else:
         out = lm.source / "export" / "onnx"
     tmp = staging(out)
-    tok, specials = load_for_model(lm.tokenizer_dir)
-    t0 = time.time()
-    _export_graph(lm, tmp / "model.onnx")
-    onnx.checker.check_model(str(tmp / "model.onnx"))
-    export_s = time.time() - t0
-    g = torch.Generator().manual_seed(0)
-    batches = _synthetic(lm, specials.pad, g) + (_file_batches(lm, cfg, tok, specials.pad) if cfg.file else [])
+    try:
+        tok, specials = load_for_model(lm.tokenizer_dir)
+        t0 = time.time()
+        _export_graph(lm, tmp / "model.onnx")
+        onnx.checker.check_model(str(tmp / "model.onnx"))
+        export_s = time.time() - t0
+        g = torch.Generator().manual_seed(0)
+        batches = _synthetic(lm, specials.pad, g) + (_file_batches(lm, cfg, tok, specials.pad) if cfg.file else [])
 
-    def check(path: Path) -> list[dict]:
-        s = session(path)
-        return _check_decoder(s, lm, batches, g.manual_seed(1)) if lm.causal else _check_encoder(s, lm, batches)
+        def check(path: Path) -> list[dict]:
+            s = session(path)
+            return _check_decoder(s, lm, batches, g.manual_seed(1)) if lm.causal else _check_encoder(s, lm, batches)
 
-    rows = check(tmp / "model.onnx")
-    worst = check_tolerance(tmp, rows, cfg.tolerance)
-    c = lm.cfg
-    inputs = {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"}
-    outputs = {"last_hidden_state": "float32 [batch, seq, d_model]", "sentence_embedding": "float32 [batch, d_model] (masked mean)"}
-    if lm.causal:
-        inputs = {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, past + seq]",
-                  "past_keys": "float32 [layers, batch, heads, past, head_dim]", "past_values": "same as past_keys"}
-        outputs = {"logits": "float32 [batch, seq, vocab]", "present_keys": "float32 [layers, batch, heads, past + seq, head_dim]",
-                   "present_values": "same as present_keys"}
-    record = {"format": "onnx", "kind": kind, "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
-              "source": str(lm.source), "inputs": inputs, "outputs": outputs, "max_seq_len": c.max_seq_len,
-              "export_seconds": round(export_s, 2),
-              "verification": {"tolerance": cfg.tolerance, "max_abs_diff": worst, "checks": rows},
-              "files": {"model.onnx": os.path.getsize(tmp / "model.onnx")}}
-    if cfg.quantize == "int8":
-        method = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
-        q_rows = check(tmp / "model.int8.onnx")
-        record["int8"] = {"method": method,
-                          "max_abs_diff": max(r["max_abs_diff"] for r in q_rows), "checks": q_rows,
-                          **({"min_top1_agreement": min(r["top1_agreement"] for r in q_rows)} if lm.causal else
-                             {"min_embedding_cosine": min(r["min_embedding_cosine"] for r in q_rows)}),
-                          "bytes": os.path.getsize(tmp / "model.int8.onnx")}
-        record["files"]["model.int8.onnx"] = record["int8"]["bytes"]
-    copy_files(lm.tokenizer_dir, tmp)
-    meta = {"kind": kind, "model": asdict(c), "source": str(lm.source), "step": lm.step,
-            "pooling": None if lm.causal else "mean"}
-    (tmp / LM_META_FILE).write_text(json.dumps(meta, indent=2))
-    return publish(tmp, out, record, lm_model_card(lm, record))
+        rows = check(tmp / "model.onnx")
+        worst = check_tolerance(tmp, rows, cfg.tolerance)
+        c = lm.cfg
+        inputs = {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, seq]"}
+        outputs = {"last_hidden_state": "float32 [batch, seq, d_model]", "sentence_embedding": "float32 [batch, d_model] (masked mean)"}
+        if lm.causal:
+            inputs = {"input_ids": "int64 [batch, seq]", "attention_mask": "int64 [batch, past + seq]",
+                      "past_keys": "float32 [layers, batch, heads, past, head_dim]", "past_values": "same as past_keys"}
+            outputs = {"logits": "float32 [batch, seq, vocab]",
+                       "present_keys": "float32 [layers, batch, heads, past + seq, head_dim]",
+                       "present_values": "same as present_keys"}
+        record = {"format": "onnx", "kind": kind,
+                  "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+                  "source": str(lm.source), "inputs": inputs, "outputs": outputs, "max_seq_len": c.max_seq_len,
+                  "export_seconds": round(export_s, 2),
+                  "verification": {"tolerance": cfg.tolerance, "max_abs_diff": worst, "checks": rows},
+                  "files": {"model.onnx": os.path.getsize(tmp / "model.onnx")}}
+        if cfg.quantize == "int8":
+            method = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+            q_rows = check(tmp / "model.int8.onnx")
+            record["int8"] = {"method": method,
+                              "max_abs_diff": max(r["max_abs_diff"] for r in q_rows), "checks": q_rows,
+                              **({"min_top1_agreement": min(r["top1_agreement"] for r in q_rows)} if lm.causal else
+                                 {"min_embedding_cosine": min(r["min_embedding_cosine"] for r in q_rows)}),
+                              "bytes": os.path.getsize(tmp / "model.int8.onnx")}
+            record["files"]["model.int8.onnx"] = record["int8"]["bytes"]
+        copy_files(lm.tokenizer_dir, tmp)
+        meta = {"kind": kind, "model": asdict(c), "source": str(lm.source), "step": lm.step,
+                "pooling": None if lm.causal else "mean"}
+        (tmp / LM_META_FILE).write_text(json.dumps(meta, indent=2))
+        return publish(tmp, out, record, lm_model_card(lm, record))
+    except BaseException:  # out of space, a failed check, Ctrl-C: give the space back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def lm_model_card(lm: LoadedLM, record: dict) -> str:

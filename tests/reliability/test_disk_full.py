@@ -120,3 +120,20 @@ def test_finetune_on_a_full_disk(tmp_path, small_disk, tokenizer_dir, size, caps
     assert main(args) == 0
     assert json.loads((out / "summary.json").read_text())["results"]["val"]["accuracy"] >= 0.0
     assert (out / "best" / "model.safetensors").is_file()
+
+
+def test_onnx_export_on_a_full_disk(make_task_model, tmp_path, small_disk, capsys):
+    """An export that runs out of space: one clear error, no half-written folder in place of the
+    export; once space is freed the same command writes the verified export."""
+    from conftest import ENCODER
+
+    make_task_model(tmp_path / "ft" / "best", ENCODER, "sequence", ["a", "b"])
+    out = small_disk / "onnx"
+    resize(small_disk, "200k")
+    assert main(["export", str(tmp_path / "ft"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err, err
+    assert not out.exists() and not list(small_disk.glob("*.tmp"))  # nothing half-written left behind
+    resize(small_disk, "64m")
+    assert main(["export", str(tmp_path / "ft"), "--out", str(out)]) == 0
+    assert json.loads((out / "export.json").read_text())["verification"]["max_abs_logit_diff"] < 1e-4

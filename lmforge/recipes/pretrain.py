@@ -309,7 +309,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                  "(set pretrain.peak_flops to your machine's)")
 
     def prune(step: int) -> None:
-        ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step else [])
+        ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step is not None else [])
 
     saver = ShardedSaver(out.checkpoints, d, p.async_save, on_complete=prune) if sharded else None
 
@@ -420,6 +420,14 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         t_log += time.time() - t_aside
         if finished:
             break
+    if p.max_steps == 0 and start_step == 0:  # initialization only: the starting model, evaluated and saved
+        ev = validate(net, val, objective, p, d, precision)
+        if ev:
+            ev.update(band_cosines(model.body.embed.tok.weight, ranks))
+            health = {k: v for k, v in ev.items() if k.startswith("emb_cos")}
+            log.write({"kind": "eval", "step": 0, **ev})
+            best.update(ev["val_loss"], 0)
+        save(0)
     if bar is not None:
         bar.close()
     if saver is not None:
@@ -427,7 +435,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
     log.close()
     memory = rank_memory(model, optimizer, d)
     summary = {"stop_reason": stop_reason,
-               "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step else None,
+               "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step is not None else None,
                         "step": best.step, "bad_evals": best.bad_evals},
                "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done,
                "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,

@@ -12,7 +12,7 @@ class PretrainConfig:
     init: Optional[str] = field(default=None, metadata={"help": "continue pretraining from a checkpoint instead of random weights: an HF BERT-layout folder, 'minilm', or a pretrain folder / checkpoint of ours; its body and shape are used (the model section is ignored) and the data must be tokenized with its tokenizer (tokenizer.path)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "token shards (default <run>/data/tokens)"})
     out_dir: Optional[str] = field(default=None, metadata={"help": "checkpoints and logs (default <run>/pretrain)"})
-    max_steps: int = field(default=1000, metadata={"min": 1, "help": "optimizer steps"})
+    max_steps: int = field(default=1000, metadata={"min": 0, "help": "optimizer steps (0: initialize — e.g. embedding_init — evaluate and save the starting model as step 0)"})
     batch_size: int = field(default=16, metadata={"min": 1, "help": "sequences per micro-batch per process"})
     grad_accum: int = field(default=1, metadata={"min": 1, "help": "micro-batches per optimizer step"})
     optimizer: Literal["adamw", "sgd"] = "adamw"

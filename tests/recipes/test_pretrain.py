@@ -312,5 +312,12 @@ def test_embedding_init_from_cooccurrence(prepared, cfg_for, capsys):
             for n in (2, 4))
     assert torch.equal(a["body.embed.tok.weight"], b["body.embed.tok.weight"])  # frozen
     assert not torch.equal(a["body.blocks.0.attn.qkv_proj.weight"], b["body.blocks.0.attn.qkv_proj.weight"])  # the rest trains
+    # max_steps 0: the initialized model alone, evaluated and saved as step 0 (a start for fine-tuning)
+    zero = cfg_for("cooc0", **{"model.arch": "encoder", "pretrain.objective": "mlm", "pretrain.max_steps": 0,
+                               "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8})
+    assert main(["pretrain", str(zero), "--no-progress"]) == 0
+    s0 = json.loads((prepared / "cooc0" / "pretrain" / "summary.json").read_text())
+    assert s0["steps"] == 0 and s0["best"]["name"] == "step_0000000" and s0["best"]["val_loss"] > 0
+    assert (prepared / "cooc0" / "pretrain" / "checkpoints" / "step_0000000" / "model.safetensors").is_file()
     with pytest.raises(Exception, match="embedding_init: cooccurrence fills a fresh model"):
         load_config(str(cfg), ["pretrain.init=minilm"])

@@ -236,7 +236,7 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
                  "(the model section is ignored; a new objective head)")
     if p.embedding_init == "cooccurrence" and init_body is None and start is None and not resume:
         info = init_from_cooccurrence(
-            model.body.embed.tok.weight, row_iter(train), train.seq_len, p.embedding_window,
+            model.body.embed.tok.weight, row_iter(train), p.embedding_window,
             {i for i in (train.index.get("doc_end_id"),) if i is not None},
             {v for v in special.values() if v is not None},
             p.embedding_max_tokens, seed)

@@ -6,7 +6,8 @@ minutes of MLM scores as a random table does). Co-occurrence statistics of the s
 tokens give a table that already places words used alike near each other, in seconds:
 
 1. count, for every pair of tokens, how often they appear within ``window`` positions of each
-   other inside one document (packed rows are cut at the document separator; specials skipped);
+   other inside one document (the packed windows are read as the stream they were cut from:
+   documents end at the separator, not at a window's edge; specials skipped);
 2. positive pointwise mutual information, with the context distribution smoothed (counts^0.75,
    as word2vec's negative sampling does) so rare contexts do not dominate;
 3. a truncated SVD to ``d_model`` dimensions: vector = U · sqrt(S) (Levy & Goldberg, 2014-2015
@@ -37,22 +38,21 @@ def _stream(rows: Iterable[np.ndarray], max_tokens: int) -> np.ndarray:
     return np.concatenate(parts)[:max_tokens] if parts else np.zeros(0, np.int64)
 
 
-def cooccurrence_counts(stream: np.ndarray, row_len: int, vocab: int, window: int, separators: set[int],
-                        skip: set[int]):
-    """Symmetric sparse (vocab × vocab) counts of token pairs at most ``window`` apart within one
-    document: rows of ``row_len`` tokens, documents cut at ``separators``; ``skip`` ids not counted."""
+def cooccurrence_counts(stream: np.ndarray, vocab: int, window: int, separators: set[int], skip: set[int]):
+    """Symmetric sparse (vocab × vocab) counts of token pairs at most ``window`` content tokens
+    apart within one document. ``stream`` is the packed windows in order — consecutive windows
+    continue the same token stream, so only ``separators`` end a document; ``skip`` ids (a window's
+    leading ``<cls>``, padding, ...) are dropped before distances are taken."""
     from scipy import sparse
 
-    n = len(stream)
-    cut = np.isin(stream, list(separators)) if separators else np.zeros(n, bool)
-    starts = np.zeros(n, bool)
-    starts[::row_len] = True  # a new packed row starts a new segment too
-    doc = np.cumsum(cut | starts)  # segment id of every position (a separator opens the next one)
+    doc = np.cumsum(np.isin(stream, list(separators))) if separators else np.zeros(len(stream), np.int64)
     keep = ~np.isin(stream, list(skip | separators))
+    ids, doc = stream[keep], doc[keep]
+    n = len(ids)
     total = sparse.csr_matrix((vocab, vocab), dtype=np.float64)
     for d in range(1, min(window, n - 1) + 1):
-        ok = (doc[:-d] == doc[d:]) & keep[:-d] & keep[d:]
-        a, b = stream[:-d][ok], stream[d:][ok]
+        same = doc[:-d] == doc[d:]
+        a, b = ids[:-d][same], ids[d:][same]
         total = total + sparse.csr_matrix((np.ones(len(a)), (a, b)), shape=(vocab, vocab))
     return total + total.T
 
@@ -77,8 +77,8 @@ def ppmi_svd(counts, dim: int, seed: int, alpha: float = 0.75) -> np.ndarray:
     return out
 
 
-def init_from_cooccurrence(weight, rows: Iterable[np.ndarray], row_len: int, window: int,
-                           separators: set[int], specials: set[int], max_tokens: int, seed: int) -> dict:
+def init_from_cooccurrence(weight, rows: Iterable[np.ndarray], window: int, separators: set[int],
+                           specials: set[int], max_tokens: int, seed: int) -> dict:
     """Overwrite the rows of ``weight`` (a (vocab, d) embedding tensor) for every token seen in
     ``rows`` with its scaled co-occurrence vector; returns what was done (for the summary)."""
     import torch
@@ -86,7 +86,7 @@ def init_from_cooccurrence(weight, rows: Iterable[np.ndarray], row_len: int, win
     t0 = time.time()
     vocab, dim = weight.shape
     stream = _stream(rows, max_tokens)
-    counts = cooccurrence_counts(stream, row_len, vocab, window, separators, specials)
+    counts = cooccurrence_counts(stream, vocab, window, separators, specials)
     seen = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
     if len(seen) < 2:
         return {"kind": "cooccurrence", "skipped": "fewer than two tokens co-occur", "tokens": int(len(stream))}

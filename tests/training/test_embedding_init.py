@@ -30,19 +30,22 @@ def _cos(e: np.ndarray, a, b) -> float:
 
 def test_tokens_of_one_topic_end_up_closer_than_tokens_of_two():
     rows = _topics(3000)
-    counts = cooccurrence_counts(rows.reshape(-1), 16, 24, 8, {SEP}, {CLS})
+    counts = cooccurrence_counts(rows.reshape(-1), 24, 8, {SEP}, {CLS})
     emb = ppmi_svd(counts, 8, seed=0)
     A, B = list(range(2, 10)), list(range(10, 18))
     within = (_cos(emb, A, A) + _cos(emb, B, B)) / 2
     assert within > _cos(emb, A, B) + 0.3
 
 
-def test_documents_and_rows_are_counted_apart():
-    # two documents in one row, [2 3 SEP 4 5]: 3 and 4 are neighbours only across the separator
-    counts = cooccurrence_counts(np.array([CLS, 2, 3, SEP, 4, 5, CLS, 6]), 6, 8, 4, {SEP}, {CLS}).toarray()
+def test_documents_are_counted_apart_and_windows_read_as_one_stream():
+    # windows of 4: [CLS 2 3 SEP] [CLS 4 5 6] [CLS 7 SEP 8]: document (2 3), then (4 5 6 7) across a
+    # window edge, then (8 ...)
+    stream = np.array([CLS, 2, 3, SEP, CLS, 4, 5, 6, CLS, 7, SEP, 8])
+    counts = cooccurrence_counts(stream, 9, 2, {SEP}, {CLS}).toarray()
     assert counts[2, 3] == counts[3, 2] == 1 and counts[4, 5] == 1
-    assert counts[3, 4] == 0 and counts[2, 5] == 0  # not across the document end
-    assert counts[5, 6] == 0  # not across rows
+    assert counts[3, 4] == 0 and counts[7, 8] == 0  # not across a document end
+    assert counts[6, 7] == 1 and counts[5, 7] == 1  # across a window edge, the <cls> not counted as a step
+    assert counts[4, 7] == 0  # 3 content tokens apart: outside the window of 2
     assert counts[SEP].sum() == counts[CLS].sum() == 0  # specials are not counted
 
 
@@ -51,7 +54,7 @@ def test_the_table_is_filled_in_place_at_the_model_scale():
     emb = torch.nn.Embedding(24, 8)
     torch.nn.init.normal_(emb.weight, std=0.02)
     before = emb.weight.detach().clone()
-    info = init_from_cooccurrence(emb.weight, iter([_topics(500).reshape(-1)]), 16, 8, {SEP}, {CLS}, 10**6, 0)
+    info = init_from_cooccurrence(emb.weight, iter([_topics(500).reshape(-1)]), 8, {SEP}, {CLS}, 10**6, 0)
     seen = list(range(2, 18))
     assert info["kind"] == "cooccurrence" and info["vocab_rows"] == len(seen)
     unseen = [0, 1] + list(range(18, 24))

@@ -57,7 +57,8 @@ def test_unknown_preset_lists_presets():
 def test_every_shipped_config_loads(path: Path):
     cfg = load_config(str(path))
     sources = {"text": cfg.data.sources, "image": cfg.data.image.sources, "tabular": cfg.data.tabular.sources}
-    assert sources[cfg.data.kind] or cfg.finetune.data.train_file, f"{path} has neither data sources nor finetune files"
+    assert sources[cfg.data.kind] or cfg.finetune.data.train_file or cfg.pretrain.data_dir, \
+        f"{path} has neither data sources, finetune files nor prepared pretraining data"
     if cfg.data.kind != "text":  # array data trains with a model of its kind
         from lmforge.tasks import get_task
 

@@ -478,7 +478,8 @@ def _plan(cfg: ExperimentConfig, st: Stage, parts: dict, key: str, started: Opti
         return True, None
     why = ("forced" if forced else "config, inputs or upstream changed" if changes
            else "first run" if before is None else "its outputs are missing" if before.get("key") == key
-           else "config, inputs or upstream changed")
+           else "config, inputs or upstream changed (the earlier run's stamp does not say which keys: it "
+                "predates that record)")
     _say(f"{name}: {why}" + (": " + "; ".join(changes) if changes else ""))
     if not forced and has_checkpoints and changes and st.resume_safe(cfg):
         _say(f"{name}: not resumed: a change other than {_safe_names(st.resume_safe(cfg))} breaks an exact "

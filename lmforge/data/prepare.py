@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import resource
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
@@ -32,7 +31,7 @@ from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig, effective_filter
 from lmforge.data.dedup import KEEP, REASONS, find_duplicates
 from lmforge.data.document import StepStats
-from lmforge.data.drops import say_step, say_total
+from lmforge.data.drops import say as _say, say_step, say_total, warn as _warn
 from lmforge.data.executor import LocalExecutor
 from lmforge.data.ingest import IngestContext, ingest_unit, leak_threshold, make_hasher
 from lmforge.data.pack import TOKEN_BINS, PackContext, merge, tokenize_unit
@@ -41,6 +40,7 @@ from lmforge.data.split import SPLITS, TRAIN, assign_splits, components, resolve
 from lmforge.data.unit_store import UnitStore
 from lmforge.errors import LmforgeError, UsageError
 from lmforge.layout import RunPaths, ensure_dir, splits_dir, tokens_dir
+from lmforge.models.weights import sha256
 from lmforge.data.write_splits import CHAR_BINS, SplitContext, write_unit
 from lmforge.tokenizer import io as tok_io
 from lmforge.tokenizer.config import TokenizerConfig
@@ -74,13 +74,7 @@ def prepared_with(out: Path, data: DataConfig, tokenizer: TokenizerConfig, seed:
         path = entry.get("path")
         if not path or not entry.get("sha256") or entry.get("files"):  # builtins: the config hash covers them
             continue
-        if not os.path.isfile(path) or os.path.getsize(path) != entry.get("bytes"):
-            return None
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(8 << 20):
-                h.update(chunk)
-        if h.hexdigest() != entry["sha256"]:
+        if not os.path.isfile(path) or os.path.getsize(path) != entry.get("bytes") or sha256(path) != entry["sha256"]:
             return None
     return m
 
@@ -101,11 +95,7 @@ def _file_checksums(units: list[WorkUnit]) -> list[dict]:
             continue
         entry = {"path": u.path, "format": u.format}
         if os.path.exists(u.path):
-            h = hashlib.sha256()
-            with open(u.path, "rb") as fh:
-                while chunk := fh.read(8 << 20):
-                    h.update(chunk)
-            entry.update(bytes=os.path.getsize(u.path), sha256=h.hexdigest())
+            entry.update(bytes=os.path.getsize(u.path), sha256=sha256(u.path))
         else:
             entry.update(bytes=u.size, sha256=None, note="remote file: checksum not computed")
         seen[u.path] = entry
@@ -123,10 +113,6 @@ def _merge_steps(results: list[dict]) -> dict[str, StepStats]:
         for name, d in r["steps"].items():
             steps.setdefault(name, StepStats(name)).merge(StepStats.from_json(name, d))
     return steps
-
-
-def _say(msg: str) -> None:
-    print(f"[data] {msg}", flush=True)
 
 
 def tokenizer_stats(tok, split_dir: Path, unk_id, per_split: int = 2000, top: int = 25) -> dict:
@@ -155,10 +141,6 @@ def tokenizer_stats(tok, split_dir: Path, unk_id, per_split: int = 2000, top: in
             counts = Counter(i for e in encs for i in e.ids)
             out["top_tokens"] = [[tok.id_to_token(i), n] for i, n in counts.most_common(top)]
     return out
-
-
-def _warn(msg: str) -> None:
-    print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
 
 
 def conflict_record(store: UnitStore, stats: dict) -> dict:

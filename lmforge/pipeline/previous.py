@@ -12,7 +12,6 @@ deletion printed; nothing else deletes them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -31,11 +30,11 @@ def set_aside(run_root: Path, stage: str, folders: list[Path], say: Callable[[st
     present = [f for f in folders if _has_content(f)]
     if not present:
         return None
-    base = run_root / PREVIOUS / f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
+    stamp = f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base, n = run_root / PREVIOUS / stamp, 1
     while base.exists():  # two set-asides within one second
         n += 1
-        base = base.with_name(f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        base = base.with_name(f"{stamp}-{n}")
     for folder in present:
         try:
             rel = folder.resolve().relative_to(run_root.resolve())
@@ -43,13 +42,9 @@ def set_aside(run_root: Path, stage: str, folders: list[Path], say: Callable[[st
             rel = Path("outside") / folder.name
         dest = base / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, dest) if _same_device(folder, dest.parent) else shutil.move(str(folder), str(dest))
+        shutil.move(str(folder), str(dest))  # a rename on the same filesystem
     say(f"{stage}: the previous output is kept in {base}")
     return base
-
-
-def _same_device(a: Path, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
 
 
 def kept(run_root: Path, stage: str) -> list[Path]:

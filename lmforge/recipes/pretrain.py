@@ -324,6 +324,22 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
             ckpt.save(out.checkpoints, step, model, optimizer, state)
             prune(step)
 
+    def evaluate(step: int) -> dict:
+        """Validation metrics and the embedding-health figures, logged; warns when the body collapsed."""
+        ev = validate(net, val, objective, p, d, precision)
+        if not ev:
+            return ev
+        ev.update(band_cosines(model.body.embed.tok.weight, ranks))
+        if probe is not None:
+            ev["output_cos"] = output_cosine(model.body, probe)
+            if d.main and ev["output_cos"] > COLLAPSED:
+                _say(f"warning: the body's output has collapsed (output_cos {ev['output_cos']:.4f}: one vector "
+                     "for every token of every input); fine-tuning from this checkpoint will not learn"
+                     + (" — the discriminator is stuck at its prior (val_replaced_recall "
+                        f"{ev.get('val_replaced_recall', 0):.3f})" if p.objective == "rtd" else ""))
+        log.write({"kind": "eval", "step": step, **ev})
+        return ev
+
     # -- the loop ------------------------------------------------------------------------------
     bar = None
     if d.main and progress:
@@ -388,18 +404,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         improved = finished = False
         t_aside = time.time()  # validation and checkpoints are not training time: kept out of the next rate
         if done % p.eval_every == 0 or done == p.max_steps:
-            ev = validate(net, val, objective, p, d, precision)
+            ev = evaluate(done)
             if ev:
-                ev.update(band_cosines(model.body.embed.tok.weight, ranks))
-                if probe is not None:
-                    ev["output_cos"] = output_cosine(model.body, probe)
-                    if d.main and ev["output_cos"] > COLLAPSED:
-                        _say(f"warning: the body's output has collapsed (output_cos {ev['output_cos']:.4f}: one vector "
-                             "for every token of every input); fine-tuning from this checkpoint will not learn"
-                             + (" — the discriminator is stuck at its prior (val_replaced_recall "
-                                f"{ev.get('val_replaced_recall', 0):.3f})" if p.objective == "rtd" else ""))
                 health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
-                log.write({"kind": "eval", "step": done, **ev})
                 if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):
                     sample = sample_text(model, val, tokenizer, p.sample_tokens)
                     if sample is not None:
@@ -421,11 +428,9 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         if finished:
             break
     if p.max_steps == 0 and start_step == 0:  # initialization only: the starting model, evaluated and saved
-        ev = validate(net, val, objective, p, d, precision)
+        ev = evaluate(0)
         if ev:
-            ev.update(band_cosines(model.body.embed.tok.weight, ranks))
-            health = {k: v for k, v in ev.items() if k.startswith("emb_cos")}
-            log.write({"kind": "eval", "step": 0, **ev})
+            health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
             best.update(ev["val_loss"], 0)
         save(0)
     if bar is not None:

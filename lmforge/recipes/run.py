@@ -308,37 +308,24 @@ def stage_keys(cfg: ExperimentConfig, stages: list[str]) -> dict[str, str]:
     return {name: _hash(p) for name, p in stage_parts(cfg, stages).items()}
 
 
-def what_changed(before: Optional[dict], now: dict) -> list[str]:
-    """Lines naming every difference between a stage's stamped parts and its parts now: config keys
-    (old → new), upstream stages, input files."""
+def what_changed(before: Optional[dict], now: dict) -> tuple[list[tuple[str, object, object]], list[str]]:
+    """How a stage's stamped parts differ from its parts now: the changed config keys ``(key, old,
+    new)``, and lines for everything else that changed (upstream stages, input files, tokenizer).
+    Both empty when the stamp predates the record of parts."""
     if before is None or "parts" not in before:
-        return []
+        return [], []
     from lmforge.training.checkpoint import config_changes
 
     old = json.loads(json.dumps(before["parts"], default=str))
     new = json.loads(json.dumps(now, default=str))
-    lines = [f"{k}: {a!r} → {b!r}" for k, a, b in config_changes(old.get("sections", {}), new.get("sections", {}))]
+    keys = config_changes(old.get("sections", {}), new.get("sections", {}))
     ups = sorted(set(old.get("upstream", {})) | set(new.get("upstream", {})))
-    lines += [f"upstream stage {u} changed" for u in ups if old["upstream"].get(u) != new["upstream"].get(u)]
+    other = [f"upstream stage {u} changed" for u in ups if old["upstream"].get(u) != new["upstream"].get(u)]
     if old.get("inputs") != new.get("inputs"):
-        lines.append("its input files changed (size or modification time)")
+        other.append("its input files changed (size or modification time)")
     if old.get("tokenizer") != new.get("tokenizer"):
-        lines.append("its tokenizer changed")
-    return lines
-
-
-def _only_safe(before: Optional[dict], now: dict, safe: tuple[str, ...]) -> bool:
-    """True when the stamped parts differ from ``now`` in ``safe`` config keys only."""
-    if not safe or before is None or "parts" not in before:
-        return False
-    from lmforge.training.checkpoint import config_changes
-
-    old = json.loads(json.dumps(before["parts"], default=str))
-    new = json.loads(json.dumps(now, default=str))
-    if {k: v for k, v in old.items() if k != "sections"} != {k: v for k, v in new.items() if k != "sections"}:
-        return False
-    changes = config_changes(old.get("sections", {}), new.get("sections", {}))
-    return all(any(k == s or (s.endswith(".") and k.startswith(s)) for s in safe) for k, _, _ in changes)
+        other.append("its tokenizer changed")
+    return keys, other
 
 
 def _read(path: Path) -> Optional[dict]:
@@ -471,9 +458,14 @@ def _plan(cfg: ExperimentConfig, st: Stage, parts: dict, key: str, started: Opti
     if not forced and started is not None and started.get("key") == key and done is None:
         _say(f"{name}: resumed after an interruption")
         return True, None
-    changes = what_changed(before, parts)
+    from lmforge.training.checkpoint import is_resume_safe
+
+    keys, other = what_changed(before, parts)
+    changes = [f"{k}: {a!r} → {b!r}" for k, a, b in keys] + other
+    safe = st.resume_safe(cfg)
+    only_safe = bool(safe) and not other and all(is_resume_safe(k, safe) for k, _, _ in keys)
     has_checkpoints = any(list_checkpoints(f / "checkpoints") for f in st.folders(cfg))
-    if not forced and has_checkpoints and changes and _only_safe(before, parts, st.resume_safe(cfg)):
+    if not forced and has_checkpoints and changes and only_safe:
         _say(f"{name}: resumed from its checkpoints; only resume-safe keys changed: " + "; ".join(changes))
         return True, None
     why = ("forced" if forced else "config, inputs or upstream changed" if changes
@@ -481,9 +473,8 @@ def _plan(cfg: ExperimentConfig, st: Stage, parts: dict, key: str, started: Opti
            else "config, inputs or upstream changed (the earlier run's stamp does not say which keys: it "
                 "predates that record)")
     _say(f"{name}: {why}" + (": " + "; ".join(changes) if changes else ""))
-    if not forced and has_checkpoints and changes and st.resume_safe(cfg):
-        _say(f"{name}: not resumed: a change other than {_safe_names(st.resume_safe(cfg))} breaks an exact "
-             "continuation")
+    if not forced and has_checkpoints and changes and safe:
+        _say(f"{name}: not resumed: a change other than {_safe_names(safe)} breaks an exact continuation")
     kept = set_aside(cfg.run_path, name, st.folders(cfg), _say)
     if kept is not None:
         prune(cfg.run_path, name, cfg.pipeline.keep_previous, _say)

@@ -160,6 +160,11 @@ def config_changes(saved: dict, now: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def is_resume_safe(key: str, safe_keys: Iterable[str]) -> bool:
+    """``key`` (dotted) is one of ``safe_keys``, or under one that ends with ``.``."""
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in safe_keys)
+
+
 def start_or_resume(out, model: nn.Module, optimizer: torch.optim.Optimizer, best, config: dict, *,
                     resume: bool, overwrite: bool, resume_changed: bool, safe_keys: Iterable[str], say,
                     main: bool = True) -> int:
@@ -197,7 +202,7 @@ def resume_latest(ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optim
         safe = tuple(safe_keys)
 
         def is_safe(k: str) -> bool:
-            return any(k == s or (s.endswith(".") and k.startswith(s)) for s in safe)
+            return is_resume_safe(k, safe)
 
         risky = [c for c in changes if not is_safe(c[0])]
         for k, old, new in changes:

@@ -23,7 +23,7 @@ train split (memory: about 24 bytes per token per window offset, transient).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Optional
+from typing import Iterable
 
 import numpy as np
 
@@ -99,16 +99,8 @@ def init_from_cooccurrence(weight, rows: Iterable[np.ndarray], window: int, sepa
             "of_vocab": int(vocab), "seconds": round(time.time() - t0, 1)}
 
 
-def row_iter(dataset, limit: Optional[int] = None) -> Iterable[np.ndarray]:
-    """The windows of a :class:`~lmforge.data.shards.PackedDataset`, shard by shard."""
-    left = limit
+def row_iter(dataset) -> Iterable[np.ndarray]:
+    """The windows of a :class:`~lmforge.data.shards.PackedDataset`, shard by shard, as one flat stream."""
     for m in dataset.maps:
-        if len(m) == 0:
-            continue
-        block = np.asarray(m).reshape(-1)
-        if left is not None:
-            block = block[:left]
-            left -= len(block)
-        yield block
-        if left is not None and left <= 0:
-            return
+        if len(m):
+            yield np.asarray(m).reshape(-1)

@@ -25,7 +25,7 @@ import numpy as np
 from lmforge.models.weights import sha256
 from lmforge.config.schema import to_dict
 from lmforge.data.config import DataConfig
-from lmforge.data.drops import say_step, say_total
+from lmforge.data.drops import say as drops_say, say_step, say_total
 from lmforge.data.images.dedup import content_hashes, dhash, exact_duplicates, find_leaks, near_duplicates, summarize_leaks
 from lmforge.data.images.normalize import Normalizer
 from lmforge.data.images.read import Rejected, detect_format, read_batches, source_name
@@ -34,11 +34,6 @@ from lmforge.data.images.store import write_index, write_split
 from lmforge.data.split import SPLITS, TRAIN, assign_splits
 from lmforge.errors import DataError, writing
 from lmforge.layout import ensure_dir
-
-
-
-def _say(msg: str) -> None:
-    print(f"[data] {msg}", flush=True)
 
 
 def label_order(seen: set[str], declared: list[str] | None, named: list[str] | None = None) -> list[str]:
@@ -242,7 +237,7 @@ def write_report(out: Path, m: dict) -> Path:
 def prepare_images(data: DataConfig, seed: int, out: Path, progress: bool = True) -> dict:
     """Prepare ``data.image`` into ``out`` (the prepared data folder); returns the manifest."""
     t0, timings = time.time(), {}
-    say = _say  # results, printed with or without progress bars (lmforge.data.drops)
+    say = drops_say  # results, printed with or without progress bars
     cfg = data.image
     if not cfg.sources:
         raise DataError("data.image.sources: no image source (give an IDX file, a class folder, .npz/.npy or builtin: digits)")

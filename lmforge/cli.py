@@ -34,15 +34,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from lmforge.tasks import ARRAY_TASKS
-
     cfg = load_config(args.config, args.set)
+    from lmforge.recipes.finetune import finetune
     from lmforge.training.trial import trial_hook
-
-    if cfg.finetune.task in ARRAY_TASKS:  # images and tables: the same command, their own recipe file
-        from lmforge.recipes.finetune_arrays import finetune_arrays as finetune
-    else:
-        from lmforge.recipes.finetune import finetune
 
     summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
                        overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,

@@ -19,7 +19,7 @@ from lmforge.evaluation.array_report import write_array_report
 from lmforge.layout import default_eval_dir
 from lmforge.inference.predictor import default_device
 from lmforge.models.arrays import load_array_model
-from lmforge.tasks import get_array_task
+from lmforge.tasks import get_task
 from lmforge.tasks.arrays import ArraySet, format_predictions, predict_set, score
 
 
@@ -98,7 +98,7 @@ def load_data(folder: Path, meta: dict, file: Optional[str], data_dir: Optional[
         return data, Path(file).stem
     if not data_dir:
         raise DataError("give --file or --data-dir (with --split)")
-    task = get_array_task(meta["lmforge_kind"])
+    task = get_task(meta["lmforge_kind"])
     data = task.load(Path(data_dir), split)
     if len(data) == 0:
         raise DataError(f"{data_dir}: split {split} is empty")
@@ -111,7 +111,7 @@ def evaluate_array_model(folder: Path, file: Optional[str], data_dir: Optional[s
     data, name = load_data(folder, meta, file, data_dir, split, need_label=True)
     device = default_device()
     model.to(device)
-    task = get_array_task(meta["lmforge_kind"])
+    task = get_task(meta["lmforge_kind"])
     preds = predict_set(task, model, data, meta, batch_size, device)
     m = score(preds, data, meta)
     out_dir = Path(out) if out else default_eval_dir(folder, name)
@@ -125,6 +125,6 @@ def predict_array_records(folder: Path, file: str, batch_size: int) -> Iterator[
     data, _ = load_data(folder, meta, file, None, "test", need_label=False)
     device = default_device()
     model.to(device)
-    preds = predict_set(get_array_task(meta["lmforge_kind"]), model, data, meta, batch_size, device)
+    preds = predict_set(get_task(meta["lmforge_kind"]), model, data, meta, batch_size, device)
     yield from format_predictions(preds, data, meta)
 

@@ -36,7 +36,8 @@ from lmforge.models.config import ModelConfig
 from lmforge.models.heads import keep_layers
 from lmforge.models.load import load_checkpoint_model, load_language_model, load_task_model, resolve_init
 from lmforge.models.transformer import LanguageModel
-from lmforge.recipes.finetune import finetune, subsample
+from lmforge.recipes.finetune import finetune
+from lmforge.training.text_setup import subsample
 from lmforge.recipes.pretrain import pretrain, validate
 from lmforge.tasks import get_task
 from lmforge.tasks.encoding import Encoded

@@ -47,7 +47,7 @@ from lmforge.config.schema import to_dict
 from lmforge.errors import UsageError
 from lmforge.layout import ensure_dir, list_checkpoints, splits_dir
 from lmforge.pipeline.config import STAGES
-from lmforge.tasks import ARRAY_TASKS
+from lmforge.kinds import get_kind, is_array_kind, kind_of_task, sources_of
 
 
 def _say(msg: str) -> None:
@@ -106,10 +106,8 @@ def _pretrain(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) ->
 
 def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
     resume = resume and bool(list_checkpoints(cfg.paths.finetune.checkpoints))
-    if cfg.finetune.task in ARRAY_TASKS:  # images and tables
-        from lmforge.recipes.finetune_arrays import finetune_arrays as finetune
-    else:
-        from lmforge.recipes.finetune import finetune
+    from lmforge.recipes.finetune import finetune
+
     s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
                  progress=progress)
     result = {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
@@ -202,10 +200,8 @@ def _pretrain_safe(cfg: ExperimentConfig) -> tuple[str, ...]:
 
 
 def _finetune_safe(cfg: ExperimentConfig) -> tuple[str, ...]:
-    if cfg.finetune.task in ARRAY_TASKS:
-        from lmforge.recipes.finetune_arrays import RESUME_SAFE
-    else:
-        from lmforge.recipes.finetune import RESUME_SAFE
+    from lmforge.recipes.finetune import RESUME_SAFE
+
     return RESUME_SAFE
 
 
@@ -242,14 +238,14 @@ def declared_stages(cfg: ExperimentConfig, raw: dict) -> list[str]:
     have = {"data": bool(_sources(cfg.data)), "labeled_data": bool(cfg.labeled_data.sources),
             **{s: s in raw for s in ("pretrain", "finetune", "tune", "distill")}}
     trained = have["pretrain"] or have["finetune"]
-    text = cfg.data.kind == "text" and cfg.finetune.task not in ARRAY_TASKS  # export/serve: text models for now
-    have["export"] = have["serve"] = trained and text and cfg.pipeline.export != "none"
+    serves = get_kind(cfg.data.kind).serves and kind_of_task(cfg.finetune.task).serves  # export/serve: text for now
+    have["export"] = have["serve"] = trained and serves and cfg.pipeline.export != "none"
     return [s for s in STAGES if have[s]]
 
 
 def _sources(data) -> list:
     """The sources of a data section, whatever its kind."""
-    return {"image": data.image.sources, "tabular": data.tabular.sources}.get(data.kind, data.sources)
+    return sources_of(data)
 
 
 def _section(d: dict, dotted: str):
@@ -263,7 +259,7 @@ def _source_stamps(data) -> list:
     from lmforge.data.sources import source_files
 
     out = []
-    if data.kind != "text":
+    if is_array_kind(data.kind):
         for src in _sources(data):
             for path in ([src.path, getattr(src, "labels", None)] if src.path else []):
                 if path and os.path.exists(path):
@@ -434,7 +430,7 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
 def _adopt(cfg: ExperimentConfig, name: str) -> bool:
     """A data folder that ``lmforge data prepare`` already wrote from this very config and these
     input files counts as the data stage done (text data: its manifest records both)."""
-    if name != "data" or cfg.data.kind != "text" or not cfg.paths.tokenizer.is_dir():
+    if name != "data" or not get_kind(cfg.data.kind).adopts_prepared or not cfg.paths.tokenizer.is_dir():
         return False
     from lmforge.data.prepare import prepared_with
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from lmforge.layout import RunPaths
 from lmforge.models.config import ModelConfig
-from lmforge.recipes.finetune import finetune, load_examples
+from lmforge.recipes.finetune import finetune
+from lmforge.training.text_setup import load_examples
 from lmforge.tasks import get_task
 from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.transfer_config import TransferConfig

@@ -25,6 +25,7 @@ class Task(Protocol):
     default_metric: str  # what finetune.loop.metric: auto selects on
     metrics: frozenset[str]  # the selectable validation metrics (plus "loss")
     headline: tuple[str, ...]  # metric keys that summaries and transfer tables report
+    has_baselines: bool  # classical baselines (majority, TF-IDF + LR) are fitted beside the model
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True) -> list[Example]:

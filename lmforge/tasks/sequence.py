@@ -19,6 +19,7 @@ class SequenceTask:
     default_metric = "accuracy"
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc"})
     headline = ("accuracy", "f1_macro", "roc_auc", "loss", "examples")
+    has_baselines = True  # majority class and TF-IDF + logistic regression are fitted beside the model
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True, id_field: Optional[str] = None) -> list[Example]:

@@ -25,6 +25,7 @@ class TokenTask:
     default_metric = "entity_f1"
     metrics = frozenset({"entity_f1"})
     headline = ("entity_f1", "entity_precision", "entity_recall", "loss", "examples")
+    has_baselines = False
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True) -> list[Example]:

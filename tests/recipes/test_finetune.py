@@ -437,7 +437,7 @@ def test_no_validation_set_checkpoints_only_at_the_end(task_files, tokenizer_dir
 def test_the_tokenizer_choice_is_said(tmp_path, tokenizer_dir, capsys):
     import shutil
 
-    from lmforge.recipes.finetune import _say_tokenizer
+    from lmforge.training.text_setup import say_tokenizer as _say_tokenizer
     from lmforge.training.finetune_config import FinetuneConfig
 
     copy = tmp_path / "copy"

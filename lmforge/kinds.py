@@ -1,0 +1,118 @@
+"""The data-kind registry: one place that maps a kind of data to its pieces.
+
+A *kind* is what the data is — ``text``, ``image``, ``tabular`` — spelled the same way in
+``data.kind``, in a prepared folder's ``manifest.json`` and in a saved model (``lmforge_kind``).
+A *task* is what is learned on it (``finetune.task``): ``sequence`` or ``token`` on text, ``image``
+and ``tabular`` on their own kinds. Everything that must act differently per kind asks this module
+instead of comparing kind strings:
+
+* :func:`task` — the task object (reading, encoding or loading batches, scoring);
+* :func:`finetune_setup` — what the one fine-tuning loop needs from a kind
+  (:class:`lmforge.training.finetune_setup.FinetuneSetup`);
+* :func:`kind_of_task`, :func:`is_array_task`, :func:`is_array_kind` — the questions recipes,
+  ``lmforge run``, evaluation and prediction ask about a task or a saved model.
+
+Pieces are named as ``"module:attribute"`` and imported when first used, so asking about a kind
+never imports another kind's dependencies. Adding a kind is adding an entry here and its files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of data and where its pieces live."""
+
+    name: str
+    tasks: tuple[str, ...]  # finetune.task values on this kind; the first is the default
+    finetune_setup: str  # "module:function" returning a FinetuneSetup
+    arrays: bool  # rows are arrays (lmforge.tasks.arrays.ArraySet), not token ids
+    sources: str  # where a config's data section lists this kind's sources (dotted attribute)
+    serves: bool  # lmforge export / serve take its models (lmforge run adds those stages)
+    adopts_prepared: bool  # data prepare records its config and inputs, so lmforge run can adopt the folder
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("text", ("sequence", "token"), "lmforge.training.text_setup:text_setup", arrays=False, sources="sources",
+         serves=True, adopts_prepared=True),
+    Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
+         serves=False, adopts_prepared=False),
+    Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
+         serves=False, adopts_prepared=False),
+)}
+
+TASKS: dict[str, str] = {
+    "sequence": "lmforge.tasks.sequence:SequenceTask",
+    "token": "lmforge.tasks.token:TokenTask",
+    "image": "lmforge.tasks.image:ImageTask",
+    "tabular": "lmforge.tasks.tabular:TabularTask",
+}
+
+
+def _unknown(key: str, what: str, name: str, known) -> Exception:
+    from lmforge.config.errors import ConfigError  # here: the config package itself asks this registry
+
+    return ConfigError([(key, f"unknown {what} {name!r}; known: {', '.join(known)}")])
+
+
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_kind(name: str, key: str = "data.kind") -> Kind:
+    """The registered kind ``name``; an unknown one is a config error listing the known kinds."""
+    if name not in KINDS:
+        raise _unknown(key, "data kind", name, KINDS)
+    return KINDS[name]
+
+
+def kind_of_task(task_name: str) -> Kind:
+    """The kind a ``finetune.task`` learns on."""
+    for kind in KINDS.values():
+        if task_name in kind.tasks:
+            return kind
+    raise _unknown("finetune.task", "task", task_name, TASKS)
+
+
+_task_objects: dict[str, Any] = {}
+
+
+def task(task_name: str):
+    """The task object of ``finetune.task`` (or of a saved model's head kind / ``lmforge_kind``)."""
+    if task_name not in TASKS:
+        raise _unknown("finetune.task", "task", task_name, TASKS)
+    if task_name not in _task_objects:
+        _task_objects[task_name] = _load(TASKS[task_name])()
+    return _task_objects[task_name]
+
+
+def finetune_setup(task_name: str):
+    """The function that prepares the fine-tuning loop for this task's kind."""
+    return _load(kind_of_task(task_name).finetune_setup)
+
+
+def is_array_task(task_name: str) -> bool:
+    """Images and tables: fine-tuned on arrays, saved as our own model folders (not HF)."""
+    return kind_of_task(task_name).arrays
+
+
+def sources_of(data) -> list:
+    """The sources a config's data section lists for its kind."""
+    obj = data
+    for attr in get_kind(data.kind).sources.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def is_array_kind(kind_name: str) -> bool:
+    return get_kind(kind_name).arrays
+
+
+def array_kinds() -> tuple[str, ...]:
+    return tuple(k.name for k in KINDS.values() if k.arrays)

@@ -48,20 +48,25 @@ def _kind_strings(node: ast.AST) -> list[str]:
     return []
 
 
+def _about_kind(node: ast.AST) -> bool:
+    """Whether an operand names a kind or task (``data.kind``, ``ft.task``, ``meta["lmforge_kind"]``, ...);
+    a file format or an event type compared with "text" or "token" is not a kind comparison."""
+    return any(word in ast.unparse(node).lower() for word in ("kind", "task"))
+
+
 def kind_comparisons(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, the kind names) of every comparison or match case against a kind name."""
+    """(line, the kind names) of every comparison or match case of a kind/task value against a kind name."""
     hits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(isinstance(o, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for o in node.ops):
-            names = [s for side in [node.left, *node.comparators] for s in _kind_strings(side)]
-            if names:
+            sides = [node.left, *node.comparators]
+            names = [s for side in sides for s in _kind_strings(side)]
+            if names and any(_about_kind(side) for side in sides if not _kind_strings(side)):
                 hits.append((node.lineno, ",".join(names)))
-        elif isinstance(node, ast.match_case):
-            pat = node.pattern
-            if isinstance(pat, ast.MatchValue):
-                names = _kind_strings(pat.value)
-                if names:
-                    hits.append((pat.lineno, ",".join(names)))
+        elif isinstance(node, ast.Match) and _about_kind(node.subject):
+            for case in node.cases:
+                if isinstance(case.pattern, ast.MatchValue) and _kind_strings(case.pattern.value):
+                    hits.append((case.pattern.lineno, ",".join(_kind_strings(case.pattern.value))))
     return hits
 
 

@@ -35,15 +35,22 @@ class Kind:
     sources: str  # where a config's data section lists this kind's sources (dotted attribute)
     serves: bool  # lmforge export / serve take its models (lmforge run adds those stages)
     adopts_prepared: bool  # data prepare records its config and inputs, so lmforge run can adopt the folder
+    report_data: str = ""  # "module:function" (run facts, the data manifest) -> the report's data section
+    model_from_record: str = ""  # "module:function" (model config, saved record) -> model: array kinds' own folders
+    record_keys: tuple[str, ...] = ()  # what that record must hold to rebuild the model
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("text", ("sequence", "token"), "lmforge.training.text_setup:text_setup", arrays=False, sources="sources",
-         serves=True, adopts_prepared=True),
+         serves=True, adopts_prepared=True, report_data="lmforge.reporting.sections:text_data"),
     Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
-         serves=False, adopts_prepared=False),
+         serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
+         model_from_record="lmforge.models.vision:image_model_from_record",
+         record_keys=("in_shape", "num_outputs")),
     Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
-         serves=False, adopts_prepared=False),
+         serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
+         model_from_record="lmforge.models.tabular:tabular_model_from_record",
+         record_keys=("n_features", "n_numeric", "cat_cardinalities", "num_outputs")),
 )}
 
 TASKS: dict[str, str] = {
@@ -108,6 +115,16 @@ def sources_of(data) -> list:
     for attr in get_kind(data.kind).sources.split("."):
         obj = getattr(obj, attr)
     return obj
+
+
+def model_from_record(kind_name: str):
+    """(model config, a saved model's record) -> the untrained model of an array kind."""
+    return _load(get_kind(kind_name, "lmforge_kind").model_from_record)
+
+
+def data_section(kind_name: str):
+    """(run facts, the data manifest) -> the run report's data section for this kind."""
+    return _load(get_kind(kind_name, "manifest kind").report_data)
 
 
 def is_array_kind(kind_name: str) -> bool:

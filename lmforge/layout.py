@@ -29,6 +29,7 @@ from typing import Literal, Optional
 
 from lmforge.containment import within
 from lmforge.errors import ArtifactError
+from lmforge.kinds import array_kinds
 
 CHECKPOINT_PREFIX = "step_"
 CHECKPOINT_TOKENIZER = "../../tokenizer"  # from checkpoints/step_N/ to the training folder's tokenizer/
@@ -192,7 +193,7 @@ def kind_of(path: str | Path) -> Kind:
             config = json.loads((p / "config.json").read_text())
         except json.JSONDecodeError:
             raise ArtifactError(f"{p / 'config.json'}: not valid JSON") from None
-        if isinstance(config, dict) and config.get("lmforge_kind") in ("image", "tabular"):
+        if isinstance(config, dict) and config.get("lmforge_kind") in array_kinds():
             return "array_model"
         archs = (config.get("architectures") if isinstance(config, dict) else None) or []
         is_task = any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in archs)

@@ -252,7 +252,7 @@ def _quality(tm: TaskModel, data: dict, folder: Path, cfg: ExportConfig) -> dict
     """Metric, size and batch-1 latency of PyTorch fp32, onnxruntime fp32 and (if present) int8."""
     task = get_task(tm.model.task)
     enc, examples = data["enc"], data["examples"]
-    key = "entity_f1" if tm.model.task == "token" else "accuracy"
+    key = task.default_metric
 
     def torch_run(ids, mask):
         with torch.no_grad():
@@ -312,7 +312,7 @@ def model_card(tm: TaskModel, record: dict) -> str:
     from a fine-tuning run, that run's evaluation as ``model-index`` results)."""
     meta = tm.meta
     v = record["verification"]
-    pipeline_tag = "token-classification" if tm.model.task == "token" else "text-classification"
+    pipeline_tag = get_task(tm.model.task).pipeline_tag
     name = tm.folder.parent.parent.name if tm.folder.parent.name == "finetune" else (tm.folder.parent.name
                                                                                    or tm.folder.name)
     summary = _training_summary(tm)

@@ -27,7 +27,7 @@ def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]
         return
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)
-    if cfg.id_field and tm.model.task != "sequence":
+    if cfg.id_field and not task.whole_text:
         raise DataError("--id-field is for classifiers' JSONL/CSV/TSV inputs; taggers' outputs carry the line")
     examples = (task.read(cfg.file, cfg.text_field, "label", need_label=False, id_field=cfg.id_field)
                 if cfg.id_field else task.read(cfg.file, cfg.text_field, "label", need_label=False))

@@ -24,17 +24,13 @@ from torch import nn
 
 from lmforge.config.schema import build
 from lmforge.errors import ArtifactError, writing
+from lmforge.kinds import array_kinds, get_kind, model_from_record
 from lmforge.layout import CHECKSUMS_FILE
 from lmforge.models.config import ModelConfig
-from lmforge.models.tabular import build_tabular_model
-from lmforge.models.vision import build_image_model
 from lmforge.models.weights import CheckpointError, read_safetensors, unique_state, verify, write_checksums
 
-ARRAY_KINDS = ("image", "tabular")
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-NEEDED = {"image": ("in_shape", "num_outputs"),
-          "tabular": ("n_features", "n_numeric", "cat_cardinalities", "num_outputs")}
 
 
 def _plain(obj):
@@ -46,12 +42,13 @@ def _plain(obj):
 
 def save_array_model(model: nn.Module, folder: Path, model_cfg: ModelConfig, meta: dict) -> Path:
     """Write ``model`` to ``folder`` (replacing it); ``meta["kind"]`` is "image" or "tabular" and
-    ``meta`` holds what rebuilding needs (see ``NEEDED``) plus anything a user of the model reads."""
+    ``meta`` holds what rebuilding needs (the kind's ``record_keys`` in :mod:`lmforge.kinds`) plus anything a
+    user of the model reads."""
     folder = Path(folder)
     kind = meta.get("kind")
-    if kind not in ARRAY_KINDS:
-        raise ValueError(f"meta['kind'] must be one of {', '.join(ARRAY_KINDS)}; got {kind!r}")
-    missing = [k for k in NEEDED[kind] if k not in meta]
+    if kind not in array_kinds():
+        raise ValueError(f"meta['kind'] must be one of {', '.join(array_kinds())}; got {kind!r}")
+    missing = [k for k in get_kind(kind).record_keys if k not in meta]
     if missing:
         raise ValueError(f"meta for a {kind} model lacks {', '.join(missing)}")
     from safetensors.torch import save_file
@@ -85,10 +82,10 @@ def read_array_config(folder: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
     kind = config.get("lmforge_kind") if isinstance(config, dict) else None
-    if kind not in ARRAY_KINDS:
+    if kind not in array_kinds():
         raise ArtifactError(f"{folder}: not a saved image/table model ({CONFIG_FILE} has lmforge_kind={kind!r}; "
-                            f"expected one of {', '.join(ARRAY_KINDS)})")
-    missing = [k for k in ("model", *NEEDED[kind]) if k not in config]
+                            f"expected one of {', '.join(array_kinds())})")
+    missing = [k for k in ("model", *get_kind(kind).record_keys) if k not in config]
     if missing:
         raise ArtifactError(f"{path}: a {kind} model's config lacks {', '.join(missing)}")
     return config
@@ -113,11 +110,7 @@ def load_array_model(folder: Path) -> tuple[nn.Module, dict]:
                               "or is incomplete — save the model again")
     verify(folder)
     cfg = build(ModelConfig, config["model"], source=str(folder / CONFIG_FILE))
-    if config["lmforge_kind"] == "image":
-        model = build_image_model(cfg, tuple(config["in_shape"]), int(config["num_outputs"]))
-    else:
-        model = build_tabular_model(cfg, int(config["n_features"]), int(config["n_numeric"]),
-                                    list(config["cat_cardinalities"]), int(config["num_outputs"]))
+    model = model_from_record(config["lmforge_kind"])(cfg, config)
     state = read_safetensors(folder / WEIGHTS_FILE)
     try:
         model.load_state_dict(state, strict=True)

@@ -148,3 +148,9 @@ def build_tabular_model(cfg: ModelConfig, n_features: int, n_numeric: int, cat_c
             raise ModelError("tab_transformer needs numeric or categorical columns; the table has neither")
         return TabTransformer(cfg, n_numeric, cards, num_outputs)
     raise ModelError(f"model.arch={cfg.arch!r} is not a table model; choose one of {', '.join(TABULAR_ARCHS)}")
+
+
+def tabular_model_from_record(cfg: ModelConfig, record: dict) -> nn.Module:
+    """The model a saved table model's record (columns, cardinalities, outputs) describes."""
+    return build_tabular_model(cfg, int(record["n_features"]), int(record["n_numeric"]),
+                               [int(c) for c in record["cat_cardinalities"]], int(record["num_outputs"]))

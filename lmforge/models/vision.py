@@ -118,3 +118,8 @@ def build_image_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_outp
     if cfg.arch == "vit":
         return VisionTransformer(cfg, in_shape, num_outputs)
     raise ModelError(f"model.arch={cfg.arch!r} is not an image model; choose one of {', '.join(IMAGE_ARCHS)}")
+
+
+def image_model_from_record(cfg: ModelConfig, record: dict) -> nn.Module:
+    """The model a saved image model's record (``in_shape``, ``num_outputs``) describes."""
+    return build_image_model(cfg, tuple(record["in_shape"]), int(record["num_outputs"]))

@@ -39,6 +39,7 @@ from lmforge.models.transformer import LanguageModel
 from lmforge.recipes.finetune import finetune
 from lmforge.training.text_setup import subsample
 from lmforge.recipes.pretrain import pretrain, validate
+from lmforge.kinds import is_array_task
 from lmforge.tasks import get_task
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_folder
@@ -74,7 +75,7 @@ def distill(dc: DistillConfig, ft: FinetuneConfig, pt: PretrainConfig, model_cfg
             progress: bool = True) -> dict:
     """Distil ``dc.teacher`` into a student: fine-tuning for a classifier/tagger teacher,
     CLM pretraining for a causal-LM teacher. Returns the run's summary plus ``distill``."""
-    if ft.task in ("image", "tabular"):
+    if is_array_task(ft.task):
         raise DataError(f"distill is built for text models; finetune.task: {ft.task} has no distillation yet")
     if kind_of(resolve_init(dc.teacher)) in ("checkpoint", "pretrain", "hf_model"):
         return distill_causal_lm(dc, pt, model_cfg, paths, seed, resume=resume, overwrite=overwrite,
@@ -89,7 +90,7 @@ def distill_classifier(dc: DistillConfig, ft: FinetuneConfig, model_cfg: ModelCo
     if dc.keep_layers is not None:
         raise DataError("distill.keep_layers is for causal-LM teachers; a classifier student keeps teacher layers "
                         "with finetune.init: <teacher> and finetune.keep_layers")
-    if (dc.transfer_file or dc.teacher_logits == "cache") and ft.task != "sequence":
+    if (dc.transfer_file or dc.teacher_logits == "cache") and not get_task(ft.task).whole_text:
         raise DataError("distill.transfer_file and distill.teacher_logits: cache are for sequence classification; "
                         f"finetune.task is {ft.task} (its teacher runs on the fly)")
     teacher = load_task_model(dc.teacher)

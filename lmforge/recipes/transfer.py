@@ -24,6 +24,7 @@ from lmforge.layout import RunPaths
 from lmforge.models.config import ModelConfig
 from lmforge.recipes.finetune import finetune
 from lmforge.training.text_setup import load_examples
+from lmforge.kinds import is_array_task
 from lmforge.tasks import get_task
 from lmforge.training.finetune_config import FinetuneConfig
 from lmforge.training.transfer_config import TransferConfig
@@ -51,7 +52,7 @@ def run_config(ft: FinetuneConfig, t: TransferConfig, start: str, init: str, cou
 
 def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int) -> list[dict]:
     """Run the study (finished runs in ``results.jsonl`` are skipped); returns its result rows."""
-    if ft.task in ("image", "tabular"):
+    if is_array_task(ft.task):
         from lmforge.errors import UsageError
 
         raise UsageError(f"transfer compares text starting points; finetune.task: {ft.task} is not supported")

@@ -41,16 +41,16 @@ def render_markdown(sections: list[Section], title: str, figures_dir: Path, rel_
     for s in sections:
         lines += [f"## {s.title}", ""]
         for b in s.blocks:
-            if b.kind == "text":
+            if b.form == "text":
                 lines += [b.text, ""]
-            elif b.kind == "table":
+            elif b.form == "table":
                 esc = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
                 lines += ["| " + " | ".join(esc(h) for h in b.headers) + " |", "|" + "---|" * len(b.headers)]
                 lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in b.rows]
                 lines += (["", f"<sub>from {b.source}</sub>"] if b.source else []) + [""]
-            elif b.kind == "code":
+            elif b.form == "code":
                 lines += ["```yaml", b.text.rstrip(), "```", ""]
-            elif b.kind == "figure":
+            elif b.form == "figure":
                 name = f"{b.name}.png"
                 (figures_dir / name).write_bytes(b.png)
                 lines += [f"![{b.text}]({rel_prefix}{name})", "", f"<sub>{b.text} — from {b.source}</sub>", ""]

@@ -7,13 +7,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from lmforge.kinds import data_section
 from lmforge.reporting import figures
 from lmforge.reporting.facts import RunFacts
 
 
 @dataclass
 class Block:
-    kind: str  # "text" | "table" | "figure" | "code"
+    form: str  # "text" | "table" | "figure" | "code" (how the block is shown)
     text: str = ""
     headers: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
@@ -98,31 +99,50 @@ def _data(f: RunFacts, manifest: dict, sid: str, title: str, prefix: str) -> Sec
     return s
 
 
-def _array_data(f: RunFacts, manifest: dict) -> Section:
-    """``data.kind: image | tabular``: counts with reasons, split sizes, classes, their figures."""
-    kind = manifest.get("kind")
-    s = Section("data", f"Data ({'images' if kind == 'image' else 'table'})")
+def text_data(f: RunFacts, manifest: dict) -> Section:
+    """``data.kind: text``: the pretraining corpus."""
+    return _data(f, manifest, "data", "Data (pretraining corpus)", "data/")
+
+
+def image_data(f: RunFacts, manifest: dict) -> Section:
+    """``data.kind: image``: counts with reasons, split sizes, classes, normalization, sample grids."""
+    s = Section("data", "Data (images)")
+    c = manifest.get("counts") or {}
+    s.text(f"Read {c.get('read', 0):,} images, kept {c.get('kept', 0):,}, shape {manifest.get('shape')}.")
+    _array_counts(s, manifest)
+    norm = manifest.get("normalize") or {}
+    s.text(f"Normalization `{norm.get('kind')}` fit on the train split only: mean {norm.get('mean')}, std {norm.get('std')}.")
+    return _array_figures(s, f)
+
+
+def table_data(f: RunFacts, manifest: dict) -> Section:
+    """``data.kind: tabular``: counts with reasons, split sizes, classes, missing values before and after."""
+    s = Section("data", "Data (table)")
+    c = manifest.get("counts") or {}
+    s.text(f"Read {c.get('read', 0):,} rows, kept {c.get('kept', 0):,}; task {manifest.get('task')} of "
+           f"`{manifest.get('target')}` from {len(manifest.get('feature_names') or [])} features.")
+    _array_counts(s, manifest)
+    before, after = manifest.get("missing_before") or {}, manifest.get("missing_after") or {}
+    if before.get("train"):
+        cols = list(before["train"])
+        s.table(["column", *(f"missing in {k} (before → after)" for k in before)],
+                [[col, *(f"{before[k].get(col, 0)} → {(after.get(k) or {}).get(col, 0)}" for k in before)] for col in cols],
+                "data/manifest.json")
+    return _array_figures(s, f)
+
+
+def _array_counts(s: Section, manifest: dict) -> None:
     src = "data/manifest.json"
     c = manifest.get("counts") or {}
-    s.text(f"Read {c.get('read', 0):,} {'images' if kind == 'image' else 'rows'}, kept {c.get('kept', 0):,}"
-           + (f", shape {manifest.get('shape')}" if kind == "image" else
-              f"; task {manifest.get('task')} of `{manifest.get('target')}` from {len(manifest.get('feature_names') or [])} features")
-           + ".")
     s.table(["reason", "count"], [[k, v] for k, v in (c.get("rejected_by_reason") or {}).items()], src)
     classes = manifest.get("class_counts") or {}
     labels = manifest.get("labels") or []
     s.table(["split", "rows", *(labels if classes and len(labels) <= 12 else [])],
             [[k, n, *([classes.get(k, {}).get(lab, 0) for lab in labels] if classes and len(labels) <= 12 else [])]
              for k, n in (manifest.get("splits") or {}).items()], src)
-    if kind == "image":
-        norm = manifest.get("normalize") or {}
-        s.text(f"Normalization `{norm.get('kind')}` fit on the train split only: mean {norm.get('mean')}, std {norm.get('std')}.")
-    before, after = manifest.get("missing_before") or {}, manifest.get("missing_after") or {}
-    if before.get("train"):
-        cols = list(before["train"])
-        s.table(["column", *(f"missing in {k} (before → after)" for k in before)],
-                [[col, *(f"{before[k].get(col, 0)} → {(after.get(k) or {}).get(col, 0)}" for k in before)] for col in cols],
-                src)
+
+
+def _array_figures(s: Section, f: RunFacts) -> Section:
     for rel, caption in (("data/samples.png", "Training images"), ("data/augment_grid.png", "Augmentation (first column: original)"),
                          ("data/missingness.png", "Missing values per column, before and after imputation")):
         s.figure(rel.split("/")[1].split(".")[0], f.pngs.get(rel), caption, rel)
@@ -271,10 +291,8 @@ def _lineage(f: RunFacts) -> Section:
 
 def build(f: RunFacts) -> list[Section]:
     out = [_overview(f)]
-    if f.data and f.data.get("kind") in ("image", "tabular"):
-        out.append(_array_data(f, f.data))
-    elif f.data:
-        out.append(_data(f, f.data, "data", "Data (pretraining corpus)", "data/"))
+    if f.data:
+        out.append(data_section(f.data.get("kind", "text"))(f, f.data))
     if f.labeled:
         out.append(_data(f, f.labeled, "labeled", "Labeled data", "labeled/data/"))
     if f.pretrain:

@@ -107,7 +107,7 @@ class Runner:
         return out
 
     def predict(self, texts: list[str]) -> list[dict]:
-        if self.task_name == "token":
+        if not self.task.whole_text:  # a tagger: the request's words, with their character spans
             spans = [[(m.start(), m.end()) for m in WORD.finditer(t)] for t in texts]
             examples = [Example([t[a:b] for a, b in s], None, "request", i) for i, (t, s) in enumerate(zip(texts, spans))]
             enc = self.task.encode(self.tokenizer, examples, None, self.specials, self.causal, self.max_length)

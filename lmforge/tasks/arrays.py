@@ -62,6 +62,18 @@ class ArrayTask(Protocol):
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+        """Rows of a raw file or folder (what a user has) in the saved model's form — images
+        resized, tables through the preprocessor saved in ``folder``; unusable ones reported."""
+
+
+def require_path(path: str) -> None:
+    """A raw file or folder given to evaluate/predict must exist (said plainly, before any format guess)."""
+    if not Path(path).exists():
+        from lmforge.errors import ArtifactError
+
+        raise ArtifactError(f"{path}: no such file or folder")
+
 
 def is_regression(meta: dict) -> bool:
     return meta.get("task") == "regression"

@@ -26,6 +26,8 @@ class Task(Protocol):
     metrics: frozenset[str]  # the selectable validation metrics (plus "loss")
     headline: tuple[str, ...]  # metric keys that summaries and transfer tables report
     has_baselines: bool  # classical baselines (majority, TF-IDF + LR) are fitted beside the model
+    whole_text: bool  # one prediction per text (classifiers), not per word (taggers)
+    pipeline_tag: str  # the Hugging Face pipeline tag of its models
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True) -> list[Example]:

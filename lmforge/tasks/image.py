@@ -15,7 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lmforge.tasks.arrays import ArraySet, prepared_manifest
+from lmforge.errors import DataError
+from lmforge.tasks.arrays import ArraySet, prepared_manifest, require_path
 
 
 class ImageTask:
@@ -41,9 +42,9 @@ class ImageTask:
                 "augment": man.get("augment", {})}
 
     def build_model(self, model_cfg, meta: dict) -> torch.nn.Module:
-        from lmforge.models.vision import build_image_model
+        from lmforge.models.vision import image_model_from_record
 
-        return build_image_model(model_cfg, tuple(meta["in_shape"]), len(meta["labels"]))
+        return image_model_from_record(model_cfg, meta)
 
     def tensors(self, batch: ArraySet, meta: dict, device: torch.device,
                 augment: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
@@ -55,6 +56,38 @@ class ImageTask:
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"])
+
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+        """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used."""
+        from lmforge.data.images.config import ImageConfig, ImageSourceConfig
+        from lmforge.data.images.read import Rejected, read_source
+
+        C, H, W = meta["in_shape"]
+        require_path(path)
+        src = ImageSourceConfig(path=str(path))
+        if Path(path).is_dir() and not any(p.is_dir() for p in Path(path).iterdir()):
+            src = ImageSourceConfig(path=str(path), format="folder")
+        images, labels, ids, rejected = [], [], [], []
+        for rec in read_source(src, ImageConfig(sources=[src], size=[H, W], channels=C)):
+            if isinstance(rec, Rejected):
+                rejected.append(rec)
+                continue
+            images.append(rec.pixels)
+            labels.append(rec.label)
+            ids.append(rec.id)
+        if rejected:
+            print(f"[evaluate] {len(rejected)} image(s) of {path} not used: "
+                  + "; ".join(f"{r.id}: {r.reason}" for r in rejected[:5]), flush=True)
+        if not images:
+            raise DataError(f"{path}: no readable images")
+        y = None
+        if need_label:
+            index = {n: i for i, n in enumerate(meta["labels"])}
+            unknown = sorted({str(v) for v in labels if v not in index})
+            if unknown:
+                raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']})")
+            y = np.asarray([index[v] for v in labels], dtype=np.int64)
+        return ArraySet({"x": np.stack(images)}, y, ids)
 
     def _prepared(self, meta: dict) -> tuple:
         """The Normalizer and Augmenter a model's record describes, built once per record."""

@@ -20,6 +20,8 @@ class SequenceTask:
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc"})
     headline = ("accuracy", "f1_macro", "roc_auc", "loss", "examples")
     has_baselines = True  # majority class and TF-IDF + logistic regression are fitted beside the model
+    whole_text = True  # one prediction per text (not per word)
+    pipeline_tag = "text-classification"
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True, id_field: Optional[str] = None) -> list[Example]:

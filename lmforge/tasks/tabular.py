@@ -7,13 +7,15 @@ Rows are already imputed, clipped, scaled and encoded by the preprocessor fit on
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from lmforge.tasks.arrays import ArraySet, prepared_manifest, target_stats
+from lmforge.errors import DataError
+from lmforge.tasks.arrays import ArraySet, prepared_manifest, require_path, target_stats
 
 
 class TabularTask:
@@ -41,11 +43,9 @@ class TabularTask:
         return meta
 
     def build_model(self, model_cfg, meta: dict) -> torch.nn.Module:
-        from lmforge.models.tabular import build_tabular_model
-        from lmforge.tasks.arrays import num_outputs
+        from lmforge.models.tabular import tabular_model_from_record
 
-        return build_tabular_model(model_cfg, meta["n_features"], meta["n_numeric"], meta["cat_cardinalities"],
-                                   num_outputs(meta))
+        return tabular_model_from_record(model_cfg, meta)
 
     def tensors(self, batch: ArraySet, meta: dict, device: torch.device,
                 augment: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
@@ -54,3 +54,28 @@ class TabularTask:
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"], inputs["cat"])
+
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+        """Rows of a raw table through the model's saved preprocessor."""
+        from lmforge.data.tabular.config import TableSourceConfig
+        from lmforge.data.tabular.preprocess import TabularPreprocessor
+        from lmforge.data.tabular.read import read_table
+
+        require_path(path)
+        pre = TabularPreprocessor.load(folder / "preprocessor")
+        columns = pre.cfg.columns if need_label else replace(pre.cfg.columns, target=None)  # predict: no target needed
+        got = read_table(TableSourceConfig(path=str(path)), columns)
+        for r in got.rejected[:5]:
+            print(f"[evaluate] {path} line {r.get('line')}: {r.get('reason')} ({r.get('detail')}) — row not used", flush=True)
+        if len(got.frame) == 0:
+            raise DataError(f"{path}: no usable rows")
+        frame = got.frame
+        if need_label:
+            frame = frame[frame[meta["target"]].notna()]
+        arrays = pre.transform(frame.drop(columns=[meta["target"]]) if not need_label and meta["target"] in frame
+                               else frame, lines=[int(v) for v in np.asarray(got.lines)[frame.index]])
+        if need_label and meta["task"] == "classification" and (arrays.y < 0).any():
+            unknown = sorted({str(v) for v, k in zip(frame[meta["target"]], arrays.y) if k < 0})
+            raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']})")
+        return ArraySet({"x": arrays.x.astype(np.float32), "cat": arrays.cat.astype(np.int64)},
+                        None if arrays.y is None else np.asarray(arrays.y), list(arrays.ids))

@@ -26,6 +26,8 @@ class TokenTask:
     metrics = frozenset({"entity_f1"})
     headline = ("entity_f1", "entity_precision", "entity_recall", "loss", "examples")
     has_baselines = False
+    whole_text = False
+    pipeline_tag = "token-classification"
 
     def read(self, path: str | Path, text_field: str, label_field: str, need_label: bool = True,
              header: bool = True) -> list[Example]:

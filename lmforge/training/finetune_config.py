@@ -144,6 +144,7 @@ class FinetuneConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
 
     def validate(self):
+        from lmforge.kinds import is_array_task
         from lmforge.tasks import get_task
 
         if self.keep_layers is not None and (not self.keep_layers or sorted(set(self.keep_layers)) != self.keep_layers
@@ -153,7 +154,7 @@ class FinetuneConfig:
             yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
         if self.compare_random and self.init == "random":
             yield "compare_random", "the start is already random init: set finetune.init to a pretrained start, or drop compare_random"
-        if self.compare_random and self.task in ("image", "tabular"):
+        if self.compare_random and is_array_task(self.task):
             yield "compare_random", f"compares text starts; task {self.task} is not supported yet"
         task = get_task(self.task)
         if self.loop.metric not in ("auto", "loss") and self.loop.metric in METRICS and self.loop.metric not in task.metrics:

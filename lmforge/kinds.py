@@ -33,8 +33,10 @@ class Kind:
     finetune_setup: str  # "module:function" returning a FinetuneSetup
     arrays: bool  # rows are arrays (lmforge.tasks.arrays.ArraySet), not token ids
     sources: str  # where a config's data section lists this kind's sources (dotted attribute)
+    source_example: str  # what an error about missing sources suggests
     serves: bool  # lmforge export / serve take its models (lmforge run adds those stages)
     adopts_prepared: bool  # data prepare records its config and inputs, so lmforge run can adopt the folder
+    prepare: str = ""  # "module:function" (data config, seed, out folder, progress) -> manifest; "" = the text flow
     report_data: str = ""  # "module:function" (run facts, the data manifest) -> the report's data section
     model_from_record: str = ""  # "module:function" (model config, saved record) -> model: array kinds' own folders
     record_keys: tuple[str, ...] = ()  # what that record must hold to rebuild the model
@@ -42,12 +44,17 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("text", ("sequence", "token"), "lmforge.training.text_setup:text_setup", arrays=False, sources="sources",
+         source_example="- path: data/*.jsonl",
          serves=True, adopts_prepared=True, report_data="lmforge.reporting.sections:text_data"),
     Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
+         source_example="- builtin: digits, or - path: train-images-idx3-ubyte.gz",
+         prepare="lmforge.data.images.prepare:prepare_images",
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
          model_from_record="lmforge.models.vision:image_model_from_record",
          record_keys=("in_shape", "num_outputs")),
     Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
+         source_example="- builtin: penguins, or - path: table.csv",
+         prepare="lmforge.data.tabular.prepare:prepare_tabular",
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
          model_from_record="lmforge.models.tabular:tabular_model_from_record",
          record_keys=("n_features", "n_numeric", "cat_cardinalities", "num_outputs")),
@@ -109,17 +116,41 @@ def is_array_task(task_name: str) -> bool:
     return kind_of_task(task_name).arrays
 
 
-def sources_of(data) -> list:
-    """The sources a config's data section lists for its kind."""
+def kind_section(data):
+    """The part of a config's data section that holds this kind's own keys (``data`` itself for text,
+    ``data.image``, ``data.tabular``)."""
     obj = data
-    for attr in get_kind(data.kind).sources.split("."):
+    for attr in get_kind(data.kind).sources.split(".")[:-1]:
         obj = getattr(obj, attr)
     return obj
+
+
+def sources_of(data) -> list:
+    """The sources a config's data section lists for its kind."""
+    return kind_section(data).sources
+
+
+def data_problems(data):
+    """(key, message) problems of a data section that only its kind can tell: sources missing, and
+    what the kind's own section reports (``kind_problems``)."""
+    kind = get_kind(data.kind)
+    if not sources_of(data):
+        yield kind.sources, f"at least one source is needed (e.g. {kind.source_example})"
+    section = kind_section(data)
+    if section is not data and hasattr(section, "kind_problems"):
+        prefix = kind.sources.rpartition(".")[0]
+        yield from ((f"{prefix}.{k}", m) for k, m in section.kind_problems())
 
 
 def model_from_record(kind_name: str):
     """(model config, a saved model's record) -> the untrained model of an array kind."""
     return _load(get_kind(kind_name, "lmforge_kind").model_from_record)
+
+
+def own_prepare(kind_name: str):
+    """The kind's own ``data prepare`` flow, or None for the text flow (:mod:`lmforge.data.prepare`)."""
+    ref = get_kind(kind_name).prepare
+    return _load(ref) if ref else None
 
 
 def data_section(kind_name: str):

@@ -156,16 +156,11 @@ class DataConfig:
     tabular: TabularConfig = field(default_factory=TabularConfig)
 
     def validate(self):
-        if self.kind == "text" and not self.sources:
-            yield "sources", "at least one source is needed (e.g. - path: data/*.jsonl)"
+        from lmforge.kinds import data_problems
+
+        yield from data_problems(self)
         if self.split.by == "position" and self.augment.enabled:
             yield "split.by", "position cuts one text into consecutive pieces; augmentation is for separate records (set augment.enabled: false or split.by: document)"
-        if self.kind == "image" and not self.image.sources:
-            yield "image.sources", "at least one image source is needed (e.g. - builtin: digits, or - path: train-images-idx3-ubyte.gz)"
-        if self.kind == "tabular":
-            if not self.tabular.sources:
-                yield "tabular.sources", "at least one table is needed (e.g. - builtin: penguins, or - path: table.csv)"
-            yield from ((f"tabular.columns.{k}", m) for k, m in self.tabular.columns.problems())
 
 
 WEB_QUALITY_KEYS = ("max_dup_line_frac", "max_top_ngram_frac", "max_dup_ngram_frac")

@@ -28,6 +28,7 @@ import numpy as np
 
 from lmforge import faults
 from lmforge.config.schema import to_dict
+from lmforge.kinds import own_prepare
 from lmforge.data.config import DataConfig, effective_filter
 from lmforge.data.dedup import KEEP, REASONS, find_duplicates
 from lmforge.data.document import StepStats
@@ -173,13 +174,7 @@ def prepare_kind(data: DataConfig, paths: RunPaths, *, seed: int, progress: bool
         raise PipelineError(f"--executor {executor}: data.kind: {data.kind} prepares in one process (the text flow "
                             "alone runs on Ray); leave out --executor")
     out = ensure_dir(paths.data, "data")
-    if data.kind == "image":
-        from lmforge.data.images.prepare import prepare_images
-
-        return prepare_images(data, seed, out, progress)
-    from lmforge.data.tabular.prepare import prepare_tabular
-
-    return prepare_tabular(data, seed, out, progress)
+    return own_prepare(data.kind)(data, seed, out, progress)
 
 
 EXECUTORS = ("local", "ray")
@@ -251,7 +246,7 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
     ``executor="ray"`` runs the per-unit stages as Ray tasks (a local Ray instance, or the cluster
     at ``address``) instead; the corpus-wide steps stay in this process."""
     check_executor(executor, address, world_size)
-    if data.kind != "text":
+    if own_prepare(data.kind) is not None:
         return prepare_kind(data, paths, seed=seed, progress=progress, world_size=world_size, executor=executor)
     if executor == "ray":  # tasks may run in another working directory, or on another node
         paths = replace(paths, root=paths.root.resolve())

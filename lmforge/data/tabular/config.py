@@ -104,3 +104,7 @@ class TabularConfig:
     scaling: Literal["none", "minmax", "zscore", "robust"] = field(default="zscore", metadata={"help": "numeric features: min-max to [0,1], z-score, or (x - median) / IQR; fit on train"})
     categorical_encoding: Literal["onehot", "ordinal"] = field(default="onehot", metadata={"help": "one-hot columns, or one integer code per column (the tabular Transformer embeds codes either way)"})
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+
+    def kind_problems(self):
+        """Problems that matter only when the data is a table (``data.kind: tabular``)."""
+        yield from ((f"columns.{k}", m) for k, m in self.columns.problems())

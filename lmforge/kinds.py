@@ -68,6 +68,17 @@ TASKS: dict[str, str] = {
 }
 
 
+# How a task's model reads the body's hidden states: one pooled vector per text, or one per token.
+HEADS: dict[str, str] = {"sequence": "pooled", "token": "per_token", "image": "own", "tabular": "own"}
+
+
+def pools(task_name: str) -> bool:
+    """Whether a Transformer classifier for this task pools each text to one vector (else: a label per token)."""
+    if task_name not in HEADS:
+        raise _unknown("finetune.task", "task", task_name, TASKS)
+    return HEADS[task_name] == "pooled"
+
+
 def _unknown(key: str, what: str, name: str, known) -> Exception:
     from lmforge.config.errors import ConfigError  # here: the config package itself asks this registry
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.kinds import pools
 from lmforge.models.config import ModelConfig
 from lmforge.models.transformer import TransformerBody
 
@@ -70,6 +71,7 @@ class Classifier(nn.Module):
                  pooler: Optional[nn.Module], classifier: nn.Linear, dropout: float):
         super().__init__()
         self.cfg, self.body, self.task, self.num_labels = cfg, body, task, num_labels
+        self.pools = pools(task)  # one vector per text (sequence) or a label per token
         self.pooler = pooler
         self.dropout = nn.Dropout(dropout)
         self.classifier = classifier
@@ -83,7 +85,7 @@ class Classifier(nn.Module):
                 pool_index: Optional[torch.Tensor] = None):
         """``positions``/``pool_index`` come with packed rows (see :func:`lmforge.tasks.batching.pack`)."""
         h = self.body(ids, attention_mask, token_type_ids, positions=positions)  # (B, T, C)
-        if self.task == "sequence":
+        if self.pools:
             h = (self.pooler if self.pooler is not None else _LAST)(h, attention_mask, pool_index)  # (N, C)
         logits = self.classifier(self.dropout(h))  # (B, K) or (B, T, K)
         loss = None
@@ -101,9 +103,9 @@ def build_classifier(cfg: ModelConfig, body: TransformerBody, task: Task, num_la
     decoders pool the last token and score it without bias (GPT-2's ``score``); token tasks use a
     biased per-token classifier for both."""
     p = cfg.dropout if dropout is None else dropout
-    if task == "sequence" and not body.causal:
+    if pools(task) and not body.causal:
         pooler, classifier = FirstTokenPooler(cfg.d_model), nn.Linear(cfg.d_model, num_labels)
-    elif task == "sequence":
+    elif pools(task):
         pooler, classifier = None, nn.Linear(cfg.d_model, num_labels, bias=False)
     else:
         pooler, classifier = None, nn.Linear(cfg.d_model, num_labels)

@@ -71,12 +71,12 @@ def classifier_state_to_hf(model: Classifier) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if _hf_kind(cfg) == "bert":
         out = {f"bert.{k}": v for k, v in ours_to_bert(sd, cfg, with_head=False).items()}
-        if model.task == "sequence":
+        if model.pooler is not None:  # BERT's pooler: sequence classifiers
             out["bert.pooler.dense.weight"] = sd["pooler.dense.weight"]
             out["bert.pooler.dense.bias"] = sd["pooler.dense.bias"]
     else:
         out = {k: v for k, v in ours_to_gpt2(sd, cfg).items() if k != "lm_head.weight"}
-    if cfg.arch == "decoder" and model.task == "sequence":
+    if model.classifier.bias is None:  # GPT-2's score: a decoder's sequence classifier
         out["score.weight"] = sd["classifier.weight"]
     else:
         out["classifier.weight"] = sd["classifier.weight"]
@@ -139,9 +139,9 @@ def classifier_from_hf(folder: str | Path) -> tuple[Classifier, list[str], dict]
     body = TransformerBody(cfg, causal=cfg.arch == "decoder")
     model = build_classifier(cfg, body, task, len(labels), dropout=0.0)
     ours = {f"body.{k}": v for k, v in body_state_from_hf(sd, hf_cfg.model_type, cfg).items()}
-    if task == "sequence" and cfg.arch == "encoder":
+    if model.pooler is not None:  # the layout build_classifier chose for this task and body
         ours["pooler.dense.weight"], ours["pooler.dense.bias"] = sd["bert.pooler.dense.weight"], sd["bert.pooler.dense.bias"]
-    if task == "sequence" and cfg.arch == "decoder":
+    if model.classifier.bias is None:
         ours["classifier.weight"] = sd["score.weight"]
     else:
         ours["classifier.weight"], ours["classifier.bias"] = sd["classifier.weight"], sd["classifier.bias"]

@@ -129,20 +129,42 @@ def _starting_model(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths,
     return start
 
 
-def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, device: torch.device, name: str,
-               loss_factory: Optional[LossFactory] = None, unlabeled: Optional[list[Example]] = None) -> FinetuneSetup:
-    """The text task's side of the loop (see the module docstring). ``loss_factory`` replaces the
-    cross-entropy (distillation); ``unlabeled`` examples join the training set with label -100."""
-    D, O, L = ft.data, ft.optim, ft.loop
-    task, unlabeled = get_task(ft.task), unlabeled or []
+def _batches(lengths: np.ndarray, batch_size: int, seed: int, bucket: bool):
+    """g -> the indices of the run's g-th micro-batch (a function of seed and epoch: exact resume)."""
+    n_batches = -(-len(lengths) // batch_size)
+    cache: dict[int, list[np.ndarray]] = {}
+
+    def micro_batch(g: int) -> np.ndarray:
+        epoch, pos = divmod(g, n_batches)
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = epoch_batches(lengths, batch_size, seed, epoch, bucket)
+        return cache[epoch][pos]
+
+    return micro_batch
+
+
+def _examples_and_labels(ft: FinetuneConfig, task: Task, paths: RunPaths, seed: int):
+    """The splits' examples (train cut to ``max_train_examples``) and the label names in id order."""
+    D = ft.data
     examples = load_examples(ft, task, paths.finetune_data)
     examples["train"] = subsample(examples["train"], D.max_train_examples, seed)
     labels = task.label_names(examples["train"], D.labels or (prepared_labels(paths.finetune_data)
                                                              if not D.train_file else None))
     if len(labels) < 2:
         raise DataError(f"need at least 2 labels; the training data has {labels}")
+    return examples, labels
+
+
+def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, device: torch.device, name: str,
+               loss_factory: Optional[LossFactory] = None, unlabeled: Optional[list[Example]] = None) -> FinetuneSetup:
+    """The text task's side of the loop (see the module docstring). ``loss_factory`` replaces the
+    cross-entropy (distillation); ``unlabeled`` examples join the training set with label -100."""
+    D, O, L = ft.data, ft.optim, ft.loop
+    task, unlabeled = get_task(ft.task), unlabeled or []
     if unlabeled and loss_factory is None:
         raise TrainingError("unlabeled training examples need a loss that learns from them (distillation)")
+    examples, labels = _examples_and_labels(ft, task, paths, seed)
     n_labeled = len(examples["train"])
     examples["train"] = examples["train"] + unlabeled
     start = _starting_model(ft, model_cfg, paths, labels)
@@ -162,9 +184,8 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_params = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
-    groups, _ = param_groups(model, O.lr, O.weight_decay, head_lr=O.head_lr, head_prefixes=("classifier", "pooler"),
-                             decay_embeddings=O.decay_embeddings)
-    optimizer = build_optimizer(groups, "adamw", O.lr, tuple(O.betas), eps=1e-8)
+    optimizer = build_optimizer(param_groups(model, O.lr, O.weight_decay, head_lr=O.head_lr, decay_embeddings=O.decay_embeddings,
+                                             head_prefixes=("classifier", "pooler"))[0], "adamw", O.lr, tuple(O.betas), eps=1e-8)
 
     lengths = enc["train"].lengths
     n_batches = -(-len(lengths) // L.batch_size)
@@ -173,14 +194,7 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
     use_pack = D.pack and model.cfg.pos == "learned"
     if D.pack and not use_pack:
         _say("finetune.data.pack needs learned positions; using padded batches")
-    batch_cache: dict[int, list[np.ndarray]] = {}
-
-    def micro_batch(g: int) -> np.ndarray:
-        epoch, pos = divmod(g, n_batches)
-        if epoch not in batch_cache:
-            batch_cache.clear()
-            batch_cache[epoch] = epoch_batches(lengths, L.batch_size, seed, epoch, D.bucket)
-        return batch_cache[epoch][pos]
+    micro_batch = _batches(lengths, L.batch_size, seed, D.bucket)
 
     def train_loss(idx: np.ndarray, step: int, micro: int):
         batch = pack(enc["train"], idx, specials.pad, row_length(lengths[idx].tolist(), D.max_length, model.cfg.d_model),

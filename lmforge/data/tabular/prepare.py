@@ -37,6 +37,8 @@ from lmforge.layout import ensure_dir
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 
+KIND = "tabular"  # this flow's name in the kind registry (lmforge.kinds) and in the manifests it writes
+
 
 def _merge(results: list[ReadResult]) -> tuple[pd.DataFrame, np.ndarray, list[str], ReadResult]:
     """All sources as one frame (RangeIndex), with each row's line and source, and the merged bookkeeping."""
@@ -203,7 +205,7 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
     # ---- manifest, rejected rows, report -------------------------------------------------------------
     kept = sum(splits.values())
     manifest = {
-        "kind": "tabular", "task": pre.task, "labels": pre.labels if pre.task == "classification" else None,
+        "kind": KIND, "task": pre.task, "labels": pre.labels if pre.task == "classification" else None,
         "target": target, "seed": seed, "feature_names": pre.feature_names, "n_numeric": pre.n_numeric,
         "categorical": pre.categorical, "cat_cardinalities": pre.cat_cardinalities, "stratified": stratify,
         "splits": splits, "counts": {"read": n_read, "kept": kept, "rejected": len(rejected),
@@ -234,7 +236,7 @@ def load_manifest(data_dir: str | Path) -> dict:
     if not path.is_file():
         raise ArtifactError(f"no {MANIFEST} in {data_dir}; run `lmforge data prepare` with data.kind: tabular")
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("kind") != "tabular":
+    if manifest.get("kind") != KIND:
         raise ArtifactError(f"{path} describes {manifest.get('kind', 'text')!r} data, not a prepared table")
     return manifest
 

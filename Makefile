@@ -21,7 +21,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/lmforge generate runs/quickstart/pretrain --prompt "Return the" --max-new-tokens 60
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-all: $(STAMP)
 	LMFORGE_SLOW=1 $(PY) -m pytest -q tests

@@ -229,3 +229,16 @@ def pipeline_config(root: Path, name: str = "pipe", **pipeline) -> Path:
     return path
 
 
+
+
+def kill9_after_checkpoint(args: list[str], checkpoints: Path, step: int, timeout: float = 120) -> None:
+    """Run ``python -m lmforge *args`` and SIGKILL it as soon as a checkpoint at ``step`` or later exists."""
+    from lmforge.layout import list_checkpoints
+
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any(int(p.name[5:]) >= step for p in list_checkpoints(checkpoints)):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -3,7 +3,7 @@
 Text tasks turn examples into token ids; array tasks read a prepared split as arrays
 (:class:`ArraySet`), turn a batch of rows into model inputs, and score outputs. Two of them
 implement the protocol below: :mod:`lmforge.tasks.image` and :mod:`lmforge.tasks.tabular`.
-The recipe (:mod:`lmforge.recipes.finetune_arrays`) never branches on which one it holds.
+The fine-tune loop and its setup (:mod:`lmforge.training.array_setup`) never branch on which one they hold.
 
 Model outputs are (B, K) logits for classification and (B, 1) standardized values for
 regression; :func:`outputs_to_predictions` turns them into probabilities or target values.

@@ -21,7 +21,7 @@ from lmforge.tasks.arrays import ArraySet, prepared_manifest, require_path, targ
 class TabularTask:
     name = "tabular"
     archs = ("linear", "mlp", "tab_transformer")
-    default_metric = "accuracy"  # regression: rmse (see lmforge.recipes.finetune_arrays)
+    default_metric = "accuracy"  # regression: rmse (see lmforge.training.array_setup)
     metrics = frozenset({"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "rmse", "mae", "r2"})
 
     def load(self, data_dir: Path, split: str) -> ArraySet:

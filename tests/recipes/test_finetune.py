@@ -4,16 +4,14 @@ starting point, exports HF folders, resumes exactly after kill -9, and fails cle
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import interrupt_after, write_keyword_data
+from conftest import interrupt_after, kill9_after_checkpoint, write_keyword_data
 
 from lmforge.cli import main
 from lmforge.layout import list_checkpoints
@@ -240,14 +238,7 @@ def test_kill9_then_resume_is_exact(task_files, tokenizer_dir, tmp_path):
     ref = ft_config(tmp_path, "ref", tokenizer_dir, **over)
     assert main(["finetune", str(ref), "--no-progress"]) == 0
     cfg = ft_config(tmp_path, "killed", tokenizer_dir, **over)
-    ck_dir = tmp_path / "killed" / "finetune" / "checkpoints"
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(int(p.name[5:]) >= 10 for p in list_checkpoints(ck_dir)):
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill9_after_checkpoint(["finetune", str(cfg), "--no-progress"], tmp_path / "killed" / "finetune" / "checkpoints", 10)
     assert not (tmp_path / "killed" / "finetune" / "summary.json").exists(), "run finished before the kill"
     r = subprocess.run([sys.executable, "-m", "lmforge", "finetune", str(cfg), "--resume", "--no-progress"],
                        capture_output=True, text=True)

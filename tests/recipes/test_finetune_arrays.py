@@ -200,3 +200,38 @@ def test_a_step_that_drops_most_rows_warns(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "target: 344 → 152" in out
     assert "warning: the target step dropped 56% of its 344 records (unknown_label 192)" in err
+
+
+def test_kill9_then_resume_is_exact_for_images(tmp_path):
+    """The one fine-tune loop's guarantee for an image task too (augmentation on): kill -9 after a
+    checkpoint, --resume, and the logged losses, best step and final weights equal an uninterrupted run's."""
+    import subprocess
+    import sys
+
+    from conftest import kill9_after_checkpoint
+    from safetensors.numpy import load_file
+
+    cfg = dict(IMAGES, finetune={**IMAGES["finetune"], "loop": {"max_steps": 40, "batch_size": 32, "threads": 1,
+                                                                "log_every": 1, "save_every": 5, "eval_every": 10}})
+    full, killed = write(tmp_path, "full", cfg), write(tmp_path, "killed", cfg)
+    for p in (full, killed):
+        assert main(["data", "prepare", p, "--no-progress"]) == 0
+    assert main(["finetune", full, "--no-progress"]) == 0
+    kill9_after_checkpoint(["finetune", killed, "--no-progress"], tmp_path / "killed" / "finetune" / "checkpoints", 10)
+    assert not (tmp_path / "killed" / "finetune" / "summary.json").exists(), "run finished before the kill"
+    r = subprocess.run([sys.executable, "-m", "lmforge", "finetune", killed, "--resume", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout
+
+    def losses(run):
+        recs = [json.loads(line) for line in (tmp_path / run / "finetune" / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in recs if r.get("kind") == "train"}
+
+    want, got = losses("full"), losses("killed")
+    assert sorted(got) == sorted(want) == list(range(1, 41))
+    assert max(abs(got[s] - want[s]) for s in want) <= 1e-6
+    s_ref, s_got = (json.loads((tmp_path / n / "finetune" / "summary.json").read_text()) for n in ("full", "killed"))
+    assert s_got["best_step"] == s_ref["best_step"]
+    a, b = (load_file(str(tmp_path / n / "finetune" / "best" / "model.safetensors")) for n in ("full", "killed"))
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -20,7 +20,7 @@ import os
 import resource
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -257,14 +257,59 @@ def prepare(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, *, se
         ex.close()
 
 
+@dataclass
+class _TextFlow:
+    """What the text flow's named steps share: the settings, the executor, the work folders, and the
+    per-step counts and timings that end up in the manifest."""
+
+    data: DataConfig
+    tokenizer: TokenizerConfig
+    paths: RunPaths
+    ex: Executor
+    seed: int
+    labeled: bool
+    fingerprints: bool
+    hasher: object
+    work: Path
+    reject_dir: Path
+    timings: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)  # StepStats by step name, in flow order
+
+
 def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, ex: Executor, *, seed: int,
                   name: str, rank: int, world_size: int) -> dict:
-    """The text flow, top to bottom, its per-unit stages run by ``ex``."""
+    """The text flow, top to bottom, as named steps — plan, ingest (clean + filter), dedup and split,
+    write splits (+ augment), tokenizer, tokenize and pack, manifest — their per-unit stages run by ``ex``."""
     t_start = time.time()
-    timings: dict[str, float] = {}
+    flow = _start(data, tokenizer, paths, ex, seed)
+    units, inputs = _plan(flow)
+    if world_size > 1:  # this rank's share of the heaviest stage only; a final run without ranks finishes
+        return _ingest_share(flow, units, rank, world_size)
+    r1, n_docs = _ingest(flow, units)
+    corpus = _dedup_and_split(flow, units, r1, n_docs)
+    written = _write_splits(flow, units, corpus["kept"])
+    tok, tok_info, special = _tokenizer(flow, units, written["chars"]["train"])
+    packed = _tokenize_and_pack(flow, units, tok, tok_info, special, written)
+    faults.point("manifest.before")
+    flow.timings["total"] = time.time() - t_start
+    manifest = _manifest(flow, name, inputs, units, corpus, written, packed, tok_info, special)
     out = paths.data
-    work = out / "work"
-    reject_dir = out / "rejected"
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    from lmforge.data.report import write_report
+
+    write_report(out, manifest)
+    dropped_all: Counter = Counter()
+    for st in flow.steps.values():
+        dropped_all.update(st.dropped)
+    say_total(flow.steps["read"].read, corpus["kept"], dropped_all, f"{flow.reject_dir}/")
+    _say(f"done in {flow.timings['total']:.1f}s → {out}/manifest.json, {out}/report.md")
+    return manifest
+
+
+def _start(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths, ex: Executor, seed: int) -> _TextFlow:
+    """Work folders, the effective filter for labeled or unlabeled text, the near-duplicate hasher."""
+    out = paths.data
+    work, reject_dir = out / "work", out / "rejected"
     for d in (work, reject_dir):
         ensure_dir(d, "data")
     labeled = any(s.label_field or s.builtin == "stdlib_packages" for s in data.sources)
@@ -275,39 +320,52 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
     if labeled and data.filter.web_quality == "auto":
         _say("labeled data: the web-quality repetition filters are off (filter.web_quality: on to use them)")
     fingerprints = data.dedup.near or data.split.leak_check
-    hasher = make_hasher(data, seed) if fingerprints else None
+    return _TextFlow(data, tokenizer, paths, ex, seed, labeled, fingerprints,
+                     make_hasher(data, seed) if fingerprints else None, work, reject_dir)
 
-    # -- plan --------------------------------------------------------------------------------
+
+def _plan(flow: _TextFlow) -> tuple[list[WorkUnit], list[dict]]:
+    """The work units of the sources (readable, stamped) and the inputs' checksums."""
     t = time.time()
-    units = plan_units(data)
+    units = plan_units(flow.data)
     check_readable(units)
     stamp_units(units)
     if not units:
         raise SourceError("data.sources: the inputs hold no files")
     inputs = _file_checksums(units)
-    timings["plan"] = time.time() - t
+    flow.timings["plan"] = time.time() - t
     _say(f"{len(units)} work unit(s) from {len(inputs)} input(s), {sum(u.size for u in units) / 1e6:.1f} MB, "
-         f"{ex.workers} worker(s)")
+         f"{flow.ex.workers} worker(s)")
+    return units, inputs
 
-    # -- stage 1: ingest ---------------------------------------------------------------------
-    t = time.time()
-    d = data
+
+def _ingest_context(flow: _TextFlow) -> tuple[IngestContext, str]:
+    d = flow.data
     h_ingest = _hash([to_dict(x) for x in (d.sources, d.labels, d.strict, d.max_record_bytes, d.clean, d.filter, d.dedup)]
-                     + [seed, fingerprints, d.split.leak_check, leak_threshold(d)])
-    ictx = IngestContext(data, seed, work / "ingest", reject_dir, fingerprints)
-    if world_size > 1:
-        mine = [u for u in units if u.index % world_size == rank]
-        ex.map(ingest_unit, mine, ictx, work / "ingest", h_ingest, f"ingest {rank}/{world_size}")
-        _say(f"rank {rank}/{world_size}: ingested {len(mine)} of {len(units)} units; "
-             "run again without --world-size to finish")
-        return {"rank": rank, "world_size": world_size, "units": [u.name for u in mine]}
-    r1 = ex.map(ingest_unit, units, ictx, work / "ingest", h_ingest, "ingest")
-    steps = _merge_steps(r1)
-    timings["ingest"] = time.time() - t
+                     + [flow.seed, flow.fingerprints, d.split.leak_check, leak_threshold(d)])
+    return IngestContext(d, flow.seed, flow.work / "ingest", flow.reject_dir, flow.fingerprints), h_ingest
+
+
+def _ingest_share(flow: _TextFlow, units: list[WorkUnit], rank: int, world_size: int) -> dict:
+    ictx, h_ingest = _ingest_context(flow)
+    mine = [u for u in units if u.index % world_size == rank]
+    flow.ex.map(ingest_unit, mine, ictx, flow.work / "ingest", h_ingest, f"ingest {rank}/{world_size}")
+    _say(f"rank {rank}/{world_size}: ingested {len(mine)} of {len(units)} units; "
+         "run again without --world-size to finish")
+    return {"rank": rank, "world_size": world_size, "units": [u.name for u in mine]}
+
+
+def _ingest(flow: _TextFlow, units: list[WorkUnit]) -> tuple[list[dict], int]:
+    """Read, clean and filter every unit; the per-step drops said, files that gave nothing named."""
+    t = time.time()
+    ictx, h_ingest = _ingest_context(flow)
+    r1 = flow.ex.map(ingest_unit, units, ictx, flow.work / "ingest", h_ingest, "ingest")
+    flow.steps.update(_merge_steps(r1))
+    flow.timings["ingest"] = time.time() - t
     n_docs = sum(r["docs"] for r in r1)
-    _say(f"ingest: read {steps['read'].read} records, {n_docs} documents kept after clean+filter "
-         f"({timings['ingest']:.1f}s)")
-    say_drops(steps, reject_dir)
+    _say(f"ingest: read {flow.steps['read'].read} records, {n_docs} documents kept after clean+filter "
+         f"({flow.timings['ingest']:.1f}s)")
+    say_drops(flow.steps, flow.reject_dir)
     per_file: Counter = Counter()
     binary = set()  # files skipped as binary were already named by a warning of their own
     for u, r in zip(units, r1):
@@ -317,42 +375,52 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
                 binary.add(u.path)
     for path, n in per_file.items():
         if n == 0 and path not in binary:
-            _warn(f"{path} contributed no document (every record dropped; reasons in {reject_dir}/)")
+            _warn(f"{path} contributed no document (every record dropped; reasons in {flow.reject_dir}/)")
     if n_docs == 0:
         reasons = Counter()
-        for s in steps.values():
+        for s in flow.steps.values():
             reasons.update(s.dropped)
         top = ", ".join(f"{k}={v}" for k, v in reasons.most_common(5)) or "no records were read"
-        raise PipelineError(f"the pipeline kept no documents (dropped: {top}); see {reject_dir}/ for each record")
+        raise PipelineError(f"the pipeline kept no documents (dropped: {top}); see {flow.reject_dir}/ for each record")
+    return r1, n_docs
 
-    # -- corpus-wide: dedup and split ------------------------------------------------------
-    t = time.time()
-    store = UnitStore(work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
-    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, hasher, data.dedup.threshold, data.dedup.verify,
-                          data.dedup.label_conflicts)
+
+def _dedup_and_split(flow: _TextFlow, units: list[WorkUnit], r1: list[dict], n_docs: int) -> dict:
+    """Corpus-wide: exact/near duplicates and label conflicts, splits by duplicate component, the leak
+    check; each unit's plan written to ``work/plan/``. Returns kept count, leak record, conflicts."""
+    t, data = time.time(), flow.data
+    store = UnitStore(flow.work / "ingest", [u.name for u in units], [r["docs"] for r in r1])
+    dup = find_duplicates(store, data.dedup.exact, data.dedup.near, flow.hasher, data.dedup.threshold,
+                          data.dedup.verify, data.dedup.label_conflicts)
     faults.point("dedup.done")
     reason = dup["reason"]
     kept = reason == KEEP
     dedup_stats = StepStats("dedup")
-    dedup_stats.read = n_docs
-    dedup_stats.kept = int(kept.sum())
-    for code, name in REASONS.items():
+    dedup_stats.read, dedup_stats.kept = n_docs, int(kept.sum())
+    for code, rname in REASONS.items():
         if (reason == code).any():
-            dedup_stats.dropped[name] = int((reason == code).sum())
+            dedup_stats.dropped[rname] = int((reason == code).sum())
     conflicts = conflict_record(store, dup["stats"].pop("label_conflicts"))
     dedup_stats.extra.update(dup["stats"])
-    steps["dedup"] = dedup_stats
-    labels_all = store.field("label")
-    group = store.field("group").astype(np.uint64)
-    comp = components(store.n, dup["dup_root"], group, kept)
-    stratify = data.split.stratify if data.split.stratify is not None else labeled
+    flow.steps["dedup"] = dedup_stats
+    comp = components(store.n, dup["dup_root"], store.field("group").astype(np.uint64), kept)
+    stratify = data.split.stratify if data.split.stratify is not None else flow.labeled
+    leak = None
     if data.split.by == "position":  # every kept document goes whole to stage 2, which cuts it
         split = np.where(kept, TRAIN, -1).astype(np.int8)
-        leak = None
     else:
-        split = assign_splits(kept, comp, dup["exact"], labels_all, data.split.val, data.split.test, stratify, seed)
-        leak = resolve_leaks(store, data, seed, split, comp, kept, dup, hasher) if data.split.leak_check else None
-    plan_dir = work / "plan"
+        split = assign_splits(kept, comp, dup["exact"], store.field("label"), data.split.val, data.split.test,
+                              stratify, flow.seed)
+        if data.split.leak_check:
+            leak = resolve_leaks(store, data, flow.seed, split, comp, kept, dup, flow.hasher)
+    _write_plan(flow.work / "plan", units, store, dup, split, reason)
+    flow.timings["dedup_split"] = time.time() - t
+    _say_dedup(flow, dedup_stats, leak, conflicts)
+    return {"kept": dedup_stats.kept, "leak": leak, "conflicts": conflicts}
+
+
+def _write_plan(plan_dir: Path, units: list[WorkUnit], store: UnitStore, dup: dict, split, reason) -> None:
+    """Per unit: each document's split, drop reason and the id of the copy it duplicates."""
     plan_dir.mkdir(parents=True, exist_ok=True)
     for i, u in enumerate(units):
         a, b = store.offsets[i], store.offsets[i + 1]
@@ -364,8 +432,10 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
         np.savez(plan_dir / f"{u.name}.npz", split=split[a:b], reason=reason[a:b],
                  dup_of_id=dup_of_id.astype(str), first_doc=a)
         faults.point("plan.unit")
-    timings["dedup_split"] = time.time() - t
-    if data.split.by == "position":
+
+
+def _say_dedup(flow: _TextFlow, dedup_stats: StepStats, leak: Optional[dict], conflicts: dict) -> None:
+    if flow.data.split.by == "position":
         leak_msg = "n/a (split by position)"
     elif leak is None:
         leak_msg = "off"
@@ -373,56 +443,60 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
         leak_msg = (f"{leak['found']} found, {leak['moved_docs']} document(s) moved into train, {leak['total']} left"
                     if leak["found"] else "0")
     _say(f"dedup: {dedup_stats.kept} kept, {dict(dedup_stats.dropped)} dropped; leak check: {leak_msg} "
-         f"({timings['dedup_split']:.1f}s)")
-    say_drops({"dedup": dedup_stats}, reject_dir)
+         f"({flow.timings['dedup_split']:.1f}s)")
+    say_drops({"dedup": dedup_stats}, flow.reject_dir)
     if conflicts["groups"]:
         _warn(f"{conflicts['groups']:,} text(s) appear with different labels ({conflicts['documents']:,} copies); "
               f"data.dedup.label_conflicts={conflicts['policy']} dropped {conflicts['dropped']:,} of them "
               f"(e.g. {conflicts['examples'][0]['ids']} labeled {conflicts['examples'][0]['labels']}); "
-              f"each dropped copy is in {reject_dir}/")
-    del dup, store
+              f"each dropped copy is in {flow.reject_dir}/")
 
-    # -- stage 2: write splits (+ augment) -------------------------------------------------
-    t = time.time()
-    split_dir = splits_dir(out)
-    h_split = _hash([to_dict(data), seed])
-    sctx = SplitContext(data, seed, work / "ingest", plan_dir, split_dir, reject_dir)
-    r2 = ex.map(write_unit, units, sctx, work / "split", h_split, "split")
-    split_docs, split_chars = Counter(), Counter()
+
+def _write_splits(flow: _TextFlow, units: list[WorkUnit], n_kept: int) -> dict:
+    """Every kept document written to its split (training records augmented when asked); returns
+    documents, characters, length histograms and label counts per split, and the augmented count."""
+    t, data = time.time(), flow.data
+    split_dir = splits_dir(flow.paths.data)
+    sctx = SplitContext(data, flow.seed, flow.work / "ingest", flow.work / "plan", split_dir, flow.reject_dir)
+    r2 = flow.ex.map(write_unit, units, sctx, flow.work / "split", _hash([to_dict(data), flow.seed]), "split")
+    docs, chars = Counter(), Counter()
     char_hist = {s: np.zeros(len(CHAR_BINS) - 1, dtype=np.int64) for s in SPLITS}
-    split_labels: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    labels: dict[str, Counter] = {s: Counter() for s in SPLITS}
     augmented = 0
     for r in r2:
-        split_docs.update(r["docs"])
-        split_chars.update(r["chars"])
-        for s in SPLITS:
-            split_labels[s].update(r["labels"].get(s, {}))
+        docs.update(r["docs"])
+        chars.update(r["chars"])
         augmented += r["augmented"]
         for s in SPLITS:
+            labels[s].update(r["labels"].get(s, {}))
             char_hist[s] += np.asarray(r["char_hist"][s], dtype=np.int64)
     split_stats = StepStats("split")
-    split_stats.read = split_stats.kept = dedup_stats.kept
-    split_stats.extra.update({f"{s}_docs": split_docs[s] - (augmented if s == "train" else 0) for s in SPLITS})
-    steps["split"] = split_stats
+    split_stats.read = split_stats.kept = n_kept
+    split_stats.extra.update({f"{s}_docs": docs[s] - (augmented if s == "train" else 0) for s in SPLITS})
+    flow.steps["split"] = split_stats
     if data.augment.enabled:
         aug = StepStats("augment")
-        aug.read = aug.kept = split_docs["train"] - augmented
+        aug.read = aug.kept = docs["train"] - augmented
         aug.extra["augmented_records_added"] = augmented
-        steps["augment"] = aug
-    timings["split"] = time.time() - t
+        flow.steps["augment"] = aug
+    flow.timings["split"] = time.time() - t
     if data.labels:
-        empty = [lb for lb in data.labels if not split_labels["train"].get(lb)]
+        empty = [lb for lb in data.labels if not labels["train"].get(lb)]
         if empty:
             _warn(f"declared label(s) {empty} have no training example (data.labels lists {len(data.labels)}); "
                   "the model cannot learn them")
-    if split_docs["train"] == 0:
+    if docs["train"] == 0:
         raise PipelineError("the train split is empty: too few documents for the requested val/test fractions "
-                            f"(kept {dedup_stats.kept}; data.split.val={data.split.val}, data.split.test={data.split.test})")
-    _say(f"split: {dict(split_docs)} documents ({augmented} augmented)")
+                            f"(kept {n_kept}; data.split.val={data.split.val}, data.split.test={data.split.test})")
+    _say(f"split: {dict(docs)} documents ({augmented} augmented)")
+    return {"dir": split_dir, "docs": docs, "chars": chars, "char_hist": char_hist, "labels": labels}
 
-    # -- tokenizer -----------------------------------------------------------------------------
-    t = time.time()
-    tok_dir = paths.tokenizer
+
+def _tokenizer(flow: _TextFlow, units: list[WorkUnit], train_chars: int):
+    """The tokenizer — loaded from ``tokenizer.path`` or trained on a sample of the train split — copied
+    into the run; returns (tokenizer, its record for the manifest, special token ids)."""
+    t, tokenizer = time.time(), flow.tokenizer
+    tok_dir = flow.paths.tokenizer
     if tokenizer.path:
         from lmforge.models.load import resolve_init
 
@@ -433,87 +507,90 @@ def _prepare_text(data: DataConfig, tokenizer: TokenizerConfig, paths: RunPaths,
         tok_info = {"trained": False, "source": str(tokenizer.path)}
         special = tok_io.special_ids(tok, src_dir, tokenizer)
     else:
+        split_dir = splits_dir(flow.paths.data)
+
         def train_docs():
             for u in units:
-                p = split_dir / "train" / f"{u.name}.jsonl"
-                with open(p, encoding="utf-8") as fh:
+                with open(split_dir / "train" / f"{u.name}.jsonl", encoding="utf-8") as fh:
                     for line in fh:
                         yield json.loads(line)
 
-        texts = tok_train.sample_texts(train_docs(), split_chars["train"], tokenizer.max_train_chars, seed)
+        texts = tok_train.sample_texts(train_docs(), train_chars, tokenizer.max_train_chars, flow.seed)
         tok_info = tok_train.train(tokenizer, texts, tok_dir)
         faults.point("tokenizer.trained")
         tok = tok_io.load(tok_dir)
         special = tok_io.special_ids(tok, tok_dir, tokenizer)
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    framing, row_start, eos = frame_ids(data.pack.framing, special, labeled)
-    tok_info.update(vocab_size=vocab_size, special_ids=special, doc_separator_id=eos)
-    timings["tokenizer"] = time.time() - t
-    _say(f"tokenizer: vocab {vocab_size} ({'trained' if tok_info['trained'] else 'loaded'}, {timings['tokenizer']:.1f}s)")
+    flow.timings["tokenizer"] = time.time() - t
+    _say(f"tokenizer: vocab {tok.get_vocab_size(with_added_tokens=True)} "
+         f"({'trained' if tok_info['trained'] else 'loaded'}, {flow.timings['tokenizer']:.1f}s)")
+    return tok, tok_info, special
 
-    # -- stage 4: tokenize and pack ---------------------------------------------------------------
-    t = time.time()
-    pctx = PackContext(tok_dir / "tokenizer.json", split_dir, work / "tokens", labeled,
+
+def _tokenize_and_pack(flow: _TextFlow, units: list[WorkUnit], tok, tok_info: dict, special: dict,
+                       written: dict) -> dict:
+    """Token ids of every split — packed into fixed windows (unlabeled text, framed as fine-tuning
+    frames it) or one example per row (labeled) — merged into ``tokens/``; returns the totals and index."""
+    t, data, out = time.time(), flow.data, flow.paths.data
+    tok_dir = flow.paths.tokenizer
+    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    framing, row_start, eos = frame_ids(data.pack.framing, special, flow.labeled)
+    tok_info.update(vocab_size=vocab_size, special_ids=special, doc_separator_id=eos)
+    pctx = PackContext(tok_dir / "tokenizer.json", written["dir"], flow.work / "tokens", flow.labeled,
                        special.get("bos") if framing == "eos" else None, eos if eos is not None else -1, vocab_size,
                        data.pack, row_start)
-    h_pack = _hash([to_dict(data), to_dict(tokenizer), seed, vocab_size])
-    r4 = ex.map(tokenize_unit, units, pctx, work / "tokens_done", h_pack, "tokenize")
+    h_pack = _hash([to_dict(data), to_dict(flow.tokenizer), flow.seed, vocab_size])
+    r4 = flow.ex.map(tokenize_unit, units, pctx, flow.work / "tokens_done", h_pack, "tokenize")
     label_names = None
-    if labeled:
-        label_names = list(data.labels) if data.labels else sorted({lb for s in SPLITS for lb in split_labels[s]})
+    if flow.labeled:
+        label_names = list(data.labels) if data.labels else sorted({lb for s in SPLITS for lb in written["labels"][s]})
     index = merge(units, pctx, tokens_dir(out), label_names, special, tokenizer_dir=os.path.relpath(tok_dir, tokens_dir(out)))
     pack_stats = StepStats("pack")
-    tok_totals = {s: {"docs": sum(r[s]["docs"] for r in r4), "tokens": sum(r[s]["tokens"] for r in r4),
-                      "truncated": sum(r[s]["truncated"] for r in r4),
-                      "length_hist": np.sum([r[s]["length_hist"] for r in r4], axis=0).tolist()} for s in SPLITS}
-    pack_stats.read = pack_stats.kept = sum(v["docs"] for v in tok_totals.values())
-    pack_stats.extra["truncated_examples"] = sum(v["truncated"] for v in tok_totals.values())
-    if not labeled:
+    totals = {s: {"docs": sum(r[s]["docs"] for r in r4), "tokens": sum(r[s]["tokens"] for r in r4),
+                  "truncated": sum(r[s]["truncated"] for r in r4),
+                  "length_hist": np.sum([r[s]["length_hist"] for r in r4], axis=0).tolist()} for s in SPLITS}
+    pack_stats.read = pack_stats.kept = sum(v["docs"] for v in totals.values())
+    pack_stats.extra["truncated_examples"] = sum(v["truncated"] for v in totals.values())
+    if not flow.labeled:
         pack_stats.extra["dropped_tail_tokens"] = sum(index["splits"][s]["dropped_tail_tokens"] for s in SPLITS)
-    steps["pack"] = pack_stats
-    timings["tokenize_pack"] = time.time() - t
-    tok_info["chars_per_token_train"] = round(split_chars["train"] / max(tok_totals["train"]["tokens"], 1), 3)
-    tok_info["sample_stats"] = tokenizer_stats(tok, split_dir, special.get("unk"))
-    per_split = ", ".join(f"{s}={tok_totals[s]['tokens']}" for s in SPLITS)
-    _say(f"pack: {per_split} tokens ({timings['tokenize_pack']:.1f}s)")
+    flow.steps["pack"] = pack_stats
+    flow.timings["tokenize_pack"] = time.time() - t
+    tok_info["chars_per_token_train"] = round(written["chars"]["train"] / max(totals["train"]["tokens"], 1), 3)
+    tok_info["sample_stats"] = tokenizer_stats(tok, written["dir"], special.get("unk"))
+    per_split = ", ".join(f"{s}={totals[s]['tokens']}" for s in SPLITS)
+    _say(f"pack: {per_split} tokens ({flow.timings['tokenize_pack']:.1f}s)")
+    return {"totals": totals, "index": index, "framing": (framing, row_start, eos)}
 
-    # -- manifest and report -------------------------------------------------------------------
-    faults.point("manifest.before")
-    timings["total"] = time.time() - t_start
-    manifest = {
+
+def _manifest(flow: _TextFlow, name: str, inputs: list[dict], units: list[WorkUnit], corpus: dict, written: dict,
+              packed: dict, tok_info: dict, special: dict) -> dict:
+    """``manifest.json``: the config and its hash, inputs, every step's counts, splits, leak check,
+    label conflicts, tokenizer, framing, shards, timings and peak memory."""
+    data, tokenizer, seed, hasher = flow.data, flow.tokenizer, flow.seed, flow.hasher
+    totals, index = packed["totals"], packed["index"]
+    framing, row_start, eos = packed["framing"]
+    return {
         "format": "lmforge-data-manifest-v1",
         "name": name,
         "config_hash": _hash({"data": to_dict(data), "tokenizer": to_dict(tokenizer), "seed": seed}),
         "config": {"seed": seed, "data": to_dict(data), "tokenizer": to_dict(tokenizer)},
         "inputs": inputs,
         "units": len(units),
-        "steps": {k: v.to_json() for k, v in steps.items()},
-        "splits": {s: {"docs": split_docs[s], "chars": split_chars[s], "tokens": tok_totals[s]["tokens"],
-                       "truncated": tok_totals[s]["truncated"], "labels": dict(sorted(split_labels[s].items())),
-                       "char_length_hist": char_hist[s].tolist(),
-                       "token_length_hist": tok_totals[s]["length_hist"]} for s in SPLITS},
+        "steps": {k: v.to_json() for k, v in flow.steps.items()},
+        "splits": {s: {"docs": written["docs"][s], "chars": written["chars"][s], "tokens": totals[s]["tokens"],
+                       "truncated": totals[s]["truncated"], "labels": dict(sorted(written["labels"][s].items())),
+                       "char_length_hist": written["char_hist"][s].tolist(),
+                       "token_length_hist": totals[s]["length_hist"]} for s in SPLITS},
         "histogram_bins": {"chars": CHAR_BINS, "tokens": TOKEN_BINS},
-        "leak_check": leak,
-        "label_conflicts": conflicts if labeled else None,
+        "leak_check": corpus["leak"],
+        "label_conflicts": corpus["conflicts"] if flow.labeled else None,
         "tokenizer": tok_info,
-        "framing": None if labeled else framing_record(framing, row_start, eos, special, data.pack.add_bos),
+        "framing": None if flow.labeled else framing_record(framing, row_start, eos, special, data.pack.add_bos),
         "shards": {"dir": "tokens", "index": "tokens/index.json", "kind": index["kind"], "dtype": index["dtype"],
                    "seq_len": index.get("seq_len"), "splits": {s: {k: v for k, v in index["splits"][s].items()
                                                                     if k != "shards"} for s in SPLITS}},
         "dedup_index": {"bands": hasher.bands if hasher else None, "rows": hasher.rows if hasher else None,
                         "num_perm": data.dedup.num_perm},
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "timings_s": {k: round(v, 2) for k, v in flow.timings.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_workers_mb": ex.peak_rss_mb,  # max VmHWM of the processes that ran tasks (None: all reused)
+        "peak_rss_workers_mb": flow.ex.peak_rss_mb,  # max VmHWM of the processes that ran tasks (None: all reused)
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    from lmforge.data.report import write_report
-
-    write_report(out, manifest)
-    dropped_all: Counter = Counter()
-    for st in steps.values():
-        dropped_all.update(st.dropped)
-    say_total(steps["read"].read, dedup_stats.kept, dropped_all, f"{reject_dir}/")
-    _say(f"done in {timings['total']:.1f}s → {out}/manifest.json, {out}/report.md")
-    return manifest
-

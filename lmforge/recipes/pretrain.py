@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Optional
 
 import torch
@@ -212,18 +212,112 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
               resume: bool, overwrite: bool, resume_changed: bool, progress: bool, on_eval: Optional[OnEval],
               loss_fn: Optional[LossFn], start: Optional[StartFn], name: str) -> dict:
     out, data_dir = paths.pretrain, paths.pretrain_tokens
+    _set_threads(p, d)
+
+    # -- data, objective, model, optimizer -----------------------------------------------------
+    train, val = PackedDataset(data_dir, "train"), PackedDataset(data_dir, "val")
+    special = train.index["special_ids"]
+    objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed,
+                                p.rtd_generator_ratio, p.rtd_weight)
+    torch.manual_seed(seed)  # same initial weights on every rank
+    model, model_cfg, embedding_start = _starting_model(p, model_cfg, objective, train, seed, d, start, resume)
+    model = model.to(d.device)
+    n_params = sum(x.numel() for x in model.parameters())
+    # the module the loop calls; under FSDP ``model`` itself, sharded in place — so the optimizer
+    # is built after this, over the sharded parameters
+    net = wrap(model, d, p.parallel, p.compile, precision=p.precision, cpu_offload=p.cpu_offload,
+               activation_checkpointing=p.activation_checkpointing)
+    groups, decayed = param_groups(model, p.lr, p.weight_decay,
+                                   decay_embeddings=p.decay_embeddings or p.decay_norms_biases_embeddings,
+                                   decay_norms_biases=p.decay_norms_biases_embeddings)
+    optimizer = build_optimizer(groups, p.optimizer, p.lr, tuple(p.betas), momentum=p.momentum)
+
+    # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
+    plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
+    # global_batch is compared on resume: the per-process batch, accumulation and world size may
+    # change (2 ranks -> 1 rank with grad_accum x 2) only if the global batch stays the same
+    config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed, "global_batch": plan.global_batch}
+    best = Best("min", p.early_stopping_patience)
+    start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
+                                      resume_changed=resume_changed, safe_keys=resume_safe_keys(p),
+                                      say=_say if d.main else _quiet, main=d.main)
+    if d.main:
+        ensure_dir(out.root, "pretrain output")
+        write_config(out.root, config)
+        tok = tokenizer_of_tokens(data_dir)
+        if tok is not None and tok.is_dir():
+            copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
+    log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None, d.main)
+    precision = Precision(d.device, p.precision)
+    # tokens per step as throughput counts them: positions trained on — for a causal LM the window
+    # minus its last token (nothing follows it), for MLM every position the encoder reads
+    tokens_per_step = plan.global_batch * (train.seq_len - 1 if model.causal else train.seq_len)
+    peak = p.peak_flops or detect_peak(d.device)
+    _announce(p, model_cfg, n_params, len(train), train.seq_len, plan.global_batch, tokens_per_step, d, start_step, peak)
+    run = _Run(p=p, d=d, model=model, net=net, optimizer=optimizer, best=best, log=log, plan=plan, objective=objective,
+               precision=precision, decayed=decayed, loss_fn=loss_fn, tokens_per_step=tokens_per_step,
+               fpt=flops_per_token(model.cfg, n_params, train.seq_len), peak=peak, val=val,
+               ranks=token_ranks(train, train.index["vocab_size"], [v for v in special.values() if v is not None]),
+               probe=torch.stack([val[i] for i in range(min(len(val), 8))]).to(d.device) if len(val) >= 2 else None,
+               tokenizer=_tokenizer(data_dir) if d.main and p.sample_tokens and model.causal else None,
+               saver=None, state={"model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
+                                  "objective": p.objective, "seed": seed, "config": config}, out=out)
+    if p.parallel == "fsdp":  # checkpoints in DCP shards (also with one process: they reshard)
+        run.saver = ShardedSaver(out.checkpoints, d, p.async_save, on_complete=run.prune)
+    if p.objective == "rtd":  # what load_checkpoint_model needs to rebuild generator + discriminator
+        run.state["rtd"] = {"generator_ratio": p.rtd_generator_ratio, "disc_weight": p.rtd_weight}
+
+    t_start = time.time()
+    stop_reason, done = _loop(run, seed, start_step, stop, progress, on_eval, name)
+    if p.max_steps == 0 and start_step == 0:  # initialization only: the starting model, evaluated and saved
+        ev = run.evaluate(0)
+        if ev:
+            best.update(ev["val_loss"], 0)
+        run.save(0)
+    if run.saver is not None:
+        run.saver.finish()  # the last checkpoint, if still being written in the background
+    log.close()
+    summary = _summary(run, stop_reason, done, time.time() - t_start, n_params, embedding_start)
+    if d.main:
+        out.summary.write_text(json.dumps(summary, indent=2))
+        plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")
+        _say(f"done ({stop_reason}); best val loss {best.value:.4f} at {summary['best']['name']}; "
+             f"metrics {out.metrics}")
+    if stop_reason.startswith("interrupted"):
+        raise Interrupted(f"interrupted at step {done}")
+    return summary
+
+
+def _set_threads(p: PretrainConfig, d: Dist) -> None:
+    """``pretrain.threads``, or the cores shared out between the ranks of one CPU machine."""
     if p.threads:
         torch.set_num_threads(p.threads)
     elif d.device.type == "cpu" and d.world > 1:
         torch.set_num_threads(max(1, torch.get_num_threads() // d.world))
 
-    # -- data, objective, model, optimizer -----------------------------------------------------
-    train = PackedDataset(data_dir, "train")
-    val = PackedDataset(data_dir, "val")
+
+def _summary(run: "_Run", stop_reason: str, done: int, seconds: float, n_params: int, embedding_start: dict) -> dict:
+    best, p, d = run.best, run.p, run.d
+    return {"stop_reason": stop_reason,
+            "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step is not None else None,
+                     "step": best.step, "bad_evals": best.bad_evals},
+            "last_train_loss": run.last_loss, "skipped_steps": run.skipped, "steps": done,
+            "wall_seconds_this_process": round(seconds, 1), "tokens_seen": done * run.tokens_per_step,
+            "params": n_params, "non_embedding_params": run.model.num_params(non_embedding=True),
+            "parallel": p.parallel if d.enabled else "none", "world_size": d.world,
+            "memory_per_rank": rank_memory(run.model, run.optimizer, d),
+            # mean pairwise cosine of input embeddings by training-frequency rank band, and of the
+            # body's output over the positions of 8 validation windows, at the last validation
+            # (near 1 = those tokens / every input collapsed onto one direction)
+            "embedding_health": run.health, "embedding_init": embedding_start}
+
+
+def _starting_model(p: PretrainConfig, model_cfg: ModelConfig, objective, train: PackedDataset, seed: int, d: Dist,
+                    start: Optional[StartFn], resume: bool):
+    """The objective's model — from ``pretrain.init``'s body, ``start``, or fresh (token table from
+    co-occurrence when asked) — with the embeddings frozen when asked; returns (model, its config, how the
+    token table started)."""
     special = train.index["special_ids"]
-    objective = build_objective(p.objective, special, train.index["vocab_size"], p.mlm_probability, seed,
-                                p.rtd_generator_ratio, p.rtd_weight)
-    torch.manual_seed(seed)  # same initial weights on every rank
     init_body = None
     if p.init:  # continued pretraining: the checkpoint's body and shape, checked against this data
         init_body = load_init_body(p.init, train.index["vocab_size"])
@@ -253,208 +347,193 @@ def _pretrain(p: PretrainConfig, model_cfg: ModelConfig, paths: RunPaths, seed: 
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     if p.freeze_embeddings:
         model.body.embed.tok.weight.requires_grad_(False)
-    model = model.to(d.device)
-    n_params = sum(x.numel() for x in model.parameters())
-    # the module the loop calls; under FSDP ``model`` itself, sharded in place — so the optimizer
-    # is built after this, over the sharded parameters
-    net = wrap(model, d, p.parallel, p.compile, precision=p.precision, cpu_offload=p.cpu_offload,
-               activation_checkpointing=p.activation_checkpointing)
-    groups, decayed = param_groups(model, p.lr, p.weight_decay,
-                                   decay_embeddings=p.decay_embeddings or p.decay_norms_biases_embeddings,
-                                   decay_norms_biases=p.decay_norms_biases_embeddings)
-    optimizer = build_optimizer(groups, p.optimizer, p.lr, tuple(p.betas), momentum=p.momentum)
-    trainable = [x for x in model.parameters() if x.requires_grad]
+    return model, model_cfg, embedding_start
 
-    # -- resume, or refuse to mix with an earlier run's checkpoints -----------------------------
-    plan = BatchPlan(train, p.batch_size, p.grad_accum, d.world, d.rank, seed)
-    # global_batch is compared on resume: the per-process batch, accumulation and world size may
-    # change (2 ranks -> 1 rank with grad_accum x 2) only if the global batch stays the same
-    config = {"pretrain": to_dict(p), "model": to_dict(model_cfg), "seed": seed, "global_batch": plan.global_batch}
-    safe = resume_safe_keys(p)
-    best = Best("min", p.early_stopping_patience)
-    start_step = ckpt.start_or_resume(out, model, optimizer, best, config, resume=resume, overwrite=overwrite,
-                                      resume_changed=resume_changed, safe_keys=safe, say=_say if d.main else _quiet,
-                                      main=d.main)
-    if d.main:
-        ensure_dir(out.root, "pretrain output")
-        write_config(out.root, config)
-        tok = tokenizer_of_tokens(data_dir)
-        if tok is not None and tok.is_dir():
-            copy_files(tok, out.tokenizer)  # a pretrain folder is self-contained
-    log = MetricsLog(out.metrics, out.tensorboard, start_step if resume else None, d.main)
-    sharded = p.parallel == "fsdp"  # checkpoints in DCP shards (also with one process: they reshard)
-    tokenizer = _tokenizer(data_dir) if d.main and p.sample_tokens and model.causal else None
-    precision = Precision(d.device, p.precision)
-    schedule = WarmupDecay(p.warmup_steps, p.decay_steps or p.max_steps, p.schedule, p.min_lr, ramp="nanogpt")
-    fpt = flops_per_token(model.cfg, n_params, train.seq_len)
-    ranks = token_ranks(train, train.index["vocab_size"], [v for v in special.values() if v is not None])
-    health: dict = {}
-    probe = torch.stack([val[i] for i in range(min(len(val), 8))]).to(d.device) if len(val) >= 2 else None
-    peak = p.peak_flops or detect_peak(d.device)
-    # tokens per step as throughput counts them: positions trained on — for a causal LM the window
-    # minus its last token (nothing follows it), for MLM every position the encoder reads
-    tokens_per_step = plan.global_batch * (train.seq_len - 1 if model.causal else train.seq_len)
-    epochs = p.max_steps * plan.global_batch / max(len(train), 1)
-    if d.main and epochs > MANY_EPOCHS:
-        _say(f"warning: {p.max_steps} steps of {plan.global_batch} windows are {epochs:.1f} epochs of the "
-             f"{len(train)} training windows: every window is seen ~{epochs:.0f} times, and repeated data beyond "
+
+def _announce(p: PretrainConfig, model_cfg: ModelConfig, n_params: int, n_windows: int, seq_len: int, global_batch: int,
+              tokens_per_step: int, d: Dist, start_step: int, peak) -> None:
+    """What is about to run, and the warnings a user should see before it does."""
+    if not d.main:
+        return
+    epochs = p.max_steps * global_batch / max(n_windows, 1)
+    if epochs > MANY_EPOCHS:
+        _say(f"warning: {p.max_steps} steps of {global_batch} windows are {epochs:.1f} epochs of the "
+             f"{n_windows} training windows: every window is seen ~{epochs:.0f} times, and repeated data beyond "
              f"~{MANY_EPOCHS} epochs teaches less and less (more text, or fewer steps)")
-    if d.main:
-        _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {len(train)} train windows of {train.seq_len}, "
-             f"global batch {plan.global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}"
-             + (f" ({p.parallel})" if d.enabled else "") + ", "
-             f"steps {start_step}→{p.max_steps}")
-        if peak and not p.peak_flops and d.device.type == "cpu":
-            _say(f"MFU is an estimate against an assumed CPU peak of {peak / 1e9:.0f} GFLOP/s "
-                 "(set pretrain.peak_flops to your machine's)")
+    _say(f"{model_cfg.arch} {n_params / 1e6:.2f}M params, {n_windows} train windows of {seq_len}, "
+         f"global batch {global_batch} ({tokens_per_step} tokens), {d.world} process(es) on {d.device}"
+         + (f" ({p.parallel})" if d.enabled else "") + ", "
+         f"steps {start_step}→{p.max_steps}")
+    if peak and not p.peak_flops and d.device.type == "cpu":
+        _say(f"MFU is an estimate against an assumed CPU peak of {peak / 1e9:.0f} GFLOP/s "
+             "(set pretrain.peak_flops to your machine's)")
 
-    def prune(step: int) -> None:
-        ckpt.prune(out.checkpoints, p.keep_last, [checkpoint_name(best.step)] if best.step is not None else [])
 
-    saver = ShardedSaver(out.checkpoints, d, p.async_save, on_complete=prune) if sharded else None
+@dataclass
+class _Run:
+    """What the loop's pieces share: the model and its optimizer, data, logging, and running figures."""
 
-    def save(step: int) -> None:
-        state = {"best": best.state_dict(), "model": asdict(model.cfg), "tokenizer_dir": CHECKPOINT_TOKENIZER,
-                 "objective": p.objective, "seed": seed, "config": config}
-        if p.objective == "rtd":  # what load_checkpoint_model needs to rebuild generator + discriminator
-            state["rtd"] = {"generator_ratio": p.rtd_generator_ratio, "disc_weight": p.rtd_weight}
-        if saver is not None:  # every rank writes its shards; pruned once complete
-            saver.save(step, model, optimizer, state)
-        elif d.main:
-            ckpt.save(out.checkpoints, step, model, optimizer, state)
-            prune(step)
+    p: PretrainConfig
+    d: Dist
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    best: Best
+    log: MetricsLog
+    plan: BatchPlan
+    objective: object
+    precision: Precision
+    decayed: list
+    loss_fn: Optional[LossFn]
+    tokens_per_step: int
+    fpt: float
+    peak: Optional[float]
+    val: PackedDataset
+    ranks: object
+    probe: Optional[torch.Tensor]
+    tokenizer: object
+    saver: Optional[ShardedSaver]
+    state: dict  # what every checkpoint records besides the weights (and "best", added at each save)
+    out: object
+    health: dict = field(default_factory=dict)
+    last_loss: float = float("nan")
+    skipped: int = 0
 
-    def evaluate(step: int) -> dict:
+    def prune(self, step: int) -> None:
+        keep = [checkpoint_name(self.best.step)] if self.best.step is not None else []
+        ckpt.prune(self.out.checkpoints, self.p.keep_last, keep)
+
+    def save(self, step: int) -> None:
+        state = {"best": self.best.state_dict(), **self.state}
+        if self.saver is not None:  # every rank writes its shards; pruned once complete
+            self.saver.save(step, self.model, self.optimizer, state)
+        elif self.d.main:
+            ckpt.save(self.out.checkpoints, step, self.model, self.optimizer, state)
+            self.prune(step)
+
+    def evaluate(self, step: int) -> dict:
         """Validation metrics and the embedding-health figures, logged; warns when the body collapsed."""
-        ev = validate(net, val, objective, p, d, precision)
+        p, d = self.p, self.d
+        ev = validate(self.net, self.val, self.objective, p, d, self.precision)
         if not ev:
             return ev
-        ev.update(band_cosines(model.body.embed.tok.weight, ranks))
-        if probe is not None:
-            ev["output_cos"] = output_cosine(model.body, probe)
+        ev.update(band_cosines(self.model.body.embed.tok.weight, self.ranks))
+        if self.probe is not None:
+            ev["output_cos"] = output_cosine(self.model.body, self.probe)
             if d.main and ev["output_cos"] > COLLAPSED:
                 _say(f"warning: the body's output has collapsed (output_cos {ev['output_cos']:.4f}: one vector "
                      "for every token of every input); fine-tuning from this checkpoint will not learn"
                      + (" — the discriminator is stuck at its prior (val_replaced_recall "
                         f"{ev.get('val_replaced_recall', 0):.3f})" if p.objective == "rtd" else ""))
-        log.write({"kind": "eval", "step": step, **ev})
+        self.log.write({"kind": "eval", "step": step, **ev})
+        self.health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
         return ev
 
-    # -- the loop ------------------------------------------------------------------------------
+
+def _loop(run: _Run, seed: int, start_step: int, stop: StopRequest, progress: bool, on_eval: Optional[OnEval],
+          name: str) -> tuple[str, int]:
+    """Steps ``start_step`` … ``max_steps``; returns (stop reason, steps done)."""
+    p, d = run.p, run.d
     bar = None
     if d.main and progress:
         from tqdm import tqdm
 
         bar = tqdm(total=p.max_steps, initial=start_step, desc=name, disable=not sys.stderr.isatty())
-    net.train()
-    t_log, tokens_since, wait_since, skipped = time.time(), 0, 0.0, 0
-    t_start = time.time()
-    last_loss = float("nan")
-    stop_reason = "max_steps"
-    done = start_step
+    schedule = WarmupDecay(p.warmup_steps, p.decay_steps or p.max_steps, p.schedule, p.min_lr, ramp="nanogpt")
+    trainable = [x for x in run.model.parameters() if x.requires_grad]
+    run.net.train()
+    rate = {"t": time.time(), "tokens": 0, "wait": 0.0}  # since the last logged step
+    stop_reason, done = "max_steps", start_step
     for step in range(start_step, p.max_steps):
-        lr = apply_lr(optimizer, schedule, step)
-        loss_sum = torch.zeros((), device=d.device)
-        for a in range(p.grad_accum):
-            # micro-batch ``slot`` of the global batch (see BatchPlan): its samples, MLM masks and
-            # dropout are functions of (seed, step, slot) alone — so resume needs no RNG state and
-            # 2 ranks x accum 1 compute what 1 rank x accum 2 does
-            slot = a * d.world + d.rank
-            torch.manual_seed((seed * 1_000_003 + slot) * 1_000_003 + step)
-            tw = time.time()
-            inputs, labels = objective.train_batch(plan.batch(step, a), step, slot, 0)
-            inputs, labels = inputs.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
-            wait_since += time.time() - tw
-            with grad_sync(net, a == p.grad_accum - 1):
-                with precision.autocast():
-                    logits, loss = net(inputs, labels)
-                    if loss_fn is not None:
-                        loss = loss_fn(logits, inputs, loss)
-                    loss = loss + penalty(decayed, p.l1, p.l2)
-                precision.backward(loss / p.grad_accum)
-            loss_sum += loss.detach()
-        step_loss = all_reduce_mean(loss_sum / p.grad_accum, d)
+        lr = apply_lr(run.optimizer, schedule, step)
+        step_loss = _accumulate(run, seed, step, rate)
         if not torch.isfinite(step_loss):
             if p.nonfinite == "stop":
                 raise TrainingError(f"non-finite loss ({step_loss.item()}) at step {step}: lower pretrain.lr "
                                     f"(now {lr:.2e}), enable grad_clip, or set pretrain.nonfinite: skip")
-            Precision.skip(optimizer)
-            skipped += 1
+            Precision.skip(run.optimizer)
+            run.skipped += 1
             continue
-        grad_norm = full_value(precision.step(optimizer, trainable, p.grad_clip))
-        tokens_since += tokens_per_step
+        grad_norm = full_value(run.precision.step(run.optimizer, trainable, p.grad_clip))
+        rate["tokens"] += run.tokens_per_step
         done = step + 1
         if done % p.log_every == 0 or done == p.max_steps:
-            last_loss = step_loss.item()
-            dt = time.time() - t_log
-            tps = tokens_since / max(dt, 1e-9)
-            log.write({"kind": "train", "step": done, "loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
-                       "tokens_per_s": tps, "ms_per_step": 1000 * dt / max(tokens_since / tokens_per_step, 1),
-                       "mfu": (tps * fpt / (peak * d.world)) if peak else None, "data_wait_s": wait_since,
-                       "epoch": plan.epoch_of(done), "skipped_steps": skipped})
-            if bar is not None and not bar.disable:
-                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tps:,.0f}")
-            elif d.main:  # no bar (no terminal, or --no-progress): plain lines instead
-                ms = 1000 * dt / max(tokens_since / tokens_per_step, 1)
-                _say(f"step {done}/{p.max_steps}: loss {last_loss:.4f}, lr {lr:.2e}, {ms:.0f} ms/step, "
-                     f"{tps:,.0f} tokens/s, ETA {eta((p.max_steps - done) * ms / 1000)}")
-            t_log, tokens_since, wait_since = time.time(), 0, 0.0
+            _log_train(run, bar, done, step_loss.item(), lr, grad_norm, rate)
         if bar is not None:
             bar.update(1)
-        improved = finished = False
         t_aside = time.time()  # validation and checkpoints are not training time: kept out of the next rate
-        if done % p.eval_every == 0 or done == p.max_steps:
-            ev = evaluate(done)
-            if ev:
-                health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
-                if p.sample_tokens and model.causal and len(val) and (tokenizer is not None or sharded):
-                    sample = sample_text(model, val, tokenizer, p.sample_tokens)
-                    if sample is not None:
-                        log.write({"kind": "sample", "step": done, **sample})
-                if d.main:
-                    _say(f"step {done}: train loss {step_loss.item():.4f}, "
-                         + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
-                improved = best.update(ev["val_loss"], done)
-                if best.should_stop:
-                    stop_reason, finished = f"early stopping: no val improvement in {best.bad_evals} evals", True
-                elif on_eval is not None and on_eval(done, ev):
-                    stop_reason, finished = "stopped by on_eval", True
-        interrupted = any_rank(stop.requested, d)
-        if interrupted:
-            stop_reason, finished = f"interrupted ({stop.signal_name or 'signal'}) at step {done}", True
-        if improved or finished or done % p.save_every == 0 or done == p.max_steps:
-            save(done)
-        t_log += time.time() - t_aside
-        if finished:
+        improved, why = _validate(run, done, step_loss, on_eval) if done % p.eval_every == 0 or done == p.max_steps \
+            else (False, None)
+        if any_rank(stop.requested, d):
+            why = f"interrupted ({stop.signal_name or 'signal'}) at step {done}"
+        if improved or why or done % p.save_every == 0 or done == p.max_steps:
+            run.save(done)
+        rate["t"] += time.time() - t_aside
+        if why:
+            stop_reason = why
             break
-    if p.max_steps == 0 and start_step == 0:  # initialization only: the starting model, evaluated and saved
-        ev = evaluate(0)
-        if ev:
-            health = {k: v for k, v in ev.items() if k.startswith(("emb_cos", "output_cos"))}
-            best.update(ev["val_loss"], 0)
-        save(0)
     if bar is not None:
         bar.close()
-    if saver is not None:
-        saver.finish()  # the last checkpoint, if still being written in the background
-    log.close()
-    memory = rank_memory(model, optimizer, d)
-    summary = {"stop_reason": stop_reason,
-               "best": {"val_loss": best.value, "name": checkpoint_name(best.step) if best.step is not None else None,
-                        "step": best.step, "bad_evals": best.bad_evals},
-               "last_train_loss": last_loss, "skipped_steps": skipped, "steps": done,
-               "wall_seconds_this_process": round(time.time() - t_start, 1), "tokens_seen": done * tokens_per_step,
-               "params": n_params, "non_embedding_params": model.num_params(non_embedding=True),
-               "parallel": p.parallel if d.enabled else "none", "world_size": d.world, "memory_per_rank": memory,
-               # mean pairwise cosine of input embeddings by training-frequency rank band, and of the
-               # body's output over the positions of 8 validation windows, at the last validation
-               # (near 1 = those tokens / every input collapsed onto one direction)
-               "embedding_health": health, "embedding_init": embedding_start}
+    return stop_reason, done
+
+
+def _accumulate(run: _Run, seed: int, step: int, rate: dict) -> torch.Tensor:
+    """Forward and backward over the step's micro-batches; returns the step's loss, averaged over ranks."""
+    p, d = run.p, run.d
+    loss_sum = torch.zeros((), device=d.device)
+    for a in range(p.grad_accum):
+        # micro-batch ``slot`` of the global batch (see BatchPlan): its samples, MLM masks and
+        # dropout are functions of (seed, step, slot) alone — so resume needs no RNG state and
+        # 2 ranks x accum 1 compute what 1 rank x accum 2 does
+        slot = a * d.world + d.rank
+        torch.manual_seed((seed * 1_000_003 + slot) * 1_000_003 + step)
+        tw = time.time()
+        inputs, labels = run.objective.train_batch(run.plan.batch(step, a), step, slot, 0)
+        inputs, labels = inputs.to(d.device, non_blocking=True), labels.to(d.device, non_blocking=True)
+        rate["wait"] += time.time() - tw
+        with grad_sync(run.net, a == p.grad_accum - 1):
+            with run.precision.autocast():
+                logits, loss = run.net(inputs, labels)
+                if run.loss_fn is not None:
+                    loss = run.loss_fn(logits, inputs, loss)
+                loss = loss + penalty(run.decayed, p.l1, p.l2)
+            run.precision.backward(loss / p.grad_accum)
+        loss_sum += loss.detach()
+    return all_reduce_mean(loss_sum / p.grad_accum, d)
+
+
+def _log_train(run: _Run, bar, done: int, loss: float, lr: float, grad_norm, rate: dict) -> None:
+    p, d = run.p, run.d
+    run.last_loss = loss
+    dt = time.time() - rate["t"]
+    tps = rate["tokens"] / max(dt, 1e-9)
+    ms = 1000 * dt / max(rate["tokens"] / run.tokens_per_step, 1)
+    run.log.write({"kind": "train", "step": done, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                   "tokens_per_s": tps, "ms_per_step": ms, "mfu": (tps * run.fpt / (run.peak * d.world)) if run.peak else None,
+                   "data_wait_s": rate["wait"], "epoch": run.plan.epoch_of(done), "skipped_steps": run.skipped})
+    if bar is not None and not bar.disable:
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+    elif d.main:  # no bar (no terminal, or --no-progress): plain lines instead
+        _say(f"step {done}/{p.max_steps}: loss {loss:.4f}, lr {lr:.2e}, {ms:.0f} ms/step, "
+             f"{tps:,.0f} tokens/s, ETA {eta((p.max_steps - done) * ms / 1000)}")
+    rate.update(t=time.time(), tokens=0, wait=0.0)
+
+
+def _validate(run: _Run, done: int, step_loss: torch.Tensor, on_eval: Optional[OnEval]) -> tuple[bool, Optional[str]]:
+    """One validation (with a text sample for decoders); returns (a new best?, why to stop or None)."""
+    p, d = run.p, run.d
+    ev = run.evaluate(done)
+    if not ev:
+        return False, None
+    if p.sample_tokens and run.model.causal and len(run.val) and (run.tokenizer is not None or run.saver is not None):
+        sample = sample_text(run.model, run.val, run.tokenizer, p.sample_tokens)
+        if sample is not None:
+            run.log.write({"kind": "sample", "step": done, **sample})
     if d.main:
-        out.summary.write_text(json.dumps(summary, indent=2))
-        plot_curves(out.metrics, out.loss_curve, "Pretraining loss", "val_loss")
-        _say(f"done ({stop_reason}); best val loss {best.value:.4f} at {summary['best']['name']}; "
-             f"metrics {out.metrics}")
-    if stop_reason.startswith("interrupted"):
-        raise Interrupted(f"interrupted at step {done}")
-    return summary
+        _say(f"step {done}: train loss {step_loss.item():.4f}, " + ", ".join(f"{k} {v:.4f}" for k, v in ev.items()))
+    improved = run.best.update(ev["val_loss"], done)
+    if run.best.should_stop:
+        return improved, f"early stopping: no val improvement in {run.best.bad_evals} evals"
+    if on_eval is not None and on_eval(done, ev):
+        return improved, "stopped by on_eval"
+    return improved, None

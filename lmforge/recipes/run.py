@@ -340,11 +340,8 @@ def _write(path: Path, record: dict) -> None:
 # -- the recipe ----------------------------------------------------------------------------------
 
 
-def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, only: Optional[str] = None,
-        force: bool = False, progress: bool = True, command: str = "lmforge run CONFIG") -> dict:
-    """Run the declared stages; returns ``{stage: {"status", "seconds", "result"}}`` (also in
-    ``<run>/pipeline/summary.json`` and ``summary.md``, written after an interruption or a failure
-    too). ``command`` is the command line to name when telling the user how to continue."""
+def _checked_stages(cfg: ExperimentConfig, raw: dict, from_stage: Optional[str], only: Optional[str]) -> list[str]:
+    """The config's stages, with --from / --only and compare_random checked against them."""
     if from_stage and only:
         raise UsageError("give --from or --only, not both")
     stages = declared_stages(cfg, raw)
@@ -359,6 +356,15 @@ def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, o
     for flag, name in (("--from", from_stage), ("--only", only)):
         if name is not None and name not in stages:
             raise UsageError(f"{flag} {name}: not a stage of this config; its stages are {stages}")
+    return stages
+
+
+def run(cfg: ExperimentConfig, raw: dict, *, from_stage: Optional[str] = None, only: Optional[str] = None,
+        force: bool = False, progress: bool = True, command: str = "lmforge run CONFIG") -> dict:
+    """Run the declared stages; returns ``{stage: {"status", "seconds", "result"}}`` (also in
+    ``<run>/pipeline/summary.json`` and ``summary.md``, written after an interruption or a failure
+    too). ``command`` is the command line to name when telling the user how to continue."""
+    stages = _checked_stages(cfg, raw, from_stage, only)
     parts = stage_parts(cfg, stages)
     keys = {name: _hash(p) for name, p in parts.items()}
     stamps = ensure_dir(cfg.run_path / "pipeline", "pipeline stamps")

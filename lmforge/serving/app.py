@@ -69,50 +69,64 @@ def _error(status: int, field: str | None, message: str) -> JSONResponse:
     return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
 
 
-def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
-    """The app for ``cfg``; ``runner`` (a loaded :class:`~lmforge.serving.runner.Runner`) may be
-    given to reuse one, otherwise it is loaded at startup."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+class _Metrics:
+    """The Prometheus figures of one app (its own registry: several apps may live in one process)."""
 
-    registry = CollectorRegistry()
-    requests = Counter("lmforge_requests", "requests by endpoint and status", ["endpoint", "status"], registry=registry)
-    latency = Histogram("lmforge_request_seconds", "request latency", ["endpoint"], registry=registry,
-                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-    batch_sizes = Histogram("lmforge_batch_size", "texts per forward pass", registry=registry,
-                            buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-    queue_depth = Gauge("lmforge_queue_texts", "texts (or generation requests) waiting for the model", registry=registry)
-    running = Gauge("lmforge_generations_running", "generations running now", registry=registry)
-    tokens_out = Counter("lmforge_generated_tokens", "tokens generated", registry=registry)
-    api_key = cfg.api_key or os.environ.get("LMFORGE_API_KEY")
-    state: dict = {}
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("lmforge_requests", "requests by endpoint and status", ["endpoint", "status"],
+                                registry=registry)
+        self.latency = Histogram("lmforge_request_seconds", "request latency", ["endpoint"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch_sizes = Histogram("lmforge_batch_size", "texts per forward pass", registry=registry,
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.queue_depth = Gauge("lmforge_queue_texts", "texts (or generation requests) waiting for the model",
+                                 registry=registry)
+        self.running = Gauge("lmforge_generations_running", "generations running now", registry=registry)
+        self.tokens_out = Counter("lmforge_generated_tokens", "tokens generated", registry=registry)
+
+    def text(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+
+class _Server:
+    """What the routes share: the config, the loaded model and its queue, metrics and rate buckets."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg, self.metrics = cfg, _Metrics()
+        self.api_key = cfg.api_key or os.environ.get("LMFORGE_API_KEY")
+        self.state: dict = {}  # runner, and batcher (task models, encoders) or generations (decoders)
+        self.buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]; bounded, see over_rate
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def serving(self, runner):
+        """Load the model (unless given), start its batcher or generation queue; stop them at shutdown."""
         from lmforge.serving.runner import load_runner
 
+        cfg, m = self.cfg, self.metrics
         r = runner if runner is not None else await asyncio.get_running_loop().run_in_executor(None, load_runner, cfg)
         if r.kind == "causal_lm":
-            gens = Generations(r, cfg.max_queue, tokens_out.inc)
-            queue_depth.set_function(lambda: gens.waiting)
-            running.set_function(lambda: gens.running)
-            state.update(runner=r, generations=gens)
+            gens = Generations(r, cfg.max_queue, m.tokens_out.inc)
+            m.queue_depth.set_function(lambda: gens.waiting)
+            m.running.set_function(lambda: gens.running)
+            self.state.update(runner=r, generations=gens)
             yield
             gens.shutdown()
             return
-        b = Batcher(r.predict, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue, batch_sizes.observe)
+        b = Batcher(r.predict, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue, m.batch_sizes.observe)
         b.start()
-        queue_depth.set_function(lambda: b.queued_texts)
-        state.update(runner=r, batcher=b)
+        m.queue_depth.set_function(lambda: b.queued_texts)
+        self.state.update(runner=r, batcher=b)
         yield
         await b.stop()
 
-    app = FastAPI(title="lmforge", lifespan=lifespan)
-
-    buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]; bounded, see over_rate
-
-    def over_rate(client: str) -> float:
+    def over_rate(self, client: str) -> float:
         """0 when ``client`` may send a request now (a token is taken), else seconds until it may."""
-        rate = cfg.rate_limit
+        rate, buckets = self.cfg.rate_limit, self.buckets
         burst = max(1.0, rate)
         now = time.monotonic()
         tokens, last = buckets.get(client, (burst, now))
@@ -126,30 +140,35 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         buckets[client] = [tokens, now]
         return (1.0 - tokens) / rate
 
-    async def guard(scope, receive, send, inner) -> None:
-        """API key, body size, status counts and latency — as plain ASGI, so the endpoint still
-        sees the client's disconnect (a BaseHTTPMiddleware would hide it)."""
-        path = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if api_key and path.startswith("/v1/") and not hmac.compare_digest(headers.get("authorization", ""),
-                                                                            f"Bearer {api_key}"):
+    def refusal(self, path: str, headers: dict, scope) -> Optional[JSONResponse]:
+        """The response that refuses a request before it runs (key, rate, size), counted; None to let it in."""
+        cfg, requests = self.cfg, self.metrics.requests
+        if self.api_key and path.startswith("/v1/") and not hmac.compare_digest(headers.get("authorization", ""),
+                                                                                 f"Bearer {self.api_key}"):
             requests.labels(path, "401").inc()
-            return await _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")(
-                scope, receive, send)
+            return _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")
         if cfg.rate_limit and path.startswith("/v1/"):
             # the key names the client only when keys are checked; otherwise anyone could pick a new one
-            client = headers.get("authorization", "") if api_key else (scope.get("client") or ("?",))[0]
-            wait = over_rate(client)
+            client = headers.get("authorization", "") if self.api_key else (scope.get("client") or ("?",))[0]
+            wait = self.over_rate(client)
             if wait:
                 requests.labels(path, "429").inc()
                 resp = _error(429, None, f"rate limit: {cfg.rate_limit:g} requests/s per client; retry in {wait:.2f} s")
                 resp.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
-                return await resp(scope, receive, send)
+                return resp
         size = headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
             requests.labels(path, "413").inc()
-            return await _error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")(
-                scope, receive, send)
+            return _error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")
+        return None
+
+    async def guard(self, scope, receive, send, inner) -> None:
+        """API key, rate, body size, status counts and latency — as plain ASGI, so the endpoint still
+        sees the client's disconnect (a BaseHTTPMiddleware would hide it)."""
+        path = scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if (refused := self.refusal(path, headers, scope)) is not None:
+            return await refused(scope, receive, send)
         t0, status = time.perf_counter(), {}
 
         async def send_and_note(message):
@@ -161,12 +180,58 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
             await inner(scope, receive, send_and_note)
         except Exception:  # a bug: logged here, a plain 500 to the client
             logging.getLogger("lmforge.serve").exception("%s %s failed", scope.get("method"), path)
-            requests.labels(path, "500").inc()
+            self.metrics.requests.labels(path, "500").inc()
             if "code" not in status:
                 await _error(500, None, "internal error")(scope, receive, send)
             return
-        requests.labels(path, str(status.get("code", 500))).inc()
-        latency.labels(path).observe(time.perf_counter() - t0)
+        self.metrics.requests.labels(path, str(status.get("code", 500))).inc()
+        self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    def wrong_model(self, kind: str) -> Optional[JSONResponse]:
+        """None when the loaded model serves ``kind``; else the error response."""
+        r = self.state.get("runner")
+        if r is None:
+            return _error(503, None, "model not loaded yet")
+        if r.kind != kind:
+            return _error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
+        return None
+
+    async def run(self, texts: list[str], kind: str, request: Request):
+        """The batched model's results for ``texts``, or the error response (limits, queue full, timeout, gone)."""
+        cfg = self.cfg
+        if (bad := self.wrong_model(kind)) is not None:
+            return bad
+        if len(texts) > cfg.max_texts:
+            return _error(422, "texts", f"{len(texts)} texts; at most {cfg.max_texts} per request")
+        for i, t in enumerate(texts):
+            if len(t) > cfg.max_chars:
+                return _error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
+        work = asyncio.ensure_future(asyncio.wait_for(self.state["batcher"].submit(texts), cfg.timeout_s))
+        watch = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away: drop its queued work
+            work.cancel()
+            return _error(499, None, "client disconnected")  # nobody reads it; counted as 499
+        watch.cancel()
+        try:
+            return work.result()
+        except QueueFull:
+            return _error(429, None, "too many texts waiting; retry later")
+        except asyncio.TimeoutError:
+            return _error(504, None, f"no result within {cfg.timeout_s} s")
+
+
+def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
+    """The app for ``cfg``; ``runner`` (a loaded :class:`~lmforge.serving.runner.Runner`) may be
+    given to reuse one, otherwise it is loaded at startup."""
+    srv = _Server(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with srv.serving(runner):
+            yield
+
+    app = FastAPI(title="lmforge", lifespan=lifespan)
 
     class Guard:
         def __init__(self, inner):
@@ -175,9 +240,17 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         async def __call__(self, scope, receive, send):
             if scope["type"] != "http":
                 return await self.inner(scope, receive, send)
-            await guard(scope, receive, send, self.inner)
+            await srv.guard(scope, receive, send, self.inner)
 
     app.add_middleware(Guard)
+    _add_common_routes(app, srv)
+    for add in ROUTES.values():  # every model kind's endpoints; a request for another kind gets a 404 naming its own
+        add(app, srv)
+    return app
+
+
+def _add_common_routes(app: FastAPI, srv: _Server) -> None:
+    """Errors as JSON naming the field; liveness, readiness, the model's facts, metrics."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -195,62 +268,40 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
 
     @app.get("/ready")
     async def ready():
-        if "runner" not in state:
+        if "runner" not in srv.state:
             return _error(503, None, "model not loaded yet")
         return {"status": "ready"}
 
     @app.get("/v1/model")
     async def model_info():
-        return {**state["runner"].info(), "version": _version(), "pid": os.getpid()}
+        return {**srv.state["runner"].info(), "version": _version(), "pid": os.getpid()}
 
-    def wrong_model(kind: str):
-        """None when the loaded model serves ``kind``; else the error response."""
-        r = state.get("runner")
-        if r is None:
-            return _error(503, None, "model not loaded yet")
-        if r.kind != kind:
-            return _error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
-        return None
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(srv.metrics.text(), media_type="text/plain; version=0.0.4")
 
-    async def run(texts: list[str], kind: str, request: Request):
-        if (bad := wrong_model(kind)) is not None:
-            return bad
-        if len(texts) > cfg.max_texts:
-            return _error(422, "texts", f"{len(texts)} texts; at most {cfg.max_texts} per request")
-        for i, t in enumerate(texts):
-            if len(t) > cfg.max_chars:
-                return _error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
-        work = asyncio.ensure_future(asyncio.wait_for(state["batcher"].submit(texts), cfg.timeout_s))
-        watch = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():  # the client went away: drop its queued work
-            work.cancel()
-            return _error(499, None, "client disconnected")  # nobody reads it; counted as 499
-        watch.cancel()
-        try:
-            results = work.result()
-        except QueueFull:
-            return _error(429, None, "too many texts waiting; retry later")
-        except asyncio.TimeoutError:
-            return _error(504, None, f"no result within {cfg.timeout_s} s")
-        return results
 
+def _add_classify(app: FastAPI, srv: _Server) -> None:
     @app.post("/v1/classify")
     async def classify(req: TextsRequest, request: Request):
         """Label, score and every class probability per text."""
-        out = await run(req.texts, "sequence", request)
+        out = await srv.run(req.texts, "sequence", request)
         return out if isinstance(out, JSONResponse) else {"results": [_public(x) for x in out]}
 
+
+def _add_ner(app: FastAPI, srv: _Server) -> None:
     @app.post("/v1/ner")
     async def ner(req: TextsRequest, request: Request):
         """Entities per text, with type, score and character offsets into the text."""
-        out = await run(req.texts, "token", request)
+        out = await srv.run(req.texts, "token", request)
         return out if isinstance(out, JSONResponse) else {"results": [_public(x) for x in out]}
 
+
+def _add_embed(app: FastAPI, srv: _Server) -> None:
     @app.post("/v1/embed")
     async def embed(req: EmbedRequest, request: Request):
         """One pooled vector per text (mean of the encoder's hidden states over real tokens)."""
-        out = await run(req.texts, "encoder", request)
+        out = await srv.run(req.texts, "encoder", request)
         if isinstance(out, JSONResponse):
             return out
         res = []
@@ -261,12 +312,16 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
             res.append({"embedding": [float(f) for f in v], "tokens": x["tokens"], "truncated": x["truncated"]})
         return {"results": res, "dimension": len(res[0]["embedding"]), "normalized": req.normalize}
 
+
+def _add_generate(app: FastAPI, srv: _Server) -> None:
+    cfg = srv.cfg
+
     @app.post("/v1/generate")
     async def generate(req: GenerateRequest, request: Request):
         """A completion of ``prompt``: the text, why it ended, token counts; with ``stream`` as
         server-sent events (``data: {"token": id, "text": piece}`` per token, then
         ``data: {"done": true, ...}`` and ``data: [DONE]``)."""
-        if (bad := wrong_model("causal_lm")) is not None:
+        if (bad := srv.wrong_model("causal_lm")) is not None:
             return bad
         if req.max_new_tokens is None:
             req.max_new_tokens = min(64, cfg.max_new_tokens)
@@ -275,13 +330,13 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
         if len(req.prompt) > cfg.max_chars:
             return _error(422, "prompt", f"{len(req.prompt)} characters; at most {cfg.max_chars}")
         try:
-            state["runner"].prompt_ids(req.prompt)
+            srv.state["runner"].prompt_ids(req.prompt)
         except UsageError as exc:
             return _error(422, "prompt", str(exc))
         params = GenerationRequest(req.prompt, req.max_new_tokens, req.temperature, req.top_k, req.top_p,
                                    list(req.stop), req.seed, req.ignore_eos)
         try:
-            job = state["generations"].submit(params)
+            job = srv.state["generations"].submit(params)
         except QueueFull:
             return _error(429, None, "too many generations waiting; retry later")
         if req.stream:
@@ -289,11 +344,9 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
                                      headers={"Cache-Control": "no-cache"})
         return await _complete(job, request, cfg.timeout_s)
 
-    @app.get("/metrics")
-    async def metrics():
-        return PlainTextResponse(generate_latest(registry).decode(), media_type="text/plain; version=0.0.4")
 
-    return app
+# the endpoints of each model kind a runner can hold (runner.kind → its routes); see runner.ENDPOINTS
+ROUTES = {"sequence": _add_classify, "token": _add_ner, "encoder": _add_embed, "causal_lm": _add_generate}
 
 
 def _public(result: dict) -> dict:

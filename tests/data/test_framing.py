@@ -45,6 +45,7 @@ def test_encoder_rows_start_with_the_finetuning_cls_and_documents_end_with_sep(f
     n_sep = int((rows == special["sep"]).sum())
     assert 0 < n_docs - n_sep <= 1 + manifest["shards"]["splits"]["train"]["dropped_tail_tokens"]  # all but the tail
     assert manifest["framing"]["kind"] == "cls_sep"
+    assert manifest["name"] == "encoder"  # the config's name (it was once overwritten by a dedup reason's)
     assert "every window starts with <" in (framed["encoder"] / "data" / "report.md").read_text()
 
 

@@ -12,7 +12,8 @@ import yaml
 from lmforge.cli import main
 
 VOCAB = [f"tok{i}" for i in range(400)] + "the a of and to in is it that was for on with as".split()
-VOLATILE = {"timings_s", "peak_rss_mb", "peak_rss_workers_mb"}
+VOLATILE = {"timings_s", "peak_rss_mb", "peak_rss_workers_mb",
+            "name"}  # the config's name: each run here has its own
 
 
 def write_inputs(root: Path) -> list[str]:

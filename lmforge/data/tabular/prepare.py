@@ -100,40 +100,18 @@ def _save_arrays(path: Path, a: TabularArrays) -> None:
 def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = True) -> dict:
     """Prepare ``data.tabular`` into ``out``; returns the manifest (also written to ``out/manifest.json``)."""
     say = drops.say  # results, printed with or without progress bars
-    tab = data.tabular
-    cols, target = tab.columns, tab.columns.target
-    if not target:
-        raise DataError("data.tabular.columns.target is not set: name the column to predict")
-    if not tab.sources:
-        raise DataError("data.tabular.sources is empty: add a table (- builtin: penguins, or - path: table.csv)")
+    tab, cols, target = data.tabular, data.tabular.columns, data.tabular.columns.target
     out = ensure_dir(Path(out), "data")
-    results = [read_table(src, cols, strict=data.strict) for src in tab.sources]
-    frame, lines, sources, info = _merge(results)
+    frame, lines, sources, info = _read_sources(data)
     rejected = list(info.rejected)
     n_read = len(frame) + len(rejected)
-    say(f"read {n_read} rows from {len(info.files)} file(s) ({len(info.rejected)} ragged rows rejected, "
-        f"{sum(e['count'] for e in info.type_errors.values())} cells that do not parse)")
 
     # ---- rows without a usable target --------------------------------------------------------------
     task = "classification" if data.labels and tab.task == "auto" else resolve_task(tab.task, frame[target])
     where = out / "rejected" / "rows.jsonl"
     drops.say_step("read", n_read, len(frame), Counter(r["reason"] for r in rejected), where,
                    "check the file's columns and quoting")
-    keep = np.ones(len(frame), dtype=bool)
-    for i, v in enumerate(frame[target].tolist()):
-        if v is None:
-            reason, detail = "missing_target", f"column {target!r} is empty"
-        elif task == "classification" and data.labels and v not in data.labels:
-            reason, detail = "unknown_label", f"label {v!r} is not in data.labels {data.labels}"
-        elif task == "regression" and np.isnan(to_float(v)):
-            reason, detail = "bad_target", f"target {v!r} is not a number"
-        else:
-            continue
-        if data.strict or (reason == "missing_target" and tab.missing.missing_target == "error"):
-            raise DataError(f"{sources[i]}:{lines[i]}: {detail} (set data.tabular.missing.missing_target: drop "
-                            "and data.strict: false to reject such rows instead)")
-        keep[i] = False
-        rejected.append({"source": sources[i], "line": int(lines[i]), "reason": reason, "detail": detail})
+    keep = _usable_targets(frame, lines, sources, task, data, rejected)
     drops.say_step("target", len(keep), int(keep.sum()), Counter(r["reason"] for r in rejected[len(info.rejected):]),
                    where, f"check columns.target ({target!r}) and data.labels")
     frame, lines = frame[keep].reset_index(drop=True), lines[keep]
@@ -151,16 +129,7 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
     # ---- drop_row: rows missing a cell of a drop_row column ---------------------------------------
     drop_cols = [c for c in features if c not in dropped and strategy_for(tab.missing, c, c in cols.numeric) == "drop_row"]
     n_before_drop_row = len(rejected)
-    for s, idx in parts.items():
-        ok = []
-        for i in idx:
-            bad = next((c for c in drop_cols if pd.isna(frame.at[i, c])), None)
-            if bad is None:
-                ok.append(i)
-            else:
-                rejected.append({"source": sources[i], "line": int(lines[i]), "reason": f"missing_value:{bad}",
-                                 "detail": f"{bad!r} is missing (missing.strategy drop_row)"})
-        parts[s] = np.asarray(ok, dtype=np.int64)
+    parts = _drop_rows_missing(frame, parts, drop_cols, sources, lines, rejected)
     drops.say_step("drop_row", sum(rows_before.values()), sum(len(p) for p in parts.values()),
                    Counter(r["reason"] for r in rejected[n_before_drop_row:]), where,
                    "missing.strategy drop_row removes every row with a missing cell; an imputer keeps them "
@@ -179,25 +148,12 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
                    "interpolated along the file's row order; name the time or sequence column in columns.order")
     pre = TabularPreprocessor(tab, seed, task=task, labels=data.labels).fit(frame.iloc[parts["train"]], drop=dropped)
     if pre.task == "classification":  # a label left only in val/test (its train rows were dropped): not learnable
-        for s in ("val", "test"):
-            known = np.array([frame.at[i, target] in pre.labels for i in parts[s]], dtype=bool)
-            rejected += [{"source": sources[i], "line": int(lines[i]), "reason": "unknown_label",
-                          "detail": f"label {frame.at[i, target]!r} has no train row"} for i in parts[s][~known]]
-            parts[s] = parts[s][known]
+        parts = _drop_unlearnable_labels(frame, parts, pre.labels, target, sources, lines, rejected)
         reasons = Counter(r["reason"] for r in rejected)
     say(f"fit on train ({len(parts['train'])} rows): task {pre.task}, impute {tab.missing.strategy}, outliers "
         f"{tab.outliers}, scaling {tab.scaling}, {tab.categorical_encoding} → {len(pre.feature_names)} features"
         + (f"; dropped columns {dropped}" if dropped else ""))
-    tdir = ensure_dir(out / "tabular", "tabular data")
-    missing_after, splits = {}, {}
-    for s, idx in parts.items():
-        part = frame.iloc[idx]
-        ids = [str(v) for v in part[cols.id]] if cols.id else [f"{sources[i]}:{lines[i]}" for i in idx]
-        arrays = pre.transform(part, lines=lines[idx].tolist(), ids=ids)
-        _save_arrays(tdir / f"{s}.npz", arrays)
-        missing_after[s] = _missing_after(pre.imputed(part), pre)
-        splits[s] = len(idx)
-    pre.save(tdir / "preprocessor")
+    missing_after, splits = _write_splits(out, frame, parts, pre, cols.id, sources, lines)
     left = sum(missing_after[s].get(c, 0) for s in SPLITS for c in pre.numeric_raw + cols.dates)
     if left:
         say(f"warning: {left} numeric cells are still missing (NaN in x): missing.strategy none leaves them")
@@ -217,6 +173,95 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
                   "rejected": "rejected/rows.jsonl", "report": "report.md", "missingness": "missingness.png"},
         "config": to_dict(tab), "sources": info.files}
     assert n_read == kept + len(rejected), (n_read, kept, len(rejected))
+    _write_outputs(out, manifest, rejected)
+    drops.say_total(n_read, kept, reasons, where, "rows")
+    say(f"wrote {out / MANIFEST}")
+    return manifest
+
+
+def _read_sources(data: DataConfig):
+    """Every table of ``data.tabular.sources`` read against the column schema and merged:
+    (frame, line numbers, source per row, merge info with the rejected rows and cell parse errors)."""
+    tab = data.tabular
+    if not tab.columns.target:
+        raise DataError("data.tabular.columns.target is not set: name the column to predict")
+    if not tab.sources:
+        raise DataError("data.tabular.sources is empty: add a table (- builtin: penguins, or - path: table.csv)")
+    frame, lines, sources, info = _merge([read_table(src, tab.columns, strict=data.strict) for src in tab.sources])
+    drops.say(f"read {len(frame) + len(info.rejected)} rows from {len(info.files)} file(s) ({len(info.rejected)} ragged "
+              f"rows rejected, {sum(e['count'] for e in info.type_errors.values())} cells that do not parse)")
+    return frame, lines, sources, info
+
+
+def _usable_targets(frame: pd.DataFrame, lines, sources: list, task: str, data: DataConfig, rejected: list) -> np.ndarray:
+    """Rows whose target is usable (True); the others are appended to ``rejected`` with the reason —
+    or, with ``data.strict`` / ``missing_target: error``, refused with their file and line."""
+    target = data.tabular.columns.target
+    keep = np.ones(len(frame), dtype=bool)
+    for i, v in enumerate(frame[target].tolist()):
+        if v is None:
+            reason, detail = "missing_target", f"column {target!r} is empty"
+        elif task == "classification" and data.labels and v not in data.labels:
+            reason, detail = "unknown_label", f"label {v!r} is not in data.labels {data.labels}"
+        elif task == "regression" and np.isnan(to_float(v)):
+            reason, detail = "bad_target", f"target {v!r} is not a number"
+        else:
+            continue
+        if data.strict or (reason == "missing_target" and data.tabular.missing.missing_target == "error"):
+            raise DataError(f"{sources[i]}:{lines[i]}: {detail} (set data.tabular.missing.missing_target: drop "
+                            "and data.strict: false to reject such rows instead)")
+        keep[i] = False
+        rejected.append({"source": sources[i], "line": int(lines[i]), "reason": reason, "detail": detail})
+    return keep
+
+
+def _drop_rows_missing(frame: pd.DataFrame, parts: dict, drop_cols: list[str], sources: list, lines,
+                       rejected: list) -> dict:
+    """``missing.strategy: drop_row``: each split without the rows missing a cell of ``drop_cols``
+    (appended to ``rejected``, naming the column)."""
+    out = {}
+    for s, idx in parts.items():
+        ok = []
+        for i in idx:
+            bad = next((c for c in drop_cols if pd.isna(frame.at[i, c])), None)
+            if bad is None:
+                ok.append(i)
+            else:
+                rejected.append({"source": sources[i], "line": int(lines[i]), "reason": f"missing_value:{bad}",
+                                 "detail": f"{bad!r} is missing (missing.strategy drop_row)"})
+        out[s] = np.asarray(ok, dtype=np.int64)
+    return out
+
+
+def _drop_unlearnable_labels(frame: pd.DataFrame, parts: dict, labels: list, target: str, sources: list, lines,
+                             rejected: list) -> dict:
+    """val/test rows whose label has no train row are rejected (``unknown_label``): no model can predict it."""
+    for s in ("val", "test"):
+        known = np.array([frame.at[i, target] in labels for i in parts[s]], dtype=bool)
+        rejected += [{"source": sources[i], "line": int(lines[i]), "reason": "unknown_label",
+                      "detail": f"label {frame.at[i, target]!r} has no train row"} for i in parts[s][~known]]
+        parts[s] = parts[s][known]
+    return parts
+
+
+def _write_splits(out: Path, frame: pd.DataFrame, parts: dict, pre, id_column, sources: list, lines):
+    """Each split transformed by the preprocessor fit on train, written as ``tabular/<split>.npz``, with the
+    preprocessor beside them; returns (missing cells left per split and column, rows per split)."""
+    tdir = ensure_dir(out / "tabular", "tabular data")
+    missing_after, splits = {}, {}
+    for s, idx in parts.items():
+        part = frame.iloc[idx]
+        ids = [str(v) for v in part[id_column]] if id_column else [f"{sources[i]}:{lines[i]}" for i in idx]
+        arrays = pre.transform(part, lines=lines[idx].tolist(), ids=ids)
+        _save_arrays(tdir / f"{s}.npz", arrays)
+        missing_after[s] = _missing_after(pre.imputed(part), pre)
+        splits[s] = len(idx)
+    pre.save(tdir / "preprocessor")
+    return missing_after, splits
+
+
+def _write_outputs(out: Path, manifest: dict, rejected: list) -> None:
+    """rejected/rows.jsonl, manifest.json, missingness.png and report.md."""
     rdir = ensure_dir(out / "rejected", "rejected rows")
     with writing(rdir), open(rdir / "rows.jsonl", "w", encoding="utf-8") as fh:
         for r in rejected:
@@ -225,9 +270,6 @@ def prepare_tabular(data: DataConfig, seed: int, out: Path, progress: bool = Tru
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
         write_missingness_plot(out / "missingness.png", manifest)
         write_report(out / "report.md", manifest)
-    drops.say_total(n_read, kept, reasons, where, "rows")
-    say(f"wrote {out / MANIFEST}")
-    return manifest
 
 
 def load_manifest(data_dir: str | Path) -> dict:

@@ -6,45 +6,39 @@ import argparse
 import sys
 
 from lmforge.config import ConfigError, load_config
-from lmforge.errors import LmforgeError, storage_error, writing
+from lmforge.errors import LmforgeError, storage_error
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
-    from lmforge.data.prepare import prepare
+    from lmforge import api
 
     cfg = load_config(args.config, args.set)
     if not 0 <= args.rank < args.world_size:
         raise ConfigError([("--rank", f"must be in [0, --world-size={args.world_size}); got {args.rank}")])
-    with writing(cfg.paths.data):
-        prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
-                progress=not args.no_progress, rank=args.rank, world_size=args.world_size,
+    api.prepare(cfg, progress=not args.no_progress, rank=args.rank, world_size=args.world_size,
                 executor=args.executor, address=args.address)
     return 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from lmforge.recipes.pretrain import pretrain
+    from lmforge import api
 
     cfg = load_config(args.config, args.set)
     from lmforge.training.trial import trial_hook
 
-    pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=args.resume, overwrite=args.overwrite,
-             resume_changed=args.resume_changed, progress=not args.no_progress, on_eval=trial_hook())
+    api.pretrain(cfg, resume=args.resume, overwrite=args.overwrite, resume_changed=args.resume_changed,
+                 progress=not args.no_progress, on_eval=trial_hook())
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from lmforge import api
+
     cfg = load_config(args.config, args.set)
-    from lmforge.recipes.finetune import finetune
     from lmforge.training.trial import trial_hook
 
-    summary = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=args.resume,
-                       overwrite=args.overwrite, resume_changed=args.resume_changed, progress=not args.no_progress,
-                       on_eval=trial_hook())
-    if cfg.finetune.compare_random:
-        from lmforge.recipes.compare import compare_with_random
-
-        compare_with_random(cfg.finetune, cfg.paths, cfg.seed, summary)
+    api.finetune(cfg, resume=args.resume, overwrite=args.overwrite, resume_changed=args.resume_changed,
+                 progress=not args.no_progress, on_eval=trial_hook())
     return 0
 
 
@@ -126,11 +120,14 @@ def command_config(cls, args: argparse.Namespace):
 def _evaluate(args: argparse.Namespace) -> int:
     import math
 
+    from dataclasses import asdict
+
+    from lmforge import api
     from lmforge.evaluation.config import EvaluateConfig
-    from lmforge.evaluation.evaluate import evaluate
     from lmforge.evaluation.report import summary_table
 
-    m, report = evaluate(command_config(EvaluateConfig, args), progress=not args.no_progress)
+    m = api.evaluate(progress=not args.no_progress, **asdict(command_config(EvaluateConfig, args)))
+    report = m.pop("report")
     print(summary_table(m), end="")
     print(f"report: {report}")
     return 0 if math.isfinite(m.get("loss", 0.0)) else 1

@@ -34,6 +34,7 @@ class Kind:
     arrays: bool  # rows are arrays (lmforge.tasks.arrays.ArraySet), not token ids
     sources: str  # where a config's data section lists this kind's sources (dotted attribute)
     source_example: str  # what an error about missing sources suggests
+    own_keys: tuple[str, ...]  # data keys only this kind reads: set on another kind's run, they are config errors
     serves: bool  # lmforge export / serve take its models (lmforge run adds those stages)
     adopts_prepared: bool  # data prepare records its config and inputs, so lmforge run can adopt the folder
     prepare: str = ""  # "module:function" (data config, seed, out folder, progress) -> manifest; "" = the text flow
@@ -45,15 +46,16 @@ class Kind:
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("text", ("sequence", "token"), "lmforge.training.text_setup:text_setup", arrays=False, sources="sources",
          source_example="- path: data/*.jsonl",
+         own_keys=("sources", "max_record_bytes", "chunk_mb", "clean", "filter", "dedup", "augment", "pack"),
          serves=True, adopts_prepared=True, report_data="lmforge.reporting.sections:text_data"),
     Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
-         source_example="- builtin: digits, or - path: train-images-idx3-ubyte.gz",
+         source_example="- builtin: digits, or - path: train-images-idx3-ubyte.gz", own_keys=("image",),
          prepare="lmforge.data.images.prepare:prepare_images",
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
          model_from_record="lmforge.models.vision:image_model_from_record",
          record_keys=("in_shape", "num_outputs")),
     Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
-         source_example="- builtin: penguins, or - path: table.csv",
+         source_example="- builtin: penguins, or - path: table.csv", own_keys=("tabular",),
          prepare="lmforge.data.tabular.prepare:prepare_tabular",
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
          model_from_record="lmforge.models.tabular:tabular_model_from_record",
@@ -142,9 +144,18 @@ def sources_of(data) -> list:
 
 
 def data_problems(data):
-    """(key, message) problems of a data section that only its kind can tell: sources missing, and
-    what the kind's own section reports (``kind_problems``)."""
+    """(key, message) problems of a data section that only its kind can tell: another kind's keys set
+    (the schema of a text run is not an image run's), sources missing, and what the kind's own
+    section reports (``kind_problems``)."""
     kind = get_kind(data.kind)
+    default = type(data)()
+    for other in KINDS.values():
+        if other is kind:
+            continue
+        for key in other.own_keys:
+            if getattr(data, key) != getattr(default, key):
+                yield key, (f"is read only for data.kind: {other.name}; this is a {kind.name} run (data.kind: "
+                            f"{kind.name}) — remove it, or set data.kind: {other.name}")
     if not sources_of(data):
         yield kind.sources, f"at least one source is needed (e.g. {kind.source_example})"
     section = kind_section(data)

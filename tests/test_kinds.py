@@ -66,3 +66,22 @@ def test_the_tree_keeps_one_finetune_loop_no_kind_comparisons_no_long_functions_
     assert len(r["finetune_loops"]) == 1 and r["finetune_loops"][0].startswith("recipes/finetune.py")
     assert r["import_cycles"] == []
     assert r["long_functions"] == []  # no function over 80 lines (the argparse table excepted)
+
+
+def test_another_kind_s_keys_are_config_errors_listed_with_every_other_problem():
+    from lmforge.config.experiment import load_config
+
+    raw = {"name": "x", "data": {"kind": "image", "image": {"sources": [{"builtin": "digits"}]},
+                                 "clean": {"lowercase": True}, "tabular": {"columns": {"target": "y"}}},
+           "model": {"arch": "cnn"}, "pretrain": {"lr": -1},
+           "finetune": {"task": "image", "keep_layers": [0], "data": {"train_file": "t.jsonl"}}}
+    with pytest.raises(ConfigError) as exc:
+        load_config(raw=raw)
+    keys = [k for k, _ in exc.value.problems]
+    assert {"data.clean", "data.tabular", "finetune.keep_layers", "finetune.data.train_file",
+            "pretrain.lr"} <= set(keys), keys
+    msg = dict(exc.value.problems)["data.clean"]
+    assert "data.kind: text" in msg and "image run" in msg
+    # the same keys on a text run are fine
+    ok = {"name": "y", "data": {"sources": [{"path": "a.jsonl"}], "clean": {"lowercase": True}}}
+    assert load_config(raw=ok).data.clean.lowercase

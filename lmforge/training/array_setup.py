@@ -30,8 +30,6 @@ from lmforge.training.finetune_setup import FinetuneSetup
 from lmforge.training.optim import build_optimizer, param_groups, penalty
 
 SPLITS = ("train", "val", "test")
-UNUSED = {"data.train_file": "tables and images are read from the prepared folder (finetune.data.data_dir)",
-          "peft.lora.r": "LoRA adapts Transformer projections of text models", "keep_layers": "text models only"}
 
 
 def _say(msg: str) -> None:
@@ -39,14 +37,10 @@ def _say(msg: str) -> None:
 
 
 def check_config(ft: FinetuneConfig, model_cfg: ModelConfig, task) -> None:
-    """Refuse what this kind would silently ignore, naming the key."""
+    """The model must be one this kind trains (text-only finetune keys are refused by the config schema)."""
     if model_cfg.arch not in task.archs:
         raise TrainingError(f"model.arch: {model_cfg.arch} does not fit finetune.task: {ft.task}; "
                             f"use one of {', '.join(task.archs)}")
-    used = {"data.train_file": ft.data.train_file, "peft.lora.r": ft.peft.lora.r, "keep_layers": ft.keep_layers}
-    for key, value in used.items():
-        if value:
-            raise TrainingError(f"finetune.{key} is not used by finetune.task: {ft.task} ({UNUSED[key]}); remove it")
 
 
 def load_sets(task, data_dir: Path, max_train: Optional[int], seed: int) -> dict[str, ArraySet]:

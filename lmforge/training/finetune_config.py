@@ -156,6 +156,14 @@ class FinetuneConfig:
             yield "compare_random", "the start is already random init: set finetune.init to a pretrained start, or drop compare_random"
         if self.compare_random and is_array_task(self.task):
             yield "compare_random", f"compares text starts; task {self.task} is not supported yet"
+        if is_array_task(self.task):  # keys only text fine-tuning reads
+            text_only = {"data.train_file": (self.data.train_file, "images and tables are read from the prepared "
+                                             "folder (finetune.data.data_dir)"),
+                         "peft.lora.r": (self.peft.lora.r, "LoRA adapts Transformer projections of text models"),
+                         "keep_layers": (self.keep_layers, "text models only")}
+            for key, (value, why) in text_only.items():
+                if value:
+                    yield key, f"is not used by finetune.task: {self.task} ({why}); remove it"
         task = get_task(self.task)
         if self.loop.metric not in ("auto", "loss") and self.loop.metric in METRICS and self.loop.metric not in task.metrics:
             yield "loop.metric", (f"{self.loop.metric} is not a metric of task: {self.task}; "

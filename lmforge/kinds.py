@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 
@@ -60,6 +60,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
          model_from_record="lmforge.models.tabular:tabular_model_from_record",
          record_keys=("n_features", "n_numeric", "cat_cardinalities", "num_outputs")),
+    Kind("audio", ("audio",), "lmforge.training.array_setup:array_setup", arrays=True, sources="audio.sources",
+         prepare="lmforge.data.audio.prepare:prepare_audio",
+         source_example="- path: clips/ (one subfolder of .wav files per class)", own_keys=("audio",),
+         serves=False, adopts_prepared=False, report_data="lmforge.reporting.audio_section:audio_data",
+         model_from_record="lmforge.models.vision:image_model_from_record", record_keys=("in_shape", "num_outputs")),
 )}
 
 TASKS: dict[str, str] = {
@@ -67,11 +72,12 @@ TASKS: dict[str, str] = {
     "token": "lmforge.tasks.token:TokenTask",
     "image": "lmforge.tasks.image:ImageTask",
     "tabular": "lmforge.tasks.tabular:TabularTask",
+    "audio": "lmforge.tasks.audio:AudioTask",
 }
 
 
 # How a task's model reads the body's hidden states: one pooled vector per text, or one per token.
-HEADS: dict[str, str] = {"sequence": "pooled", "token": "per_token", "image": "own", "tabular": "own"}
+HEADS: dict[str, str] = {"sequence": "pooled", "token": "per_token", "image": "own", "tabular": "own", "audio": "own"}
 
 
 def pools(task_name: str) -> bool:
@@ -79,6 +85,11 @@ def pools(task_name: str) -> bool:
     if task_name not in HEADS:
         raise _unknown("finetune.task", "task", task_name, TASKS)
     return HEADS[task_name] == "pooled"
+
+
+# the names the config schema accepts for data.kind and finetune.task: exactly what is registered
+KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 
 
 def _unknown(key: str, what: str, name: str, known) -> Exception:
@@ -154,8 +165,8 @@ def data_problems(data):
             continue
         for key in other.own_keys:
             if getattr(data, key) != getattr(default, key):
-                yield key, (f"is read only for data.kind: {other.name}; this is a {kind.name} run (data.kind: "
-                            f"{kind.name}) — remove it, or set data.kind: {other.name}")
+                yield key, (f"is read only for data.kind: {other.name}; this run is data.kind: {kind.name} — "
+                            f"remove it, or set data.kind: {other.name}")
     if not sources_of(data):
         yield kind.sources, f"at least one source is needed (e.g. {kind.source_example})"
     section = kind_section(data)

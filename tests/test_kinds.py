@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_unknown_kind_and_task_are_config_errors_listing_the_known_ones():
     with pytest.raises(ConfigError) as exc:
-        kinds.get_kind("audio")
-    assert "data.kind" in str(exc.value) and "text, image, tabular" in str(exc.value)
+        kinds.get_kind("video")
+    assert "data.kind" in str(exc.value) and "text, image, tabular, audio" in str(exc.value)
     with pytest.raises(ConfigError) as exc:
         kinds.kind_of_task("speech")
     assert "finetune.task" in str(exc.value) and "sequence" in str(exc.value)
@@ -33,7 +33,7 @@ def test_every_task_belongs_to_one_kind_and_every_piece_imports():
         assert (kinds.own_prepare(kind.name) is None) == (not kind.arrays)
         if kind.arrays:
             assert callable(kinds.model_from_record(kind.name)) and kind.record_keys
-    assert kinds.array_kinds() == ("image", "tabular")
+    assert kinds.array_kinds() == ("image", "tabular", "audio")
     assert kinds.pools("sequence") and not kinds.pools("token")
 
 
@@ -81,7 +81,7 @@ def test_another_kind_s_keys_are_config_errors_listed_with_every_other_problem()
     assert {"data.clean", "data.tabular", "finetune.keep_layers", "finetune.data.train_file",
             "pretrain.lr"} <= set(keys), keys
     msg = dict(exc.value.problems)["data.clean"]
-    assert "data.kind: text" in msg and "image run" in msg
+    assert "data.kind: text" in msg and "this run is data.kind: image" in msg
     # the same keys on a text run are fine
     ok = {"name": "y", "data": {"sources": [{"path": "a.jsonl"}], "clean": {"lowercase": True}}}
     assert load_config(raw=ok).data.clean.lowercase

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from lmforge.data.audio.config import AudioConfig
 from lmforge.data.images.config import ImageConfig
+from lmforge.kinds import KindName
 from lmforge.data.tabular.config import TabularConfig
 
 Format = Literal["auto", "text", "lines", "jsonl", "csv", "tsv", "parquet"]
@@ -140,7 +142,7 @@ class PackConfig:
 
 @dataclass
 class DataConfig:
-    kind: Literal["text", "image", "tabular"] = field(default="text", metadata={"help": "text: sources/clean/filter/dedup/pack below; image: data.image; tabular: data.tabular (split and labels are shared)"})
+    kind: KindName = field(default="text", metadata={"help": "text: sources/clean/filter/dedup/pack below; image: data.image; tabular: data.tabular; audio: data.audio (split and labels are shared; the kinds are registered in lmforge/kinds.py)"})
     sources: list[SourceConfig] = field(default_factory=list, metadata={"help": "inputs; all are read into one corpus"})
     labels: Optional[list[str]] = field(default=None, metadata={"help": "declared label set; other labels are rejected"})
     strict: bool = field(default=False, metadata={"help": "stop at the first bad record instead of rejecting it"})
@@ -154,6 +156,7 @@ class DataConfig:
     pack: PackConfig = field(default_factory=PackConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     tabular: TabularConfig = field(default_factory=TabularConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
 
     def validate(self):
         from lmforge.kinds import data_problems

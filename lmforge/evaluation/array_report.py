@@ -21,7 +21,8 @@ def write_array_report(out_dir: Path, metrics: dict, meta: dict, data: ArraySet,
     path = write_report(out_dir, {k: v for k, v in metrics.items() if v is not None}, labels, title, context)
     extra: list[str] = []
     mistakes = metrics.get("confident_mistakes") or []
-    if data.inputs["x"].ndim == 4 and mistakes:  # rows are images (N, C, H, W): show the mistakes
+    x = data.inputs["x"]
+    if x.ndim == 4 and x.dtype == np.uint8 and mistakes:  # rows are images (N, C, H, W) of pixels: show the mistakes
         from lmforge.data.images.grid import save_image_grid
 
         rows = [m["row"] for m in mistakes]

@@ -265,7 +265,7 @@ def _source_stamps(data) -> list:
                 if path and os.path.exists(path):
                     st = os.stat(path)
                     out.append([path, st.st_size, st.st_mtime_ns])
-            if src.builtin:
+            if getattr(src, "builtin", None):
                 out.append(["builtin", src.builtin])
         return out
     for src in data.sources:

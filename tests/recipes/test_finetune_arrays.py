@@ -130,11 +130,20 @@ def test_wrong_arch_and_kind_are_named(tmp_path, capsys):
     assert main(["data", "prepare", cfg, "--no-progress"]) == 0
     assert main(["finetune", cfg, "--no-progress"]) != 0
     assert "model.arch: mlp does not fit finetune.task: image" in capsys.readouterr().err
+    # a task of another kind than data.kind: a config error before anything runs
     cfg = write(tmp_path, "bad2", dict(IMAGES, finetune={**IMAGES["finetune"], "task": "tabular"},
                                        model={"arch": "mlp"}))
-    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    assert main(["data", "prepare", cfg, "--no-progress"]) != 0
+    assert "finetune.task: tabular learns on tabular data, but data.kind is image" in capsys.readouterr().err
+    # a table config pointed at a prepared image folder: named when the folder is read
+    cfg = write(tmp_path, "bad3", dict(TABLE, finetune={**TABLE["finetune"], "data": {"data_dir": str(tmp_path / "bad" / "data")}}))
     assert main(["finetune", cfg, "--no-progress"]) != 0
     assert "holds image data, but finetune.task is tabular" in capsys.readouterr().err
+    # the kind is said once: no finetune.task on image data means the image task
+    cfg = write(tmp_path, "implied", dict(IMAGES, finetune={k: v for k, v in IMAGES["finetune"].items() if k != "task"}))
+    from lmforge.config.experiment import load_config
+
+    assert load_config(cfg).finetune.task == "image"
 
 
 def test_tune_searches_a_table_model(tmp_path):

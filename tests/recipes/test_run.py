@@ -3,6 +3,7 @@ resume what a kill -9 interrupted."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,48 @@ def test_kill_9_between_stages_then_the_same_command_finishes_identically(tmp_pa
     got, want = (json.loads((tmp_path / n / "finetune" / "summary.json").read_text()) for n in ("cut", "whole"))
     assert got["results"]["test"] == pytest.approx(want["results"]["test"], abs=1e-6)
     assert got["best_step"] == want["best_step"]
+
+
+def test_kill_9_at_five_random_moments_then_the_same_command_finishes_identically(tmp_path):
+    """The fault matrix's "kill -9 at random moments": the whole pipeline (data, labeled data,
+    pretrain, finetune, ONNX export, serve) is killed five times at seeded random moments, each time
+    rerun with the same command; the last run finishes, and the pretrained and fine-tuned models, the
+    data and the export equal those of a run that was never interrupted."""
+    import hashlib
+    import random
+    import time
+
+    ref_cfg = pipeline_config(tmp_path, "reference")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-m", "lmforge", "run", str(ref_cfg), "--no-progress"], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    whole = time.time() - t0
+    cfg = pipeline_config(tmp_path, "killed")
+    cmd = [sys.executable, "-m", "lmforge", "run", str(cfg), "--no-progress"]
+    rng, moments = random.Random(2026), []
+    for _ in range(5):
+        delay = rng.uniform(2.0, 0.8 * whole)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+            moments.append(f"{delay:.1f}s (finished first)")
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            moments.append(f"{delay:.1f}s")
+    print("kill -9 moments:", moments)
+    assert sum("finished" not in m for m in moments) >= 3, moments  # most of the five really interrupted a run
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, (moments, p.stderr[-2000:])
+    run, ref = tmp_path / "killed", tmp_path / "reference"
+    got, want = (json.loads((r / "pretrain" / "summary.json").read_text()) for r in (run, ref))
+    assert got["best"]["val_loss"] == pytest.approx(want["best"]["val_loss"], abs=1e-6), moments
+    got, want = (json.loads((r / "finetune" / "summary.json").read_text()) for r in (run, ref))
+    assert got["best_step"] == want["best_step"], moments
+    for split, m in want["results"].items():
+        assert got["results"][split] == pytest.approx(m, abs=1e-6), (split, moments)
+    digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
+    for rel in ("finetune/best/model.safetensors", "data/tokens/train/shard_00000.bin", "tokenizer/tokenizer.json"):
+        assert digest(run / rel) == digest(ref / rel), (rel, moments)
+    assert {s["status"] for s in stamps(run).values()} <= {"ran", "resumed", "skipped"}, moments

@@ -58,11 +58,16 @@ class ImageTask:
         return model(inputs["x"])
 
     def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
-        """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used."""
+        """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used.
+        Prediction also takes what users have: one image file, a glob, or a flat folder of images."""
         from lmforge.data.images.config import ImageConfig, ImageSourceConfig
-        from lmforge.data.images.read import Rejected, read_source
+        from lmforge.data.images.read import IMAGE_EXTENSIONS, Rejected, read_source
 
         C, H, W = meta["in_shape"]
+        loose = any(ch in str(path) for ch in "*?[") or Path(path).suffix.lower() in IMAGE_EXTENSIONS or (
+            Path(path).is_dir() and not need_label)
+        if not need_label and loose:
+            return self._loose_images(path, C, H, W)
         require_path(path)
         src = ImageSourceConfig(path=str(path))
         if Path(path).is_dir() and not any(p.is_dir() for p in Path(path).iterdir()):
@@ -88,6 +93,26 @@ class ImageTask:
                 raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']})")
             y = np.asarray([index[v] for v in labels], dtype=np.int64)
         return ArraySet({"x": np.stack(images)}, y, ids)
+
+    def _loose_images(self, path: str, C: int, H: int, W: int) -> ArraySet:
+        """Unlabeled image files (a file, a glob, a folder and its subfolders) at the model's size."""
+        from lmforge.data.images.read import decode_image, image_files
+
+        if not any(ch in str(path) for ch in "*?["):
+            require_path(path)
+        images, ids, bad = [], [], []
+        for f in image_files(path):
+            try:
+                images.append(decode_image(f, C, (H, W)))
+                ids.append(str(f))
+            except Exception as exc:  # Pillow raises many kinds on hostile files; each is one skipped image
+                bad.append(f"{f}: {type(exc).__name__}")
+        if bad:
+            print(f"[predict] {len(bad)} file(s) of {path} are not readable images, not used: " + "; ".join(bad[:5]),
+                  flush=True)
+        if not images:
+            raise DataError(f"{path}: no readable images (PNG, JPEG, BMP or GIF)")
+        return ArraySet({"x": np.stack(images)}, None, ids)
 
     def _prepared(self, meta: dict) -> tuple:
         """The Normalizer and Augmenter a model's record describes, built once per record."""

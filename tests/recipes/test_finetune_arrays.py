@@ -58,6 +58,23 @@ def test_images_prepare_finetune_evaluate_predict(tmp_path, capsys):
     assert main(["predict", str(run / "finetune" / "best"), "--file", str(tmp_path / "five.npz"), "--out", str(out)]) == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 5 and all(r["label"] in man["labels"] and 0 < r["score"] <= 1 for r in recs)
+    # what users have: PNG files in a flat folder (with a stray text file and a corrupt PNG), one file, a glob
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, img in enumerate(test):
+        Image.fromarray(img[0]).save(flat / f"shot{i}.png")
+    (flat / "notes.txt").write_text("not an image")
+    (flat / "broken.png").write_bytes(b"\x89PNG not really")
+    want = [r["label"] for r in recs]
+    for given, n in ((flat, 5), (flat / "shot3.png", 1), (tmp_path / "flat" / "shot[0-2].png", 3)):
+        capsys.readouterr()
+        assert main(["predict", str(run / "finetune"), "--file", str(given), "--out", str(out)]) == 0, given
+        got = {Path(json.loads(line)["id"]).name: json.loads(line)["label"] for line in out.read_text().splitlines()}
+        assert len(got) == n and all(got[f"shot{i}.png"] == want[i] for i in range(5) if f"shot{i}.png" in got)
+        if given == flat:  # the corrupt PNG is named, not silently dropped (the .txt is not an image file at all)
+            assert "broken.png" in capsys.readouterr().out
     # without --out, evaluate reports where the run's own evaluation is (finetune/eval/), not in best/
     assert main(["evaluate", str(run / "finetune"), "--data-dir", str(run / "data"), "--split", "val"]) == 0
     assert (run / "finetune" / "eval" / "val" / "report.md").is_file() and not (run / "finetune" / "best" / "eval").exists()

@@ -245,9 +245,36 @@ def _capped(files: list[tuple[Path, str]], cap: Optional[int]) -> list[tuple[Pat
     return [files[i] for i in sorted(order[:cap])]
 
 
-def read_folder(src: ImageSourceConfig, cfg: ImageConfig, warnings: Optional[list[str]] = None) -> Iterator[Item]:
+def decode_image(path: Path, channels: Optional[int], size) -> np.ndarray:
+    """One PNG/JPEG/BMP/GIF file as uint8 (C, H, W): ``channels`` (None: gray stays gray, RGBA stays
+    RGBA, else RGB), resized bilinearly to ``size`` (H, W) when given. Pillow's errors propagate."""
     from PIL import Image
 
+    with Image.open(path) as im:
+        im.load()
+        if channels is None:
+            channels = 1 if im.mode in GRAY_MODES else 4 if im.mode == "RGBA" else 3
+        im = im.convert(PIL_MODES[channels])
+        if size is not None:
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def image_files(path: str) -> list[Path]:
+    """What a user points prediction at: one image file, a glob (``shots/*.png``), or a folder
+    (its images, and those of its subfolders), in sorted order."""
+    import glob
+
+    if any(ch in str(path) for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_folder(src: ImageSourceConfig, cfg: ImageConfig, warnings: Optional[list[str]] = None) -> Iterator[Item]:
     root, name = Path(src.path), source_name(src)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (format: folder expects one subfolder per class)")
@@ -257,18 +284,11 @@ def read_folder(src: ImageSourceConfig, cfg: ImageConfig, warnings: Optional[lis
     buf, labels, ids = [], [], []
     for f, cls in _capped(files, cfg.max_images):
         try:
-            with Image.open(f) as im:
-                im.load()
-                if channels is None:
-                    channels = 1 if im.mode in GRAY_MODES else 4 if im.mode == "RGBA" else 3
-                im = im.convert(PIL_MODES[channels])
-                if cfg.size is not None:
-                    im = im.resize((cfg.size[1], cfg.size[0]), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
+            a = decode_image(f, channels, cfg.size)
         except Exception as exc:  # Pillow raises many kinds on hostile files; each is one rejected image
             yield Rejected(name, str(f), "unreadable_image", f"{type(exc).__name__}: {exc}")
             continue
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
+        channels = a.shape[0]
         if shape is None:
             shape, first = a.shape, f
         elif a.shape != shape:

@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="output JSONL (default: stdout)")
     pr.add_argument("--max-length", type=int)
     pr.add_argument("--batch-size", type=int, help="default 128")
+    pr.add_argument("--strict", action="store_true", default=S,
+                    help="table models: refuse cells that do not parse, unseen categories and missing cells "
+                         "(default: warn per column, impute)")
     pr.add_argument("--no-progress", action="store_true", default=False)
     pr.set_defaults(func=_predict)
 

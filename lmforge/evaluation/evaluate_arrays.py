@@ -23,9 +23,9 @@ from lmforge.tasks.arrays import ArraySet, format_predictions, predict_set, scor
 
 
 def load_data(folder: Path, meta: dict, file: Optional[str], data_dir: Optional[str], split: str,
-              need_label: bool) -> tuple[ArraySet, str]:
+              need_label: bool, strict: bool = False) -> tuple[ArraySet, str]:
     if file:
-        data = get_task(meta["lmforge_kind"]).read_file(file, folder, meta, need_label)
+        data = get_task(meta["lmforge_kind"]).read_file(file, folder, meta, need_label, strict)
         return data, Path(file).stem
     if not data_dir:
         raise DataError("give --file or --data-dir (with --split)")
@@ -51,9 +51,9 @@ def evaluate_array_model(folder: Path, file: Optional[str], data_dir: Optional[s
     return m, report
 
 
-def predict_array_records(folder: Path, file: str, batch_size: int) -> Iterator[dict]:
+def predict_array_records(folder: Path, file: str, batch_size: int, strict: bool = False) -> Iterator[dict]:
     model, meta = load_array_model(folder)
-    data, _ = load_data(folder, meta, file, None, "test", need_label=False)
+    data, _ = load_data(folder, meta, file, None, "test", need_label=False, strict=strict)
     device = default_device()
     model.to(device)
     preds = predict_set(get_task(meta["lmforge_kind"]), model, data, meta, batch_size, device)

@@ -37,6 +37,7 @@ class PredictConfig:
     out: Optional[str] = field(default=None, metadata={"help": "output JSONL (default: stdout)"})
     max_length: Optional[int] = field(default=None, metadata={"min": 4, "help": "default: the model's fine-tuning max_length"})
     batch_size: int = field(default=128, metadata={"min": 1})
+    strict: bool = field(default=False, metadata={"help": "table models: refuse a file with cells that do not parse, unseen categories or missing cells instead of warning per column and imputing"})
 
     def validate(self):
         if not self.model:

@@ -23,7 +23,7 @@ def predict_records(cfg: PredictConfig, progress: bool = True) -> Iterator[dict]
     if kind_of(folder) == "array_model":  # an image or table model
         from lmforge.evaluation.evaluate_arrays import predict_array_records
 
-        yield from predict_array_records(folder, cfg.file, cfg.batch_size)
+        yield from predict_array_records(folder, cfg.file, cfg.batch_size, cfg.strict)
         return
     tm = load_task_model(cfg.model)
     task = get_task(tm.model.task)

@@ -62,9 +62,10 @@ class ArrayTask(Protocol):
 
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
-    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool, strict: bool = False) -> ArraySet:
         """Rows of a raw file or folder (what a user has) in the saved model's form — images
-        resized, tables through the preprocessor saved in ``folder``; unusable ones reported."""
+        resized, tables through the preprocessor saved in ``folder``; unusable ones reported
+        (``strict``: tables refuse cells that would be imputed or encoded as unknown)."""
 
 
 def require_path(path: str) -> None:

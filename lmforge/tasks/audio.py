@@ -53,7 +53,7 @@ class AudioTask:
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"])
 
-    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool, strict: bool = False) -> ArraySet:
         """WAV files (a file, a flat folder, or class subfolders) → the model's features; unusable files reported."""
         from lmforge.config.schema import build
         from lmforge.data.audio.config import AudioConfig

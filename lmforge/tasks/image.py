@@ -57,7 +57,7 @@ class ImageTask:
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"])
 
-    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool, strict: bool = False) -> ArraySet:
         """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used.
         Prediction also takes what users have: one image file, a glob, or a flat folder of images."""
         from lmforge.data.images.config import ImageConfig, ImageSourceConfig

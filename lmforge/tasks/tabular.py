@@ -7,6 +7,7 @@ Rows are already imputed, clipped, scaled and encoded by the preprocessor fit on
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -55,8 +56,10 @@ class TabularTask:
     def forward(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(inputs["x"], inputs["cat"])
 
-    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool) -> ArraySet:
-        """Rows of a raw table through the model's saved preprocessor."""
+    def read_file(self, path: str, folder: Path, meta: dict, need_label: bool, strict: bool = False) -> ArraySet:
+        """Rows of a raw table through the model's saved preprocessor. Every cell that does not parse,
+        every category the model never saw and every missing cell is counted per column and said (they
+        are imputed or encoded as unknown); ``strict`` refuses such a file instead."""
         from lmforge.data.tabular.config import TableSourceConfig
         from lmforge.data.tabular.preprocess import TabularPreprocessor
         from lmforge.data.tabular.read import read_table
@@ -72,6 +75,7 @@ class TabularTask:
         frame = got.frame
         if need_label:
             frame = frame[frame[meta["target"]].notna()]
+        _say_cell_problems(path, cell_problems(got.type_errors, frame, pre), strict)
         arrays = pre.transform(frame.drop(columns=[meta["target"]]) if not need_label and meta["target"] in frame
                                else frame, lines=[int(v) for v in np.asarray(got.lines)[frame.index]])
         if need_label and meta["task"] == "classification" and (arrays.y < 0).any():
@@ -79,3 +83,40 @@ class TabularTask:
             raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']})")
         return ArraySet({"x": arrays.x.astype(np.float32), "cat": arrays.cat.astype(np.int64)},
                         None if arrays.y is None else np.asarray(arrays.y), list(arrays.ids))
+
+
+def cell_problems(type_errors: dict, frame, pre) -> dict[str, dict[str, int]]:
+    """Per input column: cells that did not parse (``not_parsed``, read as missing), categories the
+    model never saw in training (``unseen_category``) and empty cells (``missing``), counted."""
+    import pandas as pd
+
+    out: dict[str, dict[str, int]] = {}
+    for col, e in type_errors.items():
+        out.setdefault(col, {})["not_parsed"] = int(e["count"])
+    for col in pre.numeric_raw + pre.categorical + pre.dates.columns:
+        if col not in frame:
+            continue
+        n_missing = int(frame[col].isna().sum()) - out.get(col, {}).get("not_parsed", 0)
+        if n_missing > 0:
+            out.setdefault(col, {})["missing"] = n_missing
+    for col in pre.categorical:
+        if col in frame:
+            known = set(pre.encoder.categories.get(col, []))
+            unseen = sum(1 for v in frame[col] if v is not None and not pd.isna(v) and str(v) not in known)
+            if unseen:
+                out.setdefault(col, {})["unseen_category"] = unseen
+    return out
+
+
+def _say_cell_problems(path: str, problems: dict[str, dict[str, int]], strict: bool) -> None:
+    if not problems:
+        return
+    what = {"not_parsed": "cell(s) that do not parse (read as missing, then imputed)",
+            "unseen_category": "category value(s) the model never saw (encoded as unknown)",
+            "missing": "missing cell(s) (imputed)"}
+    lines = [f"column {col!r}: " + ", ".join(f"{n} {what[k]}" for k, n in counts.items())
+             for col, counts in sorted(problems.items())]
+    if strict:
+        raise DataError(f"{path}: --strict: " + "; ".join(lines))
+    for line in lines:
+        print(f"[predict] warning: {path}: {line}", file=sys.stderr, flush=True)

@@ -261,3 +261,28 @@ def test_kill9_then_resume_is_exact_for_images(tmp_path):
     assert s_got["best_step"] == s_ref["best_step"]
     a, b = (load_file(str(tmp_path / n / "finetune" / "best" / "model.safetensors")) for n in ("full", "killed"))
     assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_table_predict_says_every_bad_cell_per_column_and_strict_refuses(tmp_path, capsys):
+    """Raw rows with a number that does not parse, a category never seen in training and empty cells:
+    predicted (imputed / unknown), with one warning per column naming the counts; --strict refuses."""
+    cfg = write(tmp_path, "tab", TABLE)
+    assert main(["data", "prepare", cfg, "--no-progress"]) == 0
+    assert main(["finetune", cfg, "--no-progress"]) == 0
+    rows = tmp_path / "rows.csv"  # no id column, no target column: what a user has
+    rows.write_text("island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex\n"
+                    "Biscoe,48.6,16.0,230,5800,male\n"
+                    "Atlantis,abc,18.0,190,3700,female\n"
+                    "Dream,,17.5,,3500,\n")
+    out = tmp_path / "pred.jsonl"
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "tab" / "finetune"), "--file", str(rows), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 3
+    assert "column 'bill_length_mm': 1 cell(s) that do not parse" in err and "1 missing cell(s)" in err
+    assert "column 'island': 1 category value(s) the model never saw" in err
+    assert "column 'flipper_length_mm': 1 missing cell(s)" in err and "column 'sex': 1 missing cell(s)" in err
+    assert "column 'body_mass_g'" not in err  # clean columns are not mentioned
+    assert main(["predict", str(tmp_path / "tab" / "finetune"), "--file", str(rows), "--strict"]) != 0
+    err = capsys.readouterr().err
+    assert "--strict" in err and "'island'" in err and "Traceback" not in err

@@ -9,6 +9,8 @@ stratification this is done per label, so every split sees the label mix of the 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from lmforge.data.config import DataConfig
@@ -178,3 +180,28 @@ def components(n: int, dup_root: np.ndarray, group: np.ndarray, kept: np.ndarray
     ga, gb = group_pairs(group, kept)
     others = np.flatnonzero(dup_root != np.arange(n))
     return connected_components(n, np.concatenate([ga, dup_root[others]]), np.concatenate([gb, others]))
+
+
+# -- rows of one table or folder (images, tables, audio): a seeded split, stratified by label -----
+
+def _half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def split_rows(n: int, groups: Optional[list[str]], val: float, test: float, seed: int) -> dict[str, np.ndarray]:
+    """Seeded split of rows 0..n-1; with ``groups`` each group (label) is split in the same
+    proportions, and keeps at least one train row. Each split's rows stay in file order."""
+    rng = np.random.default_rng(seed)
+    keys = np.zeros(n, dtype=object) if groups is None else np.asarray(groups, dtype=object)
+    out: dict[str, list] = {s: [] for s in SPLITS}
+    for key in sorted(set(keys.tolist()), key=str):
+        idx = rng.permutation(np.flatnonzero(keys == key))
+        n_test, n_val = _half_up(len(idx) * test), _half_up(len(idx) * val)
+        excess = n_test + n_val - (len(idx) - 1)
+        if excess > 0:  # keep a train row
+            cut = min(excess, n_val)
+            n_val, n_test = n_val - cut, n_test - (excess - cut)
+        out["test"] += idx[:n_test].tolist()
+        out["val"] += idx[n_test:n_test + n_val].tolist()
+        out["train"] += idx[n_test + n_val:].tolist()
+    return {s: np.sort(np.asarray(v, dtype=np.int64)) for s, v in out.items()}

@@ -16,8 +16,7 @@ from lmforge.data import drops
 from lmforge.data.audio.features import log_mel
 from lmforge.data.audio.read import Rejected, read_clips
 from lmforge.data.config import DataConfig
-from lmforge.data.split import SPLITS
-from lmforge.data.tabular.prepare import split_rows
+from lmforge.data.split import SPLITS, split_rows
 from lmforge.errors import DataError, writing
 from lmforge.layout import ensure_dir
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -27,6 +26,7 @@ import pandas as pd
 from lmforge.config.schema import to_dict
 from lmforge.data import drops
 from lmforge.data.config import DataConfig
+from lmforge.data.split import split_rows
 from lmforge.data.tabular.impute import columns_to_drop, strategy_for
 from lmforge.data.tabular.preprocess import TabularArrays, TabularPreprocessor, resolve_task, to_float
 from lmforge.data.tabular.read import ReadResult, read_table
@@ -55,29 +55,6 @@ def _merge(results: list[ReadResult]) -> tuple[pd.DataFrame, np.ndarray, list[st
     lines = np.concatenate([r.lines for r in results])
     sources = [s for r in results for s in r.sources]
     return frame, lines, sources, total
-
-
-def _round(x: float) -> int:
-    return int(np.floor(x + 0.5))
-
-
-def split_rows(n: int, groups: Optional[list[str]], val: float, test: float, seed: int) -> dict[str, np.ndarray]:
-    """Seeded split of rows 0..n-1; with ``groups`` each group (label) is split in the same
-    proportions, and keeps at least one train row. Each split's rows stay in file order."""
-    rng = np.random.default_rng(seed)
-    keys = np.zeros(n, dtype=object) if groups is None else np.asarray(groups, dtype=object)
-    out: dict[str, list] = {s: [] for s in SPLITS}
-    for key in sorted(set(keys.tolist()), key=str):
-        idx = rng.permutation(np.flatnonzero(keys == key))
-        n_test, n_val = _round(len(idx) * test), _round(len(idx) * val)
-        excess = n_test + n_val - (len(idx) - 1)
-        if excess > 0:  # keep a train row
-            cut = min(excess, n_val)
-            n_val, n_test = n_val - cut, n_test - (excess - cut)
-        out["test"] += idx[:n_test].tolist()
-        out["val"] += idx[n_test:n_test + n_val].tolist()
-        out["train"] += idx[n_test + n_val:].tolist()
-    return {s: np.sort(np.asarray(v, dtype=np.int64)) for s, v in out.items()}
 
 
 def _missing_counts(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:

@@ -32,7 +32,6 @@ def write_wav(path: Path, x: np.ndarray, rate: int = RATE, channels: int = 1) ->
 
 def clip(kind: str, rng, rate: int = RATE) -> np.ndarray:
     n = int(rate * rng.uniform(0.3, 0.6))
-    t = np.arange(n) / rate
     if kind == "low":
         f = rng.uniform(250, 400) * np.ones(n)
     elif kind == "high":

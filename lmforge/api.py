@@ -70,7 +70,7 @@ def pretrain(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = F
 def finetune(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False, resume_changed: bool = False,
              progress: bool = True, on_eval=None) -> dict:
     """Fine-tune on ``cfg.finetune`` (any kind of data); with ``finetune.compare_random`` also the
-    random-init baseline and the gain. Returns the summary."""
+    random-init baseline and the gain (``summary["comparison"]``). Returns the summary."""
     from lmforge.recipes.finetune import finetune as run_finetune
 
     summary = run_finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume,
@@ -78,7 +78,7 @@ def finetune(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = F
     if cfg.finetune.compare_random:
         from lmforge.recipes.compare import compare_with_random
 
-        compare_with_random(cfg.finetune, cfg.paths, cfg.seed, summary)
+        summary["comparison"] = compare_with_random(cfg.finetune, cfg.paths, cfg.seed, summary)
     return summary
 
 

@@ -1,9 +1,9 @@
 """The data-kind registry: one place that maps a kind of data to its pieces.
 
-A *kind* is what the data is — ``text``, ``image``, ``tabular`` — spelled the same way in
-``data.kind``, in a prepared folder's ``manifest.json`` and in a saved model (``lmforge_kind``).
-A *task* is what is learned on it (``finetune.task``): ``sequence`` or ``token`` on text, ``image``
-and ``tabular`` on their own kinds. Everything that must act differently per kind asks this module
+A *kind* is what the data is — ``text``, ``image``, ``tabular``, ``audio`` — spelled the same way
+in ``data.kind``, in a prepared folder's ``manifest.json`` and in a saved model (``lmforge_kind``).
+A *task* is what is learned on it (``finetune.task``): ``sequence`` or ``token`` on text; ``image``,
+``tabular`` and ``audio`` on their own kinds. Everything that must act differently per kind asks this module
 instead of comparing kind strings:
 
 * :func:`task` — the task object (reading, encoding or loading batches, scoring);
@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
-
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from lmforge.swap import recover
 from lmforge.training import checkpoint as ckpt
 from lmforge.training.early_stopping import Best
 from lmforge.training.finetune_config import FinetuneConfig
-from lmforge.training.finetune_setup import FinetuneSetup
+from lmforge.training.finetune_setup import FinetuneSetup, say as _say
 from lmforge.training.interrupt import StopRequest
 from lmforge.training.metric_logging import MetricsLog, eta, write_config
 from lmforge.training.optim import apply_lr
@@ -54,10 +54,6 @@ OnEval = Callable[[int, dict], bool]  # (step, validation metrics) -> stop now?
 RESUME_SAFE = ("finetune.loop.eval_every", "finetune.loop.eval_batch_size", "finetune.loop.save_every",
                "finetune.loop.keep_last", "finetune.loop.log_every", "finetune.loop.early_stopping_patience",
                "finetune.loop.threads", "finetune.out_dir", "finetune.data.test_file")
-
-
-def _say(msg: str) -> None:
-    print(f"[finetune] {msg}", flush=True)
 
 
 def finetune(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, *, name: str = "finetune",

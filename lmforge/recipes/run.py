@@ -70,12 +70,9 @@ class Stage:
 
 
 def _data(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
-    from lmforge.data.prepare import prepare
-    from lmforge.errors import writing
+    from lmforge import api
 
-    with writing(cfg.paths.data):
-        m = prepare(cfg.data, cfg.tokenizer, cfg.paths, seed=cfg.seed, workers=cfg.num_workers, name=cfg.name,
-                    progress=progress)
+    m = api.prepare(cfg, progress=progress)
     return {"splits": {s: v["docs"] if isinstance(v, dict) else v for s, v in m["splits"].items()},
             "manifest": str(cfg.paths.data / "manifest.json")}
 
@@ -97,27 +94,20 @@ def _labeled_data(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool
 
 
 def _pretrain(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
-    from lmforge.recipes.pretrain import pretrain
+    from lmforge import api
 
     resume = resume and bool(list_checkpoints(cfg.paths.pretrain.checkpoints))
-    s = pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=resume, overwrite=not resume, progress=progress)
+    s = api.pretrain(cfg, resume=resume, overwrite=not resume, progress=progress)
     return {"best_val_loss": s["best"]["val_loss"], "steps": s["steps"], "folder": str(cfg.paths.pretrain.root)}
 
 
 def _finetune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
+    from lmforge import api
+
     resume = resume and bool(list_checkpoints(cfg.paths.finetune.checkpoints))
-    from lmforge.recipes.finetune import finetune
-
-    s = finetune(cfg.finetune, cfg.model, cfg.paths, cfg.seed, name=cfg.name, resume=resume, overwrite=not resume,
-                 progress=progress)
-    result = {"results": s["results"], "folder": str(cfg.paths.finetune.root)}
-    if s.get("baselines"):
-        result["baselines"] = s["baselines"]
-    if cfg.finetune.compare_random:
-        from lmforge.recipes.compare import compare_with_random
-
-        result["comparison"] = compare_with_random(cfg.finetune, cfg.paths, cfg.seed, s)
-    return result
+    s = api.finetune(cfg, resume=resume, overwrite=not resume, progress=progress)
+    return {"results": s["results"], "folder": str(cfg.paths.finetune.root),
+            **{k: s[k] for k in ("baselines", "comparison") if s.get(k)}}
 
 
 def _tune(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
@@ -235,17 +225,12 @@ def declared_stages(cfg: ExperimentConfig, raw: dict) -> list[str]:
     """The stages this config runs, in pipeline order."""
     if cfg.pipeline.stages is not None:
         return [s for s in STAGES if s in cfg.pipeline.stages]
-    have = {"data": bool(_sources(cfg.data)), "labeled_data": bool(cfg.labeled_data.sources),
+    have = {"data": bool(sources_of(cfg.data)), "labeled_data": bool(cfg.labeled_data.sources),
             **{s: s in raw for s in ("pretrain", "finetune", "tune", "distill")}}
     trained = have["pretrain"] or have["finetune"]
     serves = get_kind(cfg.data.kind).serves and kind_of_task(cfg.finetune.task).serves  # export/serve: text for now
     have["export"] = have["serve"] = trained and serves and cfg.pipeline.export != "none"
     return [s for s in STAGES if have[s]]
-
-
-def _sources(data) -> list:
-    """The sources of a data section, whatever its kind."""
-    return sources_of(data)
 
 
 def _section(d: dict, dotted: str):
@@ -260,7 +245,7 @@ def _source_stamps(data) -> list:
 
     out = []
     if is_array_kind(data.kind):
-        for src in _sources(data):
+        for src in sources_of(data):
             for path in ([src.path, getattr(src, "labels", None)] if src.path else []):
                 if path and os.path.exists(path):
                     st = os.stat(path)

@@ -61,10 +61,10 @@ class ImageTask:
         """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used.
         Prediction also takes what users have: one image file, a glob, or a flat folder of images."""
         from lmforge.data.images.config import ImageConfig, ImageSourceConfig
-        from lmforge.data.images.read import IMAGE_EXTENSIONS, Rejected, read_source
+        from lmforge.data.images.read import IMAGE_EXTENSIONS, Rejected, is_glob, read_source
 
         C, H, W = meta["in_shape"]
-        loose = any(ch in str(path) for ch in "*?[") or Path(path).suffix.lower() in IMAGE_EXTENSIONS or (
+        loose = is_glob(path) or Path(path).suffix.lower() in IMAGE_EXTENSIONS or (
             Path(path).is_dir() and not need_label)
         if not need_label and loose:
             return self._loose_images(path, C, H, W)
@@ -96,9 +96,9 @@ class ImageTask:
 
     def _loose_images(self, path: str, C: int, H: int, W: int) -> ArraySet:
         """Unlabeled image files (a file, a glob, a folder and its subfolders) at the model's size."""
-        from lmforge.data.images.read import decode_image, image_files
+        from lmforge.data.images.read import decode_image, image_files, is_glob
 
-        if not any(ch in str(path) for ch in "*?["):
+        if not is_glob(path):
             require_path(path)
         images, ids, bad = [], [], []
         for f in image_files(path):

@@ -26,14 +26,10 @@ from lmforge.models.config import ModelConfig
 from lmforge.tasks import get_task
 from lmforge.tasks.arrays import ArraySet, check_finite, is_regression, loss_of, predict_set, prepared_manifest, score
 from lmforge.training.finetune_config import FinetuneConfig
-from lmforge.training.finetune_setup import FinetuneSetup
+from lmforge.training.finetune_setup import FinetuneSetup, say as _say
 from lmforge.training.optim import build_optimizer, param_groups, penalty
 
 SPLITS = ("train", "val", "test")
-
-
-def _say(msg: str) -> None:
-    print(f"[finetune] {msg}", flush=True)
 
 
 def check_config(ft: FinetuneConfig, model_cfg: ModelConfig, task) -> None:

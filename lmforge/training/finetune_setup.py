@@ -20,6 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+def say(msg: str) -> None:
+    """A fine-tuning console line (the loop and every kind's setup print through it)."""
+    print(f"[finetune] {msg}", flush=True)
+
+
 # (indices of the micro-batch's examples, step, micro-batch number) -> (loss to minimize, loss to log),
 # or None to skip the micro-batch (an image/table epoch's last batch of one row)
 TrainLoss = Callable[[np.ndarray, int, int], Optional[tuple[torch.Tensor, torch.Tensor]]]

@@ -33,7 +33,7 @@ from lmforge.tasks.batching import collate, pack, row_length
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_for_model
 from lmforge.training.finetune_config import FinetuneConfig, PeftConfig
-from lmforge.training.finetune_setup import FinetuneSetup
+from lmforge.training.finetune_setup import FinetuneSetup, say as _say
 from lmforge.training.losses import class_weights, classification_loss
 from lmforge.training.optim import build_optimizer, param_groups
 from lmforge.training.sampling import epoch_batches
@@ -44,10 +44,6 @@ LossFn = Callable[[torch.Tensor, dict], torch.Tensor]  # (logits, batch on the d
 # (labels, device, the encoded training set) -> the loss of this run; batches carry "index": the
 # positions of their examples in that set (distillation looks up cached teacher logits with it)
 LossFactory = Callable[[list[str], torch.device, Encoded], LossFn]
-
-
-def _say(msg: str) -> None:
-    print(f"[finetune] {msg}", flush=True)
 
 
 def load_examples(ft: FinetuneConfig, task: Task, data_dir: Path) -> dict[str, list[Example]]:

@@ -261,12 +261,16 @@ def decode_image(path: Path, channels: Optional[int], size) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
+def is_glob(path) -> bool:
+    return any(ch in str(path) for ch in "*?[")
+
+
 def image_files(path: str) -> list[Path]:
     """What a user points prediction at: one image file, a glob (``shots/*.png``), or a folder
     (its images, and those of its subfolders), in sorted order."""
     import glob
 
-    if any(ch in str(path) for ch in "*?["):
+    if is_glob(path):
         return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
     p = Path(path)
     if p.is_file():

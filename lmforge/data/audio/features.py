@@ -22,10 +22,13 @@ def mel_filters(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
     return torch.from_numpy(fb)
 
 
-def log_mel(waves: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> np.ndarray:
-    """float32 (N, 1, n_mels, frames) log-mel of float waveforms (N, samples)."""
-    x = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))
-    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), return_complex=True, center=True)
-    power = spec.abs() ** 2  # (N, F, T)
-    mel = torch.einsum("mf,nft->nmt", mel_filters(n_mels, n_fft, sample_rate), power)
-    return torch.log(mel + 1e-6).unsqueeze(1).numpy().astype(np.float32)
+def log_mel(waves: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int, chunk: int = 256) -> np.ndarray:
+    """float32 (N, 1, n_mels, frames) log-mel of float waveforms (N, samples), ``chunk`` clips at a
+    time (the complex spectrogram of a whole dataset would not fit in memory)."""
+    fb, window = mel_filters(n_mels, n_fft, sample_rate), torch.hann_window(n_fft)
+    out = []
+    for lo in range(0, len(waves), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(waves[lo:lo + chunk], dtype=np.float32))
+        power = torch.stft(x, n_fft, hop_length=hop, window=window, return_complex=True, center=True).abs() ** 2
+        out.append(torch.log(torch.einsum("mf,nft->nmt", fb, power) + 1e-6).unsqueeze(1).numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -60,11 +60,12 @@ def prepare(cfg: ExperimentConfig, *, progress: bool = True, rank: int = 0, worl
 
 def pretrain(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False, resume_changed: bool = False,
              progress: bool = True, on_eval=None) -> dict:
-    """Pretrain ``cfg.model`` on the prepared tokens; returns the summary."""
-    from lmforge.recipes.pretrain import pretrain as run_pretrain
+    """Pretrain ``cfg.model`` on the prepared data (text: token shards; images: MAE); returns the summary."""
+    from lmforge.kinds import pretrain_recipe
 
-    return run_pretrain(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=resume, overwrite=overwrite,
-                        resume_changed=resume_changed, progress=progress, on_eval=on_eval)
+    recipe = pretrain_recipe(cfg.data.kind)
+    return recipe(cfg.pretrain, cfg.model, cfg.paths, cfg.seed, resume=resume, overwrite=overwrite,
+                  resume_changed=resume_changed, progress=progress, on_eval=on_eval)
 
 
 def finetune(cfg: ExperimentConfig, *, resume: bool = False, overwrite: bool = False, resume_changed: bool = False,

@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "exit codes: 0 done, 1 failure, 2 bad config or usage, 130 interrupted")
     prep.formatter_class = argparse.RawDescriptionHelpFormatter
 
-    pre = sub.add_parser("pretrain", help="pretrain a decoder (clm) or encoder (mlm) from scratch")
+    pre = sub.add_parser("pretrain", help="pretrain from scratch: a decoder (clm) or encoder (mlm, rtd) on text, a ViT (mae) on images")
     with_config(pre)
     train_flags(pre)
     pre.set_defaults(func=_pretrain)

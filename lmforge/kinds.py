@@ -40,19 +40,23 @@ class Kind:
     report_data: str = ""  # "module:function" (run facts, the data manifest) -> the report's data section
     model_from_record: str = ""  # "module:function" (model config, saved record) -> model: array kinds' own folders
     record_keys: tuple[str, ...] = ()  # what that record must hold to rebuild the model
+    pretrain: str = ""  # "module:function" of its pretraining recipe; "" = none
+    objectives: tuple[str, ...] = ()  # pretrain.objective values it takes; the first is the default
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("text", ("sequence", "token"), "lmforge.training.text_setup:text_setup", arrays=False, sources="sources",
          source_example="- path: data/*.jsonl",
          own_keys=("sources", "max_record_bytes", "chunk_mb", "clean", "filter", "dedup", "augment", "pack"),
-         serves=True, adopts_prepared=True, report_data="lmforge.reporting.sections:text_data"),
+         serves=True, adopts_prepared=True, report_data="lmforge.reporting.sections:text_data",
+         pretrain="lmforge.recipes.pretrain:pretrain", objectives=("clm", "mlm", "rtd")),
     Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
          source_example="- builtin: digits, or - path: train-images-idx3-ubyte.gz", own_keys=("image",),
          prepare="lmforge.data.images.prepare:prepare_images",
          serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
          model_from_record="lmforge.models.vision:image_model_from_record",
-         record_keys=("in_shape", "num_outputs")),
+         record_keys=("in_shape", "num_outputs"), pretrain="lmforge.recipes.pretrain_images:pretrain_images",
+         objectives=("mae",)),
     Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
          source_example="- builtin: penguins, or - path: table.csv", own_keys=("tabular",),
          prepare="lmforge.data.tabular.prepare:prepare_tabular",
@@ -172,6 +176,18 @@ def data_problems(data):
     if section is not data and hasattr(section, "kind_problems"):
         prefix = kind.sources.rpartition(".")[0]
         yield from ((f"{prefix}.{k}", m) for k, m in section.kind_problems())
+
+
+def pretrain_recipe(kind_name: str):
+    """The pretraining recipe of a kind: (pretrain config, model config, run paths, seed, **options) -> summary."""
+    kind = get_kind(kind_name)
+    if not kind.pretrain:
+        from lmforge.config.errors import ConfigError
+
+        with_one = ", ".join(k.name for k in KINDS.values() if k.pretrain)
+        raise ConfigError([("pretrain", f"{kind.name} data has no pretraining objective (pretraining takes "
+                                        f"{with_one} data): remove the pretrain section")])
+    return _load(kind.pretrain)
 
 
 def model_from_record(kind_name: str):

@@ -198,6 +198,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     else:
         raw = apply_overrides(raw, overrides or [])
     task_from_kind(raw)
+    objective_from_kind(raw)
     try:
         cfg = build(ExperimentConfig, raw, source)
     except ConfigError as exc:
@@ -213,9 +214,16 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         if problems:
             raise ConfigError(problems, source)
     frame_like_finetuning(cfg)
+    if "finetune" not in raw:  # no finetune section: its (unused) task still follows the data kind
+        from lmforge.kinds import get_kind
+
+        cfg.finetune.task = get_kind(cfg.data.kind).tasks[0]
     kind_problem = task_fits_kind(cfg)
     if kind_problem:
         raise ConfigError([kind_problem], source)
+    problems = list(pretrain_fits_kind(cfg)) if "pretrain" in raw else []
+    if problems:
+        raise ConfigError(problems, source)
     if cfg.pretrain.objective == "rtd" and cfg.model.arch != "encoder" and not cfg.pretrain.init:
         raise ConfigError([("pretrain.objective", f"rtd (replaced-token detection) trains an encoder; model.arch is "
                                                   f"{cfg.model.arch} (set model.arch: encoder, or objective: clm)")],
@@ -233,6 +241,34 @@ def task_from_kind(raw: dict) -> None:
 
         if kind in KINDS and KINDS[kind].arrays:
             ft["task"] = KINDS[kind].tasks[0]
+
+
+def objective_from_kind(raw: dict) -> None:
+    """A pretrain section that names no objective on image data pretrains with that kind's (mae)."""
+    data, pre = raw.get("data"), raw.get("pretrain")
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind and isinstance(pre, dict) and "objective" not in pre:
+        from lmforge.kinds import KINDS
+
+        if kind in KINDS and KINDS[kind].objectives:
+            pre["objective"] = KINDS[kind].objectives[0]
+
+
+def pretrain_fits_kind(cfg: ExperimentConfig):
+    """(key, message) for a pretrain section that cannot run on this data kind or model."""
+    from lmforge.kinds import KINDS, get_kind
+
+    kind = get_kind(cfg.data.kind)
+    if not kind.objectives:
+        takes = ", ".join(k.name for k in KINDS.values() if k.objectives)
+        yield "pretrain", f"{kind.name} data has no pretraining objective (pretraining takes {takes} data): remove it"
+        return
+    objective = cfg.pretrain.objective
+    if objective not in kind.objectives:
+        yield "pretrain.objective", (f"{objective} does not train on {kind.name} data; use one of "
+                                     f"{', '.join(kind.objectives)} (or another data.kind)")
+    elif objective == "mae" and cfg.model.arch != "vit":
+        yield "model.arch", f"mae (masked-image pretraining) trains a ViT; model.arch is {cfg.model.arch}: set model.arch: vit"
 
 
 def task_fits_kind(cfg: ExperimentConfig):

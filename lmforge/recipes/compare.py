@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from lmforge.config.schema import build
 from lmforge.evaluation.comparison import comparison_lines, spread
+from lmforge.kinds import is_array_task
 from lmforge.layout import RunPaths
+from lmforge.models.arrays import read_array_config
 from lmforge.models.config import ModelConfig
 from lmforge.models.load import load_task_model
 from lmforge.recipes.finetune import finetune
@@ -24,13 +27,21 @@ def _say(msg: str) -> None:
     print(f"[compare] {msg}", flush=True)
 
 
+def _random_side(ft: FinetuneConfig, paths: RunPaths) -> tuple[ModelConfig, FinetuneConfig]:
+    """The model shape (and, for text, the tokenizer) of the pretrained start, from random init."""
+    best = paths.finetune.best
+    if is_array_task(ft.task):  # images and tables: the saved model's own config
+        return build(ModelConfig, read_array_config(best)["model"]), replace(ft, init="random")
+    model = load_task_model(best).model
+    return model.body.cfg, replace(ft, init="random", tokenizer=str(best), init_embeddings="pretrained")
+
+
 def compare_with_random(ft: FinetuneConfig, paths: RunPaths, seed: int, main: dict, progress: bool = False) -> dict:
     """Run the extra arms after the main fine-tuning (whose summary is ``main``) and return the
     comparison (also written to disk, see the module docstring)."""
     root = paths.finetune.root
     metric = main.get("selection_metric") or ft.selection_metric()
-    best = load_task_model(paths.finetune.best)  # the random side gets the pretrained start's shape and tokenizer
-    random_cfg: ModelConfig = best.model.body.cfg
+    random_cfg, random_ft = _random_side(ft, paths)
     seeds = [seed + i for i in range(ft.compare_seeds)]
     sides: dict[str, dict[str, list[float]]] = {"own": {}, "random": {}}
 
@@ -44,9 +55,7 @@ def compare_with_random(ft: FinetuneConfig, paths: RunPaths, seed: int, main: di
         for side in ("own", "random"):
             if side == "own" and i == 0:
                 continue  # the main run
-            run_ft = ft if side == "own" else replace(ft, init="random", tokenizer=str(paths.finetune.best),
-                                                      init_embeddings="pretrained")
-            run_ft = replace(run_ft, compare_random=False, baselines=False)
+            run_ft = replace(ft if side == "own" else random_ft, compare_random=False, baselines=False)
             run_paths = replace(paths, finetune_override=root / "compare" / f"{side}_seed{s}")
             _say(f"{side} start, seed {s}")
             record(side, finetune(run_ft, random_cfg, run_paths, s, name=f"compare {side} seed {s}", overwrite=True,

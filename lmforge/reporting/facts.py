@@ -120,7 +120,7 @@ def collect(run_dir: str | Path) -> RunFacts:
             png = run / "finetune" / "eval" / split / "confusion_matrix.png"
             if png.is_file():
                 f.confusion_png[split] = f.read(png)
-    for rel in ("data/samples.png", "data/augment_grid.png", "data/missingness.png",
+    for rel in ("data/samples.png", "data/augment_grid.png", "data/missingness.png", "pretrain/reconstructions.png",
                 *(f"finetune/eval/{s}/{n}.png" for s in ("val", "test") for n in ("mistakes", "residuals"))):
         if (run / rel).is_file():
             f.pngs[rel] = f.read(run / rel)

@@ -161,8 +161,12 @@ def _pretrain(f: RunFacts) -> Section:
     s.figure("pretrain_curves", figures.training_curves(f.pretrain_metrics, [
         ("train", "loss", "train loss"), ("eval", "val_loss", "validation loss"), ("eval", "val_ppl", "validation perplexity"),
         ("train", "lr", "learning rate"), ("train", "grad_norm", "gradient norm"), ("train", "tokens_per_s", "tokens / s"),
-        ("train", "mfu", "MFU (estimate)"), ("train", "data_wait_s", "data wait s per log interval")],
+        ("train", "mfu", "MFU (estimate)"), ("train", "data_wait_s", "data wait s per log interval"),
+        ("train", "images_per_s", "images / s")],
         "pretraining"), "Pretraining curves", "pretrain/metrics.jsonl")
+    s.figure("reconstructions", f.pngs.get("pretrain/reconstructions.png"),
+             "Masked-image pretraining: validation images, the patches the encoder saw, and the decoder's rebuild",
+             "pretrain/reconstructions.png")
     samples = [r for r in f.pretrain_metrics if r.get("kind") == "sample"]
     if samples:
         s.text(f"Greedy continuation of the same validation prompt at each validation (prompt: "

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 @dataclass
 class PretrainConfig:
-    objective: Literal["clm", "mlm", "rtd"] = field(default="clm", metadata={"help": "clm = next-token (decoder); encoders: mlm = masked tokens, rtd = replaced-token detection (ELECTRA: a small generator fills the masks, the encoder kept learns from every position)"})
+    objective: Literal["clm", "mlm", "rtd", "mae"] = field(default="clm", metadata={"help": "clm = next-token (decoder); encoders: mlm = masked tokens, rtd = replaced-token detection (ELECTRA: a small generator fills the masks, the encoder kept learns from every position); images: mae = masked autoencoder of a ViT (the default on data.kind: image)"})
     init: Optional[str] = field(default=None, metadata={"help": "continue pretraining from a checkpoint instead of random weights: an HF BERT-layout folder, 'minilm', or a pretrain folder / checkpoint of ours; its body and shape are used (the model section is ignored) and the data must be tokenized with its tokenizer (tokenizer.path)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "token shards (default <run>/data/tokens)"})
     out_dir: Optional[str] = field(default=None, metadata={"help": "checkpoints and logs (default <run>/pretrain)"})
@@ -42,6 +42,10 @@ class PretrainConfig:
     embedding_window: int = field(default=32, metadata={"min": 1, "help": "embedding_init cooccurrence: how far apart (in tokens, within one document) two tokens count as co-occurring"})
     embedding_max_tokens: int = field(default=5_000_000, metadata={"min": 1000, "help": "embedding_init cooccurrence: train tokens counted at most (memory is about 24 bytes per token per window offset)"})
     rtd_weight: float = field(default=50.0, metadata={"min": 0.0, "help": "rtd: weight of the discriminator's loss against the generator's"})
+    mae_mask_ratio: float = field(default=0.75, metadata={"min": 0.05, "max": 0.95, "help": "mae: share of each image's patches hidden from the encoder (and reconstructed)"})
+    mae_decoder_width: int = field(default=64, metadata={"min": 8, "help": "mae: width of the light decoder that rebuilds the hidden patches (discarded after pretraining)"})
+    mae_decoder_layers: int = field(default=2, metadata={"min": 1, "help": "mae: Transformer blocks of the decoder"})
+    mae_decoder_heads: int = field(default=4, metadata={"min": 1, "help": "mae: attention heads of the decoder (must divide its width)"})
     eval_every: int = field(default=200, metadata={"min": 1})
     eval_batches: int = field(default=20, metadata={"min": 1})
     sample_tokens: int = field(default=32, metadata={"min": 0, "help": "decoders: at each validation, continue the start of the first validation window by this many greedy tokens and log the text (metrics.jsonl, the report); 0 = off"})
@@ -62,5 +66,8 @@ class PretrainConfig:
         if self.embedding_init != "random" and self.init:
             yield "embedding_init", (f"{self.embedding_init} fills a fresh model's embeddings; with init ({self.init}) "
                                      "the checkpoint's embeddings are used: drop one of the two")
+        if self.mae_decoder_width % self.mae_decoder_heads:
+            yield "mae_decoder_heads", (f"must divide mae_decoder_width={self.mae_decoder_width}; "
+                                        f"got {self.mae_decoder_heads}")
         if self.min_lr > self.lr:
             yield "min_lr", f"must not exceed lr={self.lr}; got {self.min_lr}"

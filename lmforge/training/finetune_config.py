@@ -156,8 +156,6 @@ class FinetuneConfig:
             yield "class_weight_values", "class_weights: custom needs a list of one weight per label"
         if self.compare_random and self.init == "random":
             yield "compare_random", "the start is already random init: set finetune.init to a pretrained start, or drop compare_random"
-        if self.compare_random and is_array_task(self.task):
-            yield "compare_random", f"compares text starts; task {self.task} is not supported yet"
         if is_array_task(self.task):  # keys only text fine-tuning reads
             text_only = {"data.train_file": (self.data.train_file, "images and tables are read from the prepared "
                                              "folder (finetune.data.data_dir)"),

@@ -83,6 +83,12 @@ class Normalizer:
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         return (x - mean) / std
 
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] units from normalized (B, C, H, W) model inputs (for figures)."""
+        mean, std = (torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+                     for v in (self.mean, self.std))
+        return x.float() * std + mean
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mean": self.mean, "std": self.std,
                 "pixel_mean": self.pixel_mean, "pixel_std": self.pixel_std}

@@ -155,6 +155,10 @@ def _export(args: argparse.Namespace) -> int:
     from lmforge.export.config import ExportConfig
 
     cfg = command_config(ExportConfig, args)
+    from lmforge.export.onnx_arrays import array_model_folder
+
+    if array_model_folder(cfg.model) is not None:  # an image or table model
+        return _export_arrays(cfg)
     if cfg.format == "hf":
         from lmforge.export.hf import export_hf
 
@@ -183,6 +187,25 @@ def _export(args: argparse.Namespace) -> int:
                 extra = (f", {q[side]['delta_points']:+.2f} pt, {q[side]['speedup_vs_torch']:.2f}x vs torch"
                          if side != "torch_fp32" else "")
                 print(f"  {side:10s} {q['metric']} {q[side][q['metric']]:.4f}, batch-1 {q[side]['latency_ms_batch1']:.2f} ms{extra}")
+    return 0
+
+
+def _export_arrays(cfg) -> int:
+    from lmforge.errors import UsageError
+    from lmforge.export.onnx_arrays import export_array_onnx
+
+    if cfg.format != "onnx":
+        raise UsageError(f"--format {cfg.format}: image and table models export to onnx (a Hugging Face folder is "
+                         "for Transformer text models)")
+    rec = export_array_onnx(cfg)
+    v = rec["verification"]
+    print(f"ONNX ({rec['kind']}) → {rec['out']}: verified on {len(v['checks'])} batches, max |Δ| {v['max_abs_diff']:.2e}")
+    if "int8" in rec:
+        print(f"  int8: max |Δ| {rec['int8']['max_abs_diff']:.3g}, {rec['int8']['bytes'] / 1e6:.2f} MB")
+    q = rec.get("quality")
+    for side in ("torch_fp32", "onnx_fp32", "onnx_int8") if q else ():
+        if side in q:
+            print(f"  {side:10s} {q['metric']} {q[side][q['metric']]:.4f}, batch-1 {q[side]['latency_ms_batch1']:.3f} ms")
     return 0
 
 

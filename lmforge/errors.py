@@ -28,6 +28,14 @@ class UsageError(LmforgeError, ValueError):
     exit_code = 2
 
 
+class InputError(UsageError):
+    """One input of a request that cannot be used; ``part`` names what inside it (a column), if anything."""
+
+    def __init__(self, message: str, part: str | None = None):
+        super().__init__(message)
+        self.part = part
+
+
 class ArtifactError(LmforgeError, FileNotFoundError):
     """A folder or file a stage needs is missing, unreadable or not what it should be."""
 

@@ -42,6 +42,7 @@ class Kind:
     record_keys: tuple[str, ...] = ()  # what that record must hold to rebuild the model
     pretrain: str = ""  # "module:function" of its pretraining recipe; "" = none
     objectives: tuple[str, ...] = ()  # pretrain.objective values it takes; the first is the default
+    inputs: str = ""  # "module:Class" (folder, saved record): its models' inputs in ONNX graphs and requests
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -53,16 +54,17 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("image", ("image",), "lmforge.training.array_setup:array_setup", arrays=True, sources="image.sources",
          source_example="- builtin: digits, or - path: train-images-idx3-ubyte.gz", own_keys=("image",),
          prepare="lmforge.data.images.prepare:prepare_images",
-         serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
+         serves=True, adopts_prepared=False, report_data="lmforge.reporting.sections:image_data",
          model_from_record="lmforge.models.vision:image_model_from_record",
          record_keys=("in_shape", "num_outputs"), pretrain="lmforge.recipes.pretrain_images:pretrain_images",
-         objectives=("mae",)),
+         objectives=("mae",), inputs="lmforge.inference.image_inputs:ImageInputs"),
     Kind("tabular", ("tabular",), "lmforge.training.array_setup:array_setup", arrays=True, sources="tabular.sources",
          source_example="- builtin: penguins, or - path: table.csv", own_keys=("tabular",),
          prepare="lmforge.data.tabular.prepare:prepare_tabular",
-         serves=False, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
+         serves=True, adopts_prepared=False, report_data="lmforge.reporting.sections:table_data",
          model_from_record="lmforge.models.tabular:tabular_model_from_record",
-         record_keys=("n_features", "n_numeric", "cat_cardinalities", "num_outputs")),
+         record_keys=("n_features", "n_numeric", "cat_cardinalities", "num_outputs"),
+         inputs="lmforge.inference.table_inputs:TableInputs"),
     Kind("audio", ("audio",), "lmforge.training.array_setup:array_setup", arrays=True, sources="audio.sources",
          prepare="lmforge.data.audio.prepare:prepare_audio",
          source_example="- path: clips/ (one subfolder of .wav files per class)", own_keys=("audio",),
@@ -188,6 +190,22 @@ def pretrain_recipe(kind_name: str):
         raise ConfigError([("pretrain", f"{kind.name} data has no pretraining objective (pretraining takes "
                                         f"{with_one} data): remove the pretrain section")])
     return _load(kind.pretrain)
+
+
+def model_inputs(kind_name: str, folder, record: dict):
+    """How a saved image/table model's inputs look in an ONNX graph and in requests (its kind's ``inputs``)."""
+    kind = get_kind(kind_name, "lmforge_kind")
+    if not kind.inputs:
+        from lmforge.errors import ArtifactError
+
+        raise ArtifactError(f"{kind.name} models are not exported or served yet (image and table models are)")
+    return _load(kind.inputs)(folder, record)
+
+
+def smoke_payload(kind_name: str, data_dir):
+    """A request body for a smoke test of a served model of this kind (None: send a text)."""
+    kind = get_kind(kind_name)
+    return _load(kind.inputs).smoke_payload(data_dir) if kind.inputs else None
 
 
 def model_from_record(kind_name: str):

@@ -242,3 +242,36 @@ def kill9_after_checkpoint(args: list[str], checkpoints: Path, step: int, timeou
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _array_run(root: Path, name: str, cfg: dict) -> Path:
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "run_dir": str(root / name), "seed": 5, **cfg}))
+    assert main(["data", "prepare", str(path), "--no-progress"]) == 0
+    assert main(["finetune", str(path), "--no-progress"]) == 0
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def image_model(tmp_path_factory) -> Path:
+    """A run folder with a small CNN fine-tuned on 300 of scikit-learn's 8x8 digits (run/finetune, run/data)."""
+    return _array_run(tmp_path_factory.mktemp("imgmodel"), "digits", {
+        "data": {"kind": "image", "image": {"sources": [{"builtin": "digits"}], "max_images": 300},
+                 "split": {"val": 0.15, "test": 0.2}},
+        "model": {"arch": "cnn", "conv_channels": [8], "hidden": [16]},
+        "finetune": {"optim": {"lr": 3e-3}, "loop": {"max_steps": 40, "batch_size": 32, "threads": 1}}})
+
+
+@pytest.fixture(scope="session")
+def table_model(tmp_path_factory) -> Path:
+    """A run folder with a tab_transformer fine-tuned on palmerpenguins (numeric and categorical columns)."""
+    return _array_run(tmp_path_factory.mktemp("tabmodel"), "penguins", {
+        "data": {"kind": "tabular", "tabular": {"sources": [{"builtin": "penguins"}],
+                                                "columns": {"target": "species",
+                                                            "numeric": ["bill_length_mm", "bill_depth_mm",
+                                                                        "flipper_length_mm", "body_mass_g"],
+                                                            "categorical": ["island", "sex"]},
+                                                "missing": {"strategy": "median"}},
+                 "split": {"val": 0.15, "test": 0.2}},
+        "model": {"arch": "tab_transformer", "n_layer": 1, "n_head": 2, "d_model": 16, "d_ff": 32},
+        "finetune": {"optim": {"lr": 3e-3}, "loop": {"max_steps": 60, "batch_size": 32, "threads": 1}}})

@@ -291,7 +291,7 @@ def _training_summary(tm: TaskModel) -> dict:
         return {}
 
 
-def _worth_lines(summary: dict, results: dict) -> list[str]:
+def worth_lines(summary: dict, results: dict) -> list[str]:
     """What the pretraining and the neural model bought: the random-init comparison and the
     classical baselines the fine-tuning run recorded."""
     from lmforge.evaluation.baselines import baseline_lines
@@ -305,6 +305,17 @@ def _worth_lines(summary: dict, results: dict) -> list[str]:
             lines += baseline_lines(summary["baselines"], split, results[split])
             break
     return lines
+
+
+def quality_lines(record: dict) -> list[str]:
+    """The model card's table of the export's measured quality and latency per side (if measured)."""
+    if "quality" not in record:
+        return []
+    q = record["quality"]
+    return [f"## Quality on `{q['file']}` ({q['examples']} examples)", "",
+            f"| side | {q['metric']} | batch-1 latency (ms, {q['threads']} threads) |", "| --- | --- | --- |",
+            *[f"| {k} | {q[k][q['metric']]:.4f} | {q[k]['latency_ms_batch1']:.3f} |"
+              for k in ("torch_fp32", "onnx_fp32", "onnx_int8") if k in q], ""]
 
 
 def model_card(tm: TaskModel, record: dict) -> str:
@@ -353,14 +364,8 @@ def model_card(tm: TaskModel, record: dict) -> str:
                 f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"
                 for k in keys if any(k in mm for mm in results.values())) + f" | {m.get('examples', 'n/a')} |")
         lines.append("")
-    lines += _worth_lines(summary, results)
-    if "quality" in record:
-        q = record["quality"]
-        lines += [f"## Quality on `{q['file']}` ({q['examples']} examples)", "",
-                  f"| side | {q['metric']} | batch-1 latency (ms, {q['threads']} threads) |", "| --- | --- | --- |"]
-        lines += [f"| {k} | {q[k][q['metric']]:.4f} | {q[k]['latency_ms_batch1']:.2f} |"
-                  for k in ("torch_fp32", "onnx_fp32", "onnx_int8") if k in q]
-        lines.append("")
+    lines += worth_lines(summary, results)
+    lines += quality_lines(record)
     lines += ["## Use", "", "Tokenize with the tokenizer in this folder (it adds the specials the model was trained with), "
               "feed `input_ids` and `attention_mask` (int64), take the softmax of `logits`.", "",
               "## Limitations", "",

@@ -145,12 +145,16 @@ def _export_dir(cfg: ExperimentConfig) -> Path:
 def _export(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> dict:
     from lmforge.export.config import ExportConfig
     from lmforge.export.onnx import export_onnx
+    from lmforge.export.onnx_arrays import array_model_folder, export_array_onnx
     from lmforge.export.onnx_lm import export_lm_onnx, is_lm_source
 
     model = trained_model(cfg, declared_stages(cfg, raw))
     ec = ExportConfig(model=str(model), quantize="int8" if cfg.pipeline.export == "onnx_int8" else None,
                       out=str(_export_dir(cfg)))
-    rec = export_lm_onnx(ec) if is_lm_source(str(model)) else export_onnx(ec)
+    if array_model_folder(model) is not None:  # an image or table model
+        rec = export_array_onnx(ec)
+    else:
+        rec = export_lm_onnx(ec) if is_lm_source(str(model)) else export_onnx(ec)
     v = rec["verification"]
     diff = v.get("max_abs_diff", v.get("max_abs_logit_diff"))
     _say(f"export: ONNX of {model} → {rec['out']} (verified, max |Δ| {diff:.2e})")
@@ -179,8 +183,17 @@ def _serve(cfg: ExperimentConfig, raw: dict, resume: bool, progress: bool) -> di
     folder = _export_dir(cfg)
     onnx_file = "model.int8.onnx" if (folder / "model.int8.onnx").is_file() else "model.onnx"
     text = _smoke_text(cfg, is_lm_source(str(model)))
-    body = smoke(ServeConfig(model=str(folder), backend="onnx", onnx_file=onnx_file, port=0), text)
-    return {"model": str(folder / onnx_file), "request": text[:200], "response": json.dumps(body)[:500]}
+    payload = _smoke_payload(cfg)
+    body = smoke(ServeConfig(model=str(folder), backend="onnx", onnx_file=onnx_file, port=0), text, payload)
+    request = text[:200] if payload is None else json.dumps(payload)[:200]
+    return {"model": str(folder / onnx_file), "request": request, "response": json.dumps(body)[:500]}
+
+
+def _smoke_payload(cfg: ExperimentConfig):
+    """The smoke request's body for an image/table model (a prepared image; an all-missing row), else None."""
+    from lmforge.kinds import smoke_payload
+
+    return smoke_payload(cfg.data.kind, cfg.paths.finetune_data)
 
 
 def _pretrain_safe(cfg: ExperimentConfig) -> tuple[str, ...]:
@@ -228,7 +241,7 @@ def declared_stages(cfg: ExperimentConfig, raw: dict) -> list[str]:
     have = {"data": bool(sources_of(cfg.data)), "labeled_data": bool(cfg.labeled_data.sources),
             **{s: s in raw for s in ("pretrain", "finetune", "tune", "distill")}}
     trained = have["pretrain"] or have["finetune"]
-    serves = get_kind(cfg.data.kind).serves and kind_of_task(cfg.finetune.task).serves  # export/serve: text for now
+    serves = get_kind(cfg.data.kind).serves and kind_of_task(cfg.finetune.task).serves  # export/serve: not audio yet
     have["export"] = have["serve"] = trained and serves and cfg.pipeline.export != "none"
     return [s for s in STAGES if have[s]]
 

@@ -24,16 +24,16 @@ import logging
 import os
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.errors import UsageError
+from lmforge.errors import InputError, UsageError
 from lmforge.serving.batcher import Batcher, QueueFull
 from lmforge.serving.config import ServeConfig
 from lmforge.serving.generation import Generations
@@ -44,6 +44,36 @@ from lmforge.serving.runner import ENDPOINTS
 class TextsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(min_length=1, description="the texts to run the model on")
+
+
+class ImagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, description="image classifiers: PNG/JPEG/BMP/GIF files, base64-encoded (a "
+                                                        "data: URL is accepted); or upload them as multipart/form-data")
+
+
+Cell = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+
+
+class RowsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[dict[str, Cell]] = Field(min_length=1, description="table models: one object per row, column name → "
+                                                                   "value (an absent column is a missing cell)")
+
+
+# what /v1/classify reads, by the field a model's inputs are listed in (runner.inputs.field; text: texts)
+CLASSIFY_BODIES: dict[str, type[BaseModel]] = {"texts": TextsRequest, "images": ImagesRequest, "rows": RowsRequest}
+
+
+def _classify_kinds() -> tuple[str, ...]:
+    from lmforge.kinds import KINDS
+
+    return ("sequence", *(k.name for k in KINDS.values() if k.inputs))  # text classifiers, image/table models
+
+
+def _field(runner) -> str:
+    inputs = getattr(runner, "inputs", None)
+    return inputs.field if inputs is not None else "texts"
 
 
 class EmbedRequest(TextsRequest):
@@ -187,12 +217,12 @@ class _Server:
         self.metrics.requests.labels(path, str(status.get("code", 500))).inc()
         self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
 
-    def wrong_model(self, kind: str) -> Optional[JSONResponse]:
-        """None when the loaded model serves ``kind``; else the error response."""
+    def wrong_model(self, *kinds: str) -> Optional[JSONResponse]:
+        """None when the loaded model is of one of ``kinds``; else the error response."""
         r = self.state.get("runner")
         if r is None:
             return _error(503, None, "model not loaded yet")
-        if r.kind != kind:
+        if r.kind not in kinds:
             return _error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
         return None
 
@@ -201,10 +231,11 @@ class _Server:
         cfg = self.cfg
         if (bad := self.wrong_model(kind)) is not None:
             return bad
+        field = _field(self.state["runner"])
         if len(texts) > cfg.max_texts:
-            return _error(422, "texts", f"{len(texts)} texts; at most {cfg.max_texts} per request")
+            return _error(422, field, f"{len(texts)} {field}; at most {cfg.max_texts} per request")
         for i, t in enumerate(texts):
-            if len(t) > cfg.max_chars:
+            if isinstance(t, str) and len(t) > cfg.max_chars:
                 return _error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
         work = asyncio.ensure_future(asyncio.wait_for(self.state["batcher"].submit(texts), cfg.timeout_s))
         watch = asyncio.ensure_future(_disconnected(request))
@@ -281,12 +312,75 @@ def _add_common_routes(app: FastAPI, srv: _Server) -> None:
         return PlainTextResponse(srv.metrics.text(), media_type="text/plain; version=0.0.4")
 
 
+def _classify_openapi() -> dict:
+    """/v1/classify's request body: JSON for every classifier kind, multipart uploads for images."""
+    schemas = [m.model_json_schema() for m in CLASSIFY_BODIES.values()]  # one per kind of classifier
+    upload = {"type": "object", "required": ["images"],
+              "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}},
+                                                          "multipart/form-data": {"schema": upload}}}}
+
+
 def _add_classify(app: FastAPI, srv: _Server) -> None:
-    @app.post("/v1/classify")
-    async def classify(req: TextsRequest, request: Request):
-        """Label, score and every class probability per text."""
-        out = await srv.run(req.texts, "sequence", request)
+    @app.post("/v1/classify", openapi_extra=_classify_openapi())
+    async def classify(request: Request):
+        """Label, score and every class probability per input: ``{"texts": [...]}`` for a text
+        classifier, ``{"images": [base64, ...]}`` or a multipart upload for an image model,
+        ``{"rows": [{column: value}, ...]}`` for a table model (regression: the prediction)."""
+        if (bad := srv.wrong_model(*_classify_kinds())) is not None:
+            return bad
+        runner = srv.state["runner"]
+        items = await _classify_items(request, runner, srv.cfg)
+        if isinstance(items, JSONResponse):
+            return items
+        out = await srv.run(items, runner.kind, request)
         return out if isinstance(out, JSONResponse) else {"results": [_public(x) for x in out]}
+
+
+async def _classify_items(request: Request, runner, cfg: ServeConfig):
+    """The request's inputs, ready for the runner (texts, decoded images, checked rows), or the 4xx response."""
+    field, inputs = _field(runner), getattr(runner, "inputs", None)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if not getattr(inputs, "uploads", False):
+            return _error(415, None, f"multipart uploads are for image models; send JSON {{\"{field}\": [...]}}")
+        try:
+            form = await request.form(max_files=cfg.max_texts, max_fields=cfg.max_texts)
+        except Exception:  # a malformed multipart body, or more files than allowed
+            return _error(400, None, f"unreadable multipart body (at most {cfg.max_texts} files)")
+        raw = [await v.read() for _, v in form.multi_items() if hasattr(v, "read")]
+        if not raw:
+            return _error(422, field, f"the upload holds no file (send them in form field {field})")
+    else:
+        body = await _json_body(request, CLASSIFY_BODIES[field])
+        if isinstance(body, JSONResponse):
+            return body
+        raw = getattr(body, field)
+    if len(raw) > cfg.max_texts:
+        return _error(422, field, f"{len(raw)} {field}; at most {cfg.max_texts} per request")
+    if inputs is None:  # texts go to the model as they are
+        return raw
+    items = []
+    for i, x in enumerate(raw):
+        try:
+            items.append(inputs.item(x))
+        except InputError as exc:
+            return _error(422, f"{field}.{i}" + (f".{exc.part}" if exc.part else ""), str(exc))
+    return items
+
+
+async def _json_body(request: Request, model: type[BaseModel]):
+    """The body validated as ``model``: 400 when it is not text, 422 naming the field otherwise."""
+    try:
+        text = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, None, "the body is not UTF-8 text")
+    try:
+        return model.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        return _error(422, None, f"the body is not valid JSON ({exc.msg} at character {exc.pos})")
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        return _error(422, ".".join(str(x) for x in first.get("loc", ())) or None, first.get("msg", "invalid request"))
 
 
 def _add_ner(app: FastAPI, srv: _Server) -> None:
@@ -346,7 +440,7 @@ def _add_generate(app: FastAPI, srv: _Server) -> None:
 
 
 # the endpoints of each model kind a runner can hold (runner.kind → its routes); see runner.ENDPOINTS
-ROUTES = {"sequence": _add_classify, "token": _add_ner, "encoder": _add_embed, "causal_lm": _add_generate}
+ROUTES = {"classify": _add_classify, "token": _add_ner, "encoder": _add_embed, "causal_lm": _add_generate}
 
 
 def _public(result: dict) -> dict:

@@ -29,15 +29,20 @@ from lmforge.tokenizer.io import load_for_model
 WORD = re.compile(r"\S+")
 
 
-ENDPOINTS = {"sequence": "/v1/classify", "token": "/v1/ner", "causal_lm": "/v1/generate", "encoder": "/v1/embed"}
+ENDPOINTS = {"sequence": "/v1/classify", "token": "/v1/ner", "causal_lm": "/v1/generate", "encoder": "/v1/embed",
+             "image": "/v1/classify", "tabular": "/v1/classify"}
 
 
 def load_runner(cfg: ServeConfig):
-    """The runner for ``cfg.model``: a task model (:class:`Runner`), or a decoder / encoder
+    """The runner for ``cfg.model``: a task model (:class:`Runner`), an image or table model
+    (:mod:`lmforge.serving.array_runner`), or a decoder / encoder
     (:mod:`lmforge.serving.lm_runner`); ``runner.kind`` is a key of :data:`ENDPOINTS`. A folder that
     is none of these is an :class:`ArtifactError`, before any port opens."""
+    from lmforge.serving.array_runner import ArrayRunner, array_source
     from lmforge.serving.lm_runner import load_lm_runner
 
+    if (arrays := array_source(cfg)) is not None:  # an image or table model, or its export
+        return ArrayRunner(cfg, arrays)
     folder = Path(cfg.model)
     if cfg.backend == "onnx":
         if (folder / LM_META_FILE).is_file():

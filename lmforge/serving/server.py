@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, replace
+from typing import Optional
 
 from lmforge.errors import LmforgeError
 from lmforge.serving.app import build_app
@@ -71,8 +72,8 @@ def app_from_env():
     return build_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
 
 
-def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
-    """Start, ask once, stop; returns the response body."""
+def smoke(cfg: ServeConfig, text: str, payload: Optional[dict] = None, timeout: float = 60.0) -> dict:
+    """Start, ask once (``text``, or the request body ``payload``), stop; returns the response body."""
     import httpx
     import uvicorn
 
@@ -86,7 +87,7 @@ def smoke(cfg: ServeConfig, text: str, timeout: float = 60.0) -> dict:
     try:
         wait_ready(base, timeout, thread.is_alive)
         path = ENDPOINTS[runner.kind]
-        body = {"prompt": text, "max_new_tokens": 20} if runner.kind == "causal_lm" else {"texts": [text]}
+        body = payload or ({"prompt": text, "max_new_tokens": 20} if runner.kind == "causal_lm" else {"texts": [text]})
         r = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=timeout)
         body = r.json()
         print(f"[serve] smoke: POST {path} → {r.status_code} {json.dumps(body)[:500]}", flush=True)

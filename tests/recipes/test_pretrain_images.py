@@ -105,12 +105,15 @@ def test_mae_is_the_default_on_images_and_refused_elsewhere():
         api.config({"name": "t", "data": table, "model": {"arch": "mlp"}, "pretrain": {"max_steps": 5}})
 
 
-def test_run_pretrains_then_finetunes_and_reports_both(tmp_path):
+def test_run_pretrains_finetunes_exports_serves_and_reports(tmp_path):
     run = tmp_path / "whole"
     ft = {**DIGITS["finetune"], "init": str(run / "pretrain")}
     cfg = write(tmp_path, "whole", {**DIGITS, "pretrain": {**DIGITS["pretrain"], "max_steps": 10}, "finetune": ft})
     assert main(["run", cfg, "--no-progress"]) == 0
-    assert all((run / "pipeline" / f"{stage}.done.json").is_file() for stage in ("data", "pretrain", "finetune"))
+    stages = ("data", "pretrain", "finetune", "export", "serve")  # image models are exported and served too
+    assert all((run / "pipeline" / f"{stage}.done.json").is_file() for stage in stages)
+    served = json.loads((run / "pipeline" / "serve.done.json").read_text())
+    assert json.loads(served["result"]["response"])["results"][0]["label"] in [str(d) for d in range(10)]  # a test image sent
     assert str(run / "pretrain" / "best") in json.loads((run / "finetune" / "summary.json").read_text())["start"]
     html = (run / "report" / "report.html").read_text()
     assert "Masked-image pretraining" in html and "Pretraining curves" in html

@@ -1,5 +1,5 @@
-"""An OpenAPI-driven fuzz run (schemathesis) against real servers on 127.0.0.1: a classifier
-and a decoder, every operation, valid and invalid payloads; no answer may be a 5xx. Bounded:
+"""An OpenAPI-driven fuzz run (schemathesis) against real servers on 127.0.0.1: a text
+classifier, a decoder, an image and a table model, every operation, valid and invalid payloads; no answer may be a 5xx. Bounded:
 a fixed number of examples per operation, derandomized so a failure reproduces."""
 
 import itertools
@@ -18,14 +18,16 @@ from lmforge.serving.config import ServeConfig  # noqa: E402
 from lmforge.serving.server import free_port, wait_ready  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["classifier", "decoder"])
-def served(request, tmp_path_factory, make_task_model, tiny_decoder):
+@pytest.fixture(scope="module", params=["classifier", "decoder", "image", "table"])
+def served(request, tmp_path_factory, make_task_model):
     import uvicorn
 
     if request.param == "classifier":
         model = make_task_model(tmp_path_factory.mktemp("fuzz") / "best", ENCODER, "sequence", ["neg", "pos"])
-    else:
-        model = tiny_decoder
+    else:  # the session's tiny decoder, or an image / table model trained for the serving tests
+        model = request.getfixturevalue({"decoder": "tiny_decoder", "image": "image_model",
+                                         "table": "table_model"}[request.param])
+        model = model if request.param == "decoder" else model / "finetune"
     cfg = ServeConfig(model=str(model), max_new_tokens=8, max_chars=2000, max_texts=16, timeout_s=20)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(cfg), host="127.0.0.1", port=port, log_level="error"))

@@ -181,6 +181,14 @@ def _typed(raw: pd.DataFrame, roles: dict[str, str], lines: np.ndarray, source: 
     return pd.DataFrame(out, columns=list(roles))
 
 
+def typed_frame(rows: list[dict], roles: dict[str, str]) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Rows given as objects (a server's JSON rows), typed exactly as a file's rows are: an absent
+    key is a missing cell; cells that do not parse are counted in the returned type errors."""
+    raw = pd.DataFrame([[row.get(col) for col in roles] for row in rows], columns=list(roles), dtype=object)
+    type_errors: dict[str, dict] = {}
+    return _typed(raw, roles, np.arange(len(rows), dtype=np.int64), "request", type_errors, False), type_errors
+
+
 def _type_error(type_errors: dict[str, dict], col: str, source: str, line: int, value: object, strict: bool) -> None:
     if strict:
         raise DataError(f"{source}:{line}: column {col!r}: {value!r} is not a valid value (data.strict is on)")

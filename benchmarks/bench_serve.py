@@ -72,7 +72,8 @@ def start(side: str, model: Path, port: int, work: Path, extra: list[str]) -> su
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-async def load(port: int, texts: list[str], n: int, concurrency: int) -> dict:
+async def load(port: int, bodies: list[dict], n: int, concurrency: int) -> dict:
+    """``n`` POSTs to /v1/classify (request i sends ``bodies[i % len(bodies)]``), ``concurrency`` in flight."""
     import httpx
 
     lat, errors = [], 0
@@ -83,7 +84,7 @@ async def load(port: int, texts: list[str], n: int, concurrency: int) -> dict:
             async with sem:
                 t = time.perf_counter()
                 try:
-                    r = await c.post("/v1/classify", json={"texts": [texts[i % len(texts)]]})
+                    r = await c.post("/v1/classify", json=bodies[i % len(bodies)])
                     ok = r.status_code == 200
                 except httpx.HTTPError:
                     ok = False
@@ -123,7 +124,7 @@ def main() -> None:
 
             wait_ready(f"http://127.0.0.1:{port}", 180, lambda: proc.poll() is None)
             for c in (int(x) for x in a.concurrency.split(",")):
-                r = asyncio.run(load(port, texts, a.requests, c))
+                r = asyncio.run(load(port, [{"texts": [t]} for t in texts], a.requests, c))
                 print(json.dumps({"side": side, "concurrency": c, **r}), flush=True)
         finally:
             proc.terminate()

@@ -38,6 +38,7 @@ from lmforge.serving.batcher import Batcher, QueueFull
 from lmforge.serving.config import ServeConfig
 from lmforge.serving.generation import Generations
 from lmforge.serving.lm_runner import GenerationRequest
+from lmforge.serving.openai_api import add_openai_routes
 from lmforge.serving.runner import ENDPOINTS
 
 
@@ -131,6 +132,7 @@ class _Server:
         self.api_key = cfg.api_key or os.environ.get("LMFORGE_API_KEY")
         self.state: dict = {}  # runner, and batcher (task models, encoders) or generations (decoders)
         self.buckets: dict[str, list[float]] = {}  # client → [tokens, last refill time]; bounded, see over_rate
+        self.started = int(time.time())  # /v1/models' "created"
 
     @asynccontextmanager
     async def serving(self, runner):
@@ -277,6 +279,7 @@ def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
     _add_common_routes(app, srv)
     for add in ROUTES.values():  # every model kind's endpoints; a request for another kind gets a 404 naming its own
         add(app, srv)
+    add_openai_routes(app, srv)  # /v1/models, /v1/completions, /v1/embeddings for the openai client
     return app
 
 

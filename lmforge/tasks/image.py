@@ -59,12 +59,14 @@ class ImageTask:
 
     def read_file(self, path: str, folder: Path, meta: dict, need_label: bool, strict: bool = False) -> ArraySet:
         """Images of a raw file or folder, in the model's shape; rejected ones are reported, not used.
-        Prediction also takes what users have: one image file, a glob, or a flat folder of images."""
+        Prediction also takes what users have: one image file, a glob, a flat folder of images, or
+        ``-``: image paths on standard input, one per line (``find shots -name '*.png' | lmforge predict
+        MODEL --file -``)."""
         from lmforge.data.images.config import ImageConfig, ImageSourceConfig
         from lmforge.data.images.read import IMAGE_EXTENSIONS, Rejected, is_glob, read_source
 
         C, H, W = meta["in_shape"]
-        loose = is_glob(path) or Path(path).suffix.lower() in IMAGE_EXTENSIONS or (
+        loose = path == "-" or is_glob(path) or Path(path).suffix.lower() in IMAGE_EXTENSIONS or (
             Path(path).is_dir() and not need_label)
         if not need_label and loose:
             return self._loose_images(path, C, H, W)
@@ -95,13 +97,20 @@ class ImageTask:
         return ArraySet({"x": np.stack(images)}, y, ids)
 
     def _loose_images(self, path: str, C: int, H: int, W: int) -> ArraySet:
-        """Unlabeled image files (a file, a glob, a folder and its subfolders) at the model's size."""
+        """Unlabeled image files (a file, a glob, a folder and its subfolders, or paths on stdin) at the
+        model's size."""
+        import sys
+
         from lmforge.data.images.read import decode_image, image_files, is_glob
 
-        if not is_glob(path):
-            require_path(path)
+        if path == "-":
+            files = [Path(line.strip()) for line in sys.stdin if line.strip()]
+        else:
+            if not is_glob(path):
+                require_path(path)
+            files = image_files(path)
         images, ids, bad = [], [], []
-        for f in image_files(path):
+        for f in files:
             try:
                 images.append(decode_image(f, C, (H, W)))
                 ids.append(str(f))
@@ -111,7 +120,7 @@ class ImageTask:
             print(f"[predict] {len(bad)} file(s) of {path} are not readable images, not used: " + "; ".join(bad[:5]),
                   flush=True)
         if not images:
-            raise DataError(f"{path}: no readable images (PNG, JPEG, BMP or GIF)")
+            raise DataError(f"{'standard input' if path == '-' else path}: no readable images (PNG, JPEG, BMP or GIF)")
         return ArraySet({"x": np.stack(images)}, None, ids)
 
     def _prepared(self, meta: dict) -> tuple:

@@ -75,6 +75,20 @@ def test_images_prepare_finetune_evaluate_predict(tmp_path, capsys):
         assert len(got) == n and all(got[f"shot{i}.png"] == want[i] for i in range(5) if f"shot{i}.png" in got)
         if given == flat:  # the corrupt PNG is named, not silently dropped (the .txt is not an image file at all)
             assert "broken.png" in capsys.readouterr().out
+    # image paths on standard input, one per line (a missing one is named, not silently dropped)
+    import io
+    import sys
+
+    listed = [str(flat / "shot4.png"), str(flat / "shot1.png"), str(flat / "gone.png")]
+    stdin, sys.stdin = sys.stdin, io.StringIO("\n".join(listed) + "\n")
+    try:
+        capsys.readouterr()
+        assert main(["predict", str(run / "finetune"), "--file", "-", "--out", str(out)]) == 0
+    finally:
+        sys.stdin = stdin
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["id"] for g in got] == listed[:2] and [g["label"] for g in got] == [want[4], want[1]]
+    assert "gone.png" in capsys.readouterr().out
     # without --out, evaluate reports where the run's own evaluation is (finetune/eval/), not in best/
     assert main(["evaluate", str(run / "finetune"), "--data-dir", str(run / "data"), "--split", "val"]) == 0
     assert (run / "finetune" / "eval" / "val" / "report.md").is_file() and not (run / "finetune" / "best" / "eval").exists()

@@ -10,6 +10,8 @@ cell a warning on its row) — the same code ``lmforge predict`` and ``lmforge e
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -47,8 +49,11 @@ class ArrayRunner:
     """``predict(items) -> list[dict]``; items as :attr:`inputs` ``.item()`` makes them."""
 
     def __init__(self, cfg: ServeConfig, folder: Path):
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        # default: one core left to the event loop, which decodes and answers every request (measured on
+        # 2 cores, Fashion-MNIST CNN, 16 concurrent: 788 requests/s with 1 model thread, 514 with 2)
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) - 1)
+        torch.set_num_threads(threads)
+        cfg = replace(cfg, threads=threads)
         self.backend, self.folder = cfg.backend, folder
         if cfg.backend == "onnx":
             graph = folder / cfg.onnx_file

@@ -26,7 +26,7 @@ class ServeConfig:
     kv_cache: bool = field(default=True, metadata={"help": "torch decoders: false re-runs the whole sequence per token (only to measure what the cache is worth)"})
     rate_limit: Optional[float] = field(default=None, metadata={"min": 0.001, "help": "requests per second per client (API key, or address without one) on /v1/; bursts up to max(1, rate); over it: 429 with Retry-After"})
     api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})
-    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads per worker (default: the cores divided among the workers; torch decoders: one core less)"})
+    threads: Optional[int] = field(default=None, metadata={"min": 1, "help": "model threads per worker (default: the cores divided among the workers; torch decoders and image/table models: one core less, left to the event loop)"})
     workers: int = field(default=1, metadata={"min": 1, "help": "server processes, each with its own copy of the model (uvicorn workers)"})
 
     def validate(self):

@@ -89,11 +89,14 @@ class ImageTask:
             raise DataError(f"{path}: no readable images")
         y = None
         if need_label:
+            # a label is one of the model's names, or (IDX/npy/npz files hold integers) a class index
             index = {n: i for i, n in enumerate(meta["labels"])}
-            unknown = sorted({str(v) for v in labels if v not in index})
+            index.update({str(i): i for i in range(len(meta["labels"])) if str(i) not in index})
+            unknown = sorted({str(v) for v in labels if str(v) not in index})
             if unknown:
-                raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']})")
-            y = np.asarray([index[v] for v in labels], dtype=np.int64)
+                raise DataError(f"{path}: labels the model does not know: {unknown[:10]} (it knows {meta['labels']}, "
+                                f"or their indices 0..{len(meta['labels']) - 1})")
+            y = np.asarray([index[str(v)] for v in labels], dtype=np.int64)
         return ArraySet({"x": np.stack(images)}, y, ids)
 
     def _loose_images(self, path: str, C: int, H: int, W: int) -> ArraySet:

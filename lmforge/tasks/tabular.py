@@ -67,12 +67,13 @@ class TabularTask:
         require_path(path)
         pre = TabularPreprocessor.load(folder / "preprocessor")
         columns = pre.cfg.columns if need_label else replace(pre.cfg.columns, target=None)  # predict: no target needed
-        got = read_table(TableSourceConfig(path=str(path)), columns)
+        # rows without the id column are fine: their ids are their line numbers
+        got = read_table(TableSourceConfig(path=str(path)), columns, optional=(columns.id,) if columns.id else ())
         for r in got.rejected[:5]:
             print(f"[evaluate] {path} line {r.get('line')}: {r.get('reason')} ({r.get('detail')}) — row not used", flush=True)
         if len(got.frame) == 0:
             raise DataError(f"{path}: no usable rows")
-        frame = got.frame
+        frame = got.frame.drop(columns=got.absent)
         if need_label:
             frame = frame[frame[meta["target"]].notna()]
         _say_cell_problems(path, cell_problems(got.type_errors, frame, pre), strict)

@@ -49,6 +49,7 @@ class ReadResult:
     type_errors: dict[str, dict] = field(default_factory=dict)  # column -> {count, examples: [{source, line, value}]}
     ignored_columns: list[str] = field(default_factory=list)  # in the file, not declared
     files: list[dict] = field(default_factory=list)  # {path, sha256}
+    absent: list[str] = field(default_factory=list)  # optional declared columns no file had (read as missing)
 
 
 def declared_columns(columns: ColumnsConfig) -> dict[str, str]:
@@ -151,7 +152,7 @@ def _missing_column(path: str, col: str, role: str, have: list[str]) -> DataErro
     close = difflib.get_close_matches(col, have, n=1, cutoff=0.6)
     close = close or [c for c in have if c.lower() == col.lower()]
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    key = "columns.target" if role in ("target", "id", "order") else f"columns.{role}"
+    key = f"columns.{role}"
     return DataError(f"{path}: no column {col!r} (declared in data.tabular.{key}); "
                      f"the file has columns {have}{hint}")
 
@@ -198,7 +199,8 @@ def _type_error(type_errors: dict[str, dict], col: str, source: str, line: int, 
         entry["examples"].append({"source": source, "line": line, "value": str(value)[:100]})
 
 
-def _one_file(path: str, fmt: str, roles: dict[str, str], res: ReadResult, strict: bool) -> pd.DataFrame:
+def _one_file(path: str, fmt: str, roles: dict[str, str], res: ReadResult, strict: bool,
+              optional: tuple[str, ...] = ()) -> pd.DataFrame:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -215,16 +217,22 @@ def _one_file(path: str, fmt: str, roles: dict[str, str], res: ReadResult, stric
         lines = np.asarray(line_list, dtype=np.int64)
     for col, role in roles.items():
         if col not in raw.columns:
-            raise _missing_column(path, col, role, [str(c) for c in raw.columns])
+            if col not in optional:
+                raise _missing_column(path, col, role, [str(c) for c in raw.columns])
+            raw[col] = None  # an optional column the file lacks: every cell missing
+            res.absent += [col] if col not in res.absent else []
     res.ignored_columns += [c for c in raw.columns if c not in roles and c not in res.ignored_columns]
     res.lines = np.concatenate([res.lines, lines])
     res.sources += [path] * len(raw)
     return _typed(raw, roles, lines, path, res.type_errors, strict)
 
 
-def read_table(src: TableSourceConfig, columns: ColumnsConfig, strict: bool = False) -> ReadResult:
+def read_table(src: TableSourceConfig, columns: ColumnsConfig, strict: bool = False,
+               optional: tuple[str, ...] = ()) -> ReadResult:
     """Read ``src`` (every file its glob matches, in sorted order) keeping the ``columns`` declared.
-    With ``strict`` the first ragged row or type error is a :class:`DataError` instead of a count."""
+    With ``strict`` the first ragged row or type error is a :class:`DataError` instead of a count.
+    Declared columns named in ``optional`` may be absent from a file (their cells read as missing;
+    listed in ``absent``); any other absent one is a :class:`DataError` naming its config key."""
     roles = declared_columns(columns)
     res = ReadResult(pd.DataFrame(), np.zeros(0, dtype=np.int64), [])
     if src.builtin == "penguins":
@@ -247,7 +255,7 @@ def read_table(src: TableSourceConfig, columns: ColumnsConfig, strict: bool = Fa
     paths = [p for p in paths if Path(p).is_file()]
     if not paths:
         raise ArtifactError(f"no table file at {src.path!r} (data.tabular.sources[].path); check the path or glob")
-    frames = [_one_file(p, _format(p, src.format), roles, res, strict) for p in paths]
+    frames = [_one_file(p, _format(p, src.format), roles, res, strict, optional) for p in paths]
     res.files = [{"path": p, "sha256": sha256(Path(p))} for p in paths]
     res.frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return res

@@ -124,3 +124,12 @@ def test_dates_that_do_not_parse_are_type_errors(tmp_path):
     r = read_table(TableSourceConfig(path=str(p)), ColumnsConfig(target="y", numeric=["a"], dates=["d"]))
     assert r.frame["d"].tolist() == ["2024-01-05", None, None, None]
     assert r.type_errors["d"]["count"] == 2
+
+
+def test_a_missing_id_column_names_its_own_key_or_is_optional(tmp_path):
+    p = write(tmp_path / "t.csv", "a,b,c,y\n1,2,x,p\n3,4,z,q\n")
+    cols = ColumnsConfig(target="y", id="row_id", numeric=["a", "b"], categorical=["c"])
+    with pytest.raises(DataError, match=r"declared in data\.tabular\.columns\.id"):
+        read_table(TableSourceConfig(path=str(p)), cols)
+    r = read_table(TableSourceConfig(path=str(p)), cols, optional=("row_id",))  # predict: ids from line numbers
+    assert r.absent == ["row_id"] and r.frame["row_id"].isna().all() and r.frame["a"].tolist() == [1.0, 3.0]

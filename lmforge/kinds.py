@@ -68,8 +68,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("audio", ("audio",), "lmforge.training.array_setup:array_setup", arrays=True, sources="audio.sources",
          prepare="lmforge.data.audio.prepare:prepare_audio",
          source_example="- path: clips/ (one subfolder of .wav files per class)", own_keys=("audio",),
-         serves=False, adopts_prepared=False, report_data="lmforge.reporting.audio_section:audio_data",
-         model_from_record="lmforge.models.vision:image_model_from_record", record_keys=("in_shape", "num_outputs")),
+         serves=True, adopts_prepared=False, report_data="lmforge.reporting.audio_section:audio_data",
+         model_from_record="lmforge.models.vision:image_model_from_record", record_keys=("in_shape", "num_outputs"),
+         inputs="lmforge.inference.audio_inputs:AudioInputs"),
 )}
 
 TASKS: dict[str, str] = {

@@ -53,6 +53,12 @@ class ImagesRequest(BaseModel):
                                                         "data: URL is accepted); or upload them as multipart/form-data")
 
 
+class AudioRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    audio: list[str] = Field(min_length=1, description="audio classifiers: WAV files (8/16/32-bit PCM), base64-encoded; "
+                                                       "or upload them as multipart/form-data")
+
+
 Cell = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 
 
@@ -63,7 +69,8 @@ class RowsRequest(BaseModel):
 
 
 # what /v1/classify reads, by the field a model's inputs are listed in (runner.inputs.field; text: texts)
-CLASSIFY_BODIES: dict[str, type[BaseModel]] = {"texts": TextsRequest, "images": ImagesRequest, "rows": RowsRequest}
+CLASSIFY_BODIES: dict[str, type[BaseModel]] = {"texts": TextsRequest, "images": ImagesRequest, "rows": RowsRequest,
+                                               "audio": AudioRequest}
 
 
 def _classify_kinds() -> tuple[str, ...]:
@@ -318,8 +325,8 @@ def _add_common_routes(app: FastAPI, srv: _Server) -> None:
 def _classify_openapi() -> dict:
     """/v1/classify's request body: JSON for every classifier kind, multipart uploads for images."""
     schemas = [m.model_json_schema() for m in CLASSIFY_BODIES.values()]  # one per kind of classifier
-    upload = {"type": "object", "required": ["images"],
-              "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}
+    files = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    upload = {"type": "object", "properties": {"images": files, "audio": files}}  # image or audio models
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": schemas}},
                                                           "multipart/form-data": {"schema": upload}}}}
 
@@ -345,7 +352,7 @@ async def _classify_items(request: Request, runner, cfg: ServeConfig):
     field, inputs = _field(runner), getattr(runner, "inputs", None)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         if not getattr(inputs, "uploads", False):
-            return _error(415, None, f"multipart uploads are for image models; send JSON {{\"{field}\": [...]}}")
+            return _error(415, None, f"multipart uploads are for image and audio models; send JSON {{\"{field}\": [...]}}")
         try:
             form = await request.form(max_files=cfg.max_texts, max_fields=cfg.max_texts)
         except Exception:  # a malformed multipart body, or more files than allowed

@@ -19,6 +19,7 @@ import torch
 from lmforge.data.labeled_files import Example
 from lmforge.errors import ArtifactError
 from lmforge.inference.ort import session as ort_session
+from lmforge.kinds import KINDS
 from lmforge.layout import LM_META_FILE, TASK_META_FILE, kind_of
 from lmforge.serving.config import ServeConfig
 from lmforge.tasks import get_task
@@ -30,7 +31,8 @@ WORD = re.compile(r"\S+")
 
 
 ENDPOINTS = {"sequence": "/v1/classify", "token": "/v1/ner", "causal_lm": "/v1/generate", "encoder": "/v1/embed",
-             "image": "/v1/classify", "tabular": "/v1/classify"}
+             # image, table and audio models (every kind the registry names inputs for) classify too
+             **{k.name: "/v1/classify" for k in KINDS.values() if k.inputs}}
 
 
 def load_runner(cfg: ServeConfig):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 
@@ -30,10 +30,13 @@ class Rejected:
     detail: str
 
 
-def decode(path: Path, cfg: AudioConfig) -> Union[np.ndarray, Rejected]:
-    """One file's waveform at ``cfg.sample_rate``, fixed to ``cfg.seconds``; or why not."""
+def decode(path: Union[Path, BinaryIO], cfg: AudioConfig, name: Optional[str] = None) -> Union[np.ndarray, Rejected]:
+    """One file's (or an open binary stream's, e.g. a request's bytes) waveform at ``cfg.sample_rate``,
+    fixed to ``cfg.seconds``; or why not (``name`` is the rejection's id; default the path)."""
+    src = str(path) if isinstance(path, (str, Path)) else path
+    path = name or (str(path) if isinstance(path, (str, Path)) else "request")
     try:
-        with wave.open(str(path), "rb") as w:
+        with wave.open(src, "rb") as w:
             channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             raw = w.readframes(n)
     except (wave.Error, EOFError, OSError) as exc:

@@ -116,3 +116,49 @@ def test_a_resampled_clip_is_kept_and_text_keys_on_an_audio_run_are_refused(clip
     Path(cfg).write_text(yaml.safe_dump(raw))
     assert main(["data", "prepare", cfg, "--no-progress"]) != 0
     assert "data.clean: is read only for data.kind: text; this run is data.kind: audio" in capsys.readouterr().err
+
+
+def test_audio_model_exported_and_served_like_predict(clips, tmp_path):
+    """WAV files in (base64 JSON or multipart), the same labels as ``lmforge predict``; the ONNX graph
+    takes the spectrogram with the normalization inside and equals PyTorch to 1e-4."""
+    import base64
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import build_app
+    from lmforge.serving.config import ServeConfig
+
+    run = clips / "snd"
+    if not (run / "finetune" / "best").is_dir():  # when run alone
+        cfg = cfg_file(clips, "snd")
+        assert main(["data", "prepare", cfg, "--no-progress"]) == 0 and main(["finetune", cfg, "--no-progress"]) == 0
+    out = tmp_path / "pred.jsonl"
+    assert main(["predict", str(run / "finetune"), "--file", str(clips / "new"), "--out", str(out)]) == 0
+    want = {Path(json.loads(line)["id"]).name: json.loads(line)["label"] for line in out.read_text().splitlines()}
+    onnx = tmp_path / "onnx"
+    assert main(["export", str(run / "finetune"), "--file", str(clips / "clips"), "--out", str(onnx)]) == 0
+    rec = json.loads((onnx / "export.json").read_text())
+    assert rec["inputs"] == {"spectrogram": "float32 [batch, 1, 24, 32]"} and rec["verification"]["max_abs_diff"] <= 1e-4
+    assert rec["quality"]["onnx_fp32"]["accuracy"] == rec["quality"]["torch_fp32"]["accuracy"]
+    names = sorted(want)
+    files = [(clips / "new" / n).read_bytes() for n in names]
+    for model, backend in ((run / "finetune", "torch"), (onnx, "onnx")):
+        with TestClient(build_app(ServeConfig(model=str(model), backend=backend))) as c:
+            assert c.get("/v1/model").json()["input"]["sample_rate"] == RATE
+            got = c.post("/v1/classify", json={"audio": [base64.b64encode(f).decode() for f in files]}).json()
+            assert [r["label"] for r in got["results"]] == [want[n] for n in names]
+            up = c.post("/v1/classify", files=[("audio", (n, f, "audio/wav")) for n, f in zip(names, files)]).json()
+            assert [r["label"] for r in up["results"]] == [want[n] for n in names]
+            bad = c.post("/v1/classify", json={"audio": [base64.b64encode(b"RIFF nope").decode()]})
+            assert bad.status_code == 422 and bad.json()["error"]["field"] == "audio.0"
+            assert "undecodable" in bad.json()["error"]["message"]
+
+
+def test_lmforge_run_on_audio_ends_with_export_and_a_served_request(clips):
+    cfg = cfg_file(clips, "snd_run")
+    assert main(["run", cfg, "--no-progress"]) == 0
+    served = json.loads((clips / "snd_run" / "pipeline" / "serve.done.json").read_text())["result"]
+    assert json.loads(served["response"])["results"][0]["label"] in ("chirp", "high", "low")  # a synthesized tone sent
+    assert (clips / "snd_run" / "export" / "onnx" / "model.onnx").is_file()

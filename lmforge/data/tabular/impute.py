@@ -155,16 +155,22 @@ class KNNFill(_Scaled):
         return self
 
     def _vote(self, z: np.ndarray, donors: np.ndarray, labels: np.ndarray, default: object) -> list:
+        """The most frequent label among each row's k nearest donors (ties: the smallest label, as
+        :func:`mode`), counted for a block of rows at once; rows with no finite distance get ``default``."""
         from sklearn.metrics.pairwise import nan_euclidean_distances
 
-        out = []
+        names, codes = np.unique(labels, return_inverse=True)  # sorted: the smallest label has the lowest code
+        out: list = []
         for start in range(0, len(z), 1024):
             d = nan_euclidean_distances(z[start:start + 1024], donors)  # (B, donors)
             d = np.where(np.isnan(d), np.inf, d)
-            for row in d:
-                near = np.argsort(row, kind="stable")[:self.k]
-                near = near[np.isfinite(row[near])]
-                out.append(mode(pd.Series(labels[near])) if len(near) else default)
+            near = np.argsort(d, axis=1, kind="stable")[:, :self.k]  # (B, k)
+            finite = np.isfinite(np.take_along_axis(d, near, axis=1))  # (B, k)
+            counts = np.zeros((len(d), len(names)), dtype=np.int64)  # (B, labels)
+            np.add.at(counts, (np.repeat(np.arange(len(d)), near.shape[1]), codes[near].reshape(-1)),
+                      finite.reshape(-1).astype(np.int64))
+            best = counts.argmax(axis=1)  # the first of the tied maxima: the smallest label
+            out += [names[b] if any_ else default for b, any_ in zip(best, finite.any(axis=1))]
         return out
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -187,6 +193,23 @@ class KNNFill(_Scaled):
 
     def state(self) -> dict:
         return {"strategy": "knn", "k": self.k, "mean": self.mu.tolist(), "std": self.sd.tolist()}
+
+
+def _numeric_targets_imputer(n_targets: int, **kw):
+    """scikit-learn's ``IterativeImputer`` that models only the first ``n_targets`` columns (the
+    numeric features) and uses the rest (one-hot categories, never missing) only as predictors.
+    ``skip_complete`` would also skip a numeric column complete in train but missing at predict
+    time; this keeps every numeric column's model, so the results equal the plain imputer's, which
+    also fits a model for every one-hot column and never uses it."""
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    class NumericTargets(IterativeImputer):
+        def _get_ordered_idx(self, mask_missing_values):
+            idx = super()._get_ordered_idx(mask_missing_values)
+            return idx[idx < n_targets]
+
+    return NumericTargets(**kw)
 
 
 class IterativeFill(_Scaled):
@@ -212,7 +235,14 @@ class IterativeFill(_Scaled):
         for _ in range(ITERATIVE_CAT_ROUNDS if self.own_cat else 1):
             models, state = self._round(train, None, state)
             self.rounds.append(models)
+        self._fitted = (train, state)  # fit_transform reads the train rows' imputation from here
         return self
+
+    def fit_transform(self, train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """``fit`` then ``transform(train)``, with the train rows imputed once (by the fitting itself)."""
+        self.fit(train, columns)
+        (df, state), self._fitted = self._fitted, None
+        return self._filled(df, state)
 
     def _start(self, df: pd.DataFrame) -> pd.DataFrame:
         cats = df[self.categorical].astype(object).copy()
@@ -223,8 +253,6 @@ class IterativeFill(_Scaled):
     def _round(self, df: pd.DataFrame, models: Optional[tuple], state: Optional[dict]) -> tuple[tuple, dict]:
         """One round from ``state`` (numeric matrix and categorical frame so far): applies
         ``models``, or fits them first when None. Returns the models and the new state."""
-        from sklearn.experimental import enable_iterative_imputer  # noqa: F401
-        from sklearn.impute import IterativeImputer
         from sklearn.linear_model import LogisticRegression
 
         state = state if state is not None else {"num": as_matrix(df, self.numeric), "cats": self._start(df)}
@@ -233,9 +261,11 @@ class IterativeFill(_Scaled):
         imp, clfs = (None, {}) if fit else models
         z = np.hstack([as_matrix(df, self.numeric), self._onehot(cats)])  # (N, P + ΣK), original NaNs
         with quiet():
-            if fit and self.own_num:
-                imp = IterativeImputer(max_iter=self.max_iter, random_state=self.seed, keep_empty_features=True).fit(z)
-            if imp is not None and len(df):
+            if fit and self.own_num:  # fitting gives the imputed train rows too: no second pass over them
+                imp = _numeric_targets_imputer(len(self.numeric), max_iter=self.max_iter, random_state=self.seed,
+                                               keep_empty_features=True)
+                x = imp.fit_transform(z)[:, :len(self.numeric)]  # (N, P)
+            elif imp is not None and len(df):
                 x = imp.transform(z)[:, :len(self.numeric)]  # (N, P)
             for c in self.own_cat:
                 miss = df[c].isna().to_numpy()
@@ -257,6 +287,9 @@ class IterativeFill(_Scaled):
         state = None
         for models in self.rounds:
             _, state = self._round(df, models, state)
+        return self._filled(df, state)
+
+    def _filled(self, df: pd.DataFrame, state: dict) -> pd.DataFrame:
         df = df.copy()
         for c in self.own_num:
             df[c] = np.where(df[c].isna(), state["num"][:, self.numeric.index(c)], df[c].to_numpy(dtype=np.float64))
@@ -297,13 +330,19 @@ class TableImputer:
         return AutoencoderFill(m.autoencoder, self.seed, self.numeric, self.categorical)
 
     def fit(self, train: pd.DataFrame) -> "TableImputer":
+        """Fit every step on ``train`` as the earlier steps left it; the imputed train frame is kept
+        as ``fitted_train`` (so the caller need not impute train again; it may drop it)."""
         self.steps = []
         for strategy in ORDER:
             cols = [c for c, s in self.strategies.items() if s == strategy]
             if cols and strategy != "none":
-                imputer = self._make(strategy).fit(train, cols)
-                train = imputer.transform(train)
+                imputer = self._make(strategy)
+                if hasattr(imputer, "fit_transform"):  # imputes the train rows while fitting
+                    train = imputer.fit_transform(train, cols)
+                else:
+                    train = imputer.fit(train, cols).transform(train)
                 self.steps.append((strategy, cols, imputer))
+        self.fitted_train: Optional[pd.DataFrame] = train
         return self
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:

@@ -229,9 +229,9 @@ def _write_splits(out: Path, frame: pd.DataFrame, parts: dict, pre, id_column, s
     for s, idx in parts.items():
         part = frame.iloc[idx]
         ids = [str(v) for v in part[id_column]] if id_column else [f"{sources[i]}:{lines[i]}" for i in idx]
-        arrays = pre.transform(part, lines=lines[idx].tolist(), ids=ids)
+        arrays, imputed = pre.transform_with_frame(part, lines=lines[idx].tolist(), ids=ids)  # imputed once
         _save_arrays(tdir / f"{s}.npz", arrays)
-        missing_after[s] = _missing_after(pre.imputed(part), pre)
+        missing_after[s] = _missing_after(imputed, pre)
         splits[s] = len(idx)
     pre.save(tdir / "preprocessor")
     return missing_after, splits

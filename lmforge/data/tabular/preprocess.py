@@ -88,6 +88,7 @@ class TabularPreprocessor:
         self.labels: Optional[list[str]] = list(labels) if labels else None
         self.target = cfg.columns.target
         self.fitted = False
+        self._keep_frame, self._fitted_frame = False, None  # fit_transform: the train rows imputed once
 
     # ---- the steps ---------------------------------------------------------------------------------
     def _features(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -126,7 +127,9 @@ class TabularPreprocessor:
         self.imputer = TableImputer(self.cfg.missing, base, self.categorical, self.seed,
                                     ORDER_KEY if c.order else None).fit(self._features(train))
         self.numeric = base + self.poly.names()
-        frame = self.imputed(train)
+        frame = self.poly.transform(self.imputer.fitted_train)  # = self.imputed(train), imputed once
+        self.imputer.fitted_train = None
+        self._fitted_frame = frame if self._keep_frame else None  # for fit_transform
         x = as_matrix(frame, self.numeric)  # (N, P)
         self.outliers = OutlierClipper(self.cfg.outliers, self.cfg.outlier_factor).fit(x)
         self.scaler = Scaler(self.cfg.scaling).fit(self.outliers.transform(x))
@@ -143,6 +146,11 @@ class TabularPreprocessor:
     def transform(self, df: pd.DataFrame, lines: Optional[list[int]] = None,
                   ids: Optional[list[str]] = None) -> TabularArrays:
         """``df`` → arrays; ``y`` is None when ``df`` has no target column."""
+        return self.transform_with_frame(df, lines, ids)[0]
+
+    def transform_with_frame(self, df: pd.DataFrame, lines: Optional[list[int]] = None,
+                             ids: Optional[list[str]] = None) -> tuple[TabularArrays, pd.DataFrame]:
+        """:meth:`transform`, plus the imputed feature frame it was made from (:meth:`imputed`)."""
         if not self.fitted:
             raise DataError("the tabular preprocessor is not fit yet: call fit(train) first")
         order = [self.cfg.columns.order] if self.cfg.columns.order else []
@@ -150,6 +158,22 @@ class TabularPreprocessor:
         if missing:
             raise DataError(f"the table lacks the feature columns {missing} the preprocessor was fit with")
         frame = self.imputed(df)
+        return self._arrays(df, frame, lines, ids), frame
+
+    def fit_transform(self, train: pd.DataFrame, lines: Optional[list[int]] = None,
+                      ids: Optional[list[str]] = None, drop: Optional[list[str]] = None) -> TabularArrays:
+        """``fit(train)`` then ``transform(train)``, imputing the train rows once."""
+        self._keep_frame = True
+        try:
+            self.fit(train, drop=drop)
+        finally:
+            self._keep_frame = False
+        frame, self._fitted_frame = self._fitted_frame, None
+        return self._arrays(train, frame, lines, ids)
+
+    def _arrays(self, df: pd.DataFrame, frame: pd.DataFrame, lines: Optional[list[int]],
+                ids: Optional[list[str]]) -> TabularArrays:
+        """The arrays of ``df`` from its imputed feature ``frame``."""
         num = self.scaler.transform(self.outliers.transform(as_matrix(frame, self.numeric)))  # (N, P)
         codes = self.encoder.codes(frame)  # (N, G)
         x = np.hstack([num, self.encoder.encode(codes)]).astype(np.float32)  # (N, F)

@@ -168,3 +168,23 @@ def test_fit_on_train_only_no_leak():
         assert abs(pre.scaler.center[0] - np.nanmean(pre.imputed(train)["x"])) < 1e-9
         assert pre.encoder.categories == {"c": ["u", "v"]}  # "w" only in test: unknown, code 0
         assert (arrays.cat[:, 0] == 0).all() and (arrays.x[:, 1:] == 0).all()
+
+
+def test_knn_votes_break_ties_toward_the_smallest_label():
+    train = pd.DataFrame({"a": [0.0, 0.1, 0.2, 0.3, 5.0, 5.1], "c": ["y", "x", "y", "x", "z", "z"]})
+    fill = KNNFill(4, ["a"]).fit(train, ["c"])  # the 4 nearest to 0.15: two x, two y → x
+    out = fill.transform(pd.DataFrame({"a": [0.15, 5.05], "c": [None, None]}))
+    assert out["c"].tolist() == ["x", "z"]
+
+
+@pytest.mark.parametrize("missing", [{"strategy": "knn"}, {"strategy": "iterative"},
+                                     {"strategy": "iterative", "per_column": {"k": "iterative"}}])
+def test_fit_transform_imputes_train_once_with_the_same_arrays(missing):
+    df, _, _ = correlated(n=200, seed=3)
+    rng = np.random.default_rng(1)
+    df["k"] = pd.Series(np.where(rng.random(200) < 0.2, None, rng.choice(["p", "q", "r"], 200)), dtype=object)
+    cfg = TabularConfig(columns=ColumnsConfig(numeric=NUM, categorical=["k"]), missing=MissingConfig(**missing))
+    a = TabularPreprocessor(cfg, 0, task="regression").fit(df).transform(df)
+    b = TabularPreprocessor(cfg, 0, task="regression").fit_transform(df)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.cat, b.cat)

@@ -433,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", help="default 127.0.0.1")
     sv.add_argument("--port", type=int, help="default 8000")
     sv.add_argument("--max-batch-size", type=int, help="texts per forward pass (default 32)")
+    sv.add_argument("--generation-batch", type=int, help="torch decoders: concurrent generations sharing each forward "
+                                                          "pass (default 8; 1 = one at a time)")
     sv.add_argument("--max-wait-ms", type=float, help="batching window after the queued texts are taken (default 0)")
     sv.add_argument("--max-texts", type=int, help="texts per request (default 64)")
     sv.add_argument("--max-chars", type=int, help="characters per text (default 20000)")

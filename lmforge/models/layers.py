@@ -50,8 +50,9 @@ class RotaryEmbedding(nn.Module):
         return torch.cat([-x2, x1], dim=-1)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos[positions].to(q.dtype)[None, None]  # (1, 1, T, D)
-        sin = self.sin[positions].to(q.dtype)[None, None]
+        """``positions``: (T,) shared by every row, or (B, T) per row (rows of different lengths)."""
+        cos, sin = self.cos[positions].to(q.dtype), self.sin[positions].to(q.dtype)  # (T, D) or (B, T, D)
+        cos, sin = (cos[:, None], sin[:, None]) if positions.dim() == 2 else (cos[None, None], sin[None, None])
         return q * cos + self._rotate_half(q) * sin, k * cos + self._rotate_half(k) * sin
 
 

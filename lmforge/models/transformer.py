@@ -61,14 +61,13 @@ class TransformerBody(nn.Module):
 
         ``attention_mask``: (B, S) with 1 = real token, 0 = padding; or a boolean (B, 1, T, S)
         mask of allowed query→key pairs (packed rows: one block per example), together with
-        ``positions`` (B, T) restarting at 0 for each packed example (learned positions only).
+        ``positions`` (B, T) restarting at 0 for each packed example; per-row positions also serve rows
+        of different lengths decoded together (batched generation: a left-padded cache and its mask).
         """
         B, T = ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.cfg.max_seq_len:
             raise ModelError(f"cannot run a sequence of length {past + T}: the model's max_seq_len is {self.cfg.max_seq_len}")
-        if positions is not None and self.cfg.pos != "learned":
-            raise ModelError("per-row positions (packed rows) need learned position embeddings")
         if positions is None:
             positions = torch.arange(past, past + T, device=ids.device)
         mask = None

@@ -149,7 +149,12 @@ class _Server:
         cfg, m = self.cfg, self.metrics
         r = runner if runner is not None else await asyncio.get_running_loop().run_in_executor(None, load_runner, cfg)
         if r.kind == "causal_lm":
-            gens = Generations(r, cfg.max_queue, m.tokens_out.inc)
+            if getattr(r, "model", None) is not None and cfg.generation_batch > 1:  # torch decoder with KV cache
+                from lmforge.serving.batched_generation import BatchedGenerations
+
+                gens = BatchedGenerations(r, cfg.max_queue, m.tokens_out.inc, cfg.generation_batch)
+            else:
+                gens = Generations(r, cfg.max_queue, m.tokens_out.inc)
             m.queue_depth.set_function(lambda: gens.waiting)
             m.running.set_function(lambda: gens.running)
             self.state.update(runner=r, generations=gens)

@@ -23,6 +23,7 @@ class ServeConfig:
     max_queue: int = field(default=1024, metadata={"min": 1, "help": "queued texts (or waiting generations) before 429"})
     timeout_s: float = field(default=30.0, metadata={"min": 0.001, "help": "per-request timeout (504); for a streamed generation, the longest wait for the next token"})
     max_new_tokens: int = field(default=512, metadata={"min": 1, "help": "new tokens per generation request"})
+    generation_batch: int = field(default=8, metadata={"min": 1, "help": "torch decoders: concurrent generations that share each forward pass (joining and leaving between steps); 1 = one at a time"})
     kv_cache: bool = field(default=True, metadata={"help": "torch decoders: false re-runs the whole sequence per token (only to measure what the cache is worth)"})
     rate_limit: Optional[float] = field(default=None, metadata={"min": 0.001, "help": "requests per second per client (API key, or address without one) on /v1/; bursts up to max(1, rate); over it: 429 with Retry-After"})
     api_key: Optional[str] = field(default=None, metadata={"help": "require Authorization: Bearer KEY (also LMFORGE_API_KEY)"})

@@ -86,10 +86,12 @@ class GenerationRunner:
 
     kind = "causal_lm"
 
-    def __init__(self, cfg, model_cfg: ModelConfig, tokenizer_dir: Path, new_decoder):
-        """``new_decoder()``: a fresh :class:`TorchDecoder` or :class:`OnnxDecoder` per generation."""
+    def __init__(self, cfg, model_cfg: ModelConfig, tokenizer_dir: Path, new_decoder, model=None):
+        """``new_decoder()``: a fresh :class:`TorchDecoder` or :class:`OnnxDecoder` per generation;
+        ``model``: the torch :class:`~lmforge.models.transformer.LanguageModel` (None for ONNX), which
+        batched generation (:mod:`lmforge.serving.batched_generation`) runs directly."""
         folder = Path(cfg.model)
-        self.model_cfg, self._decoder = model_cfg, new_decoder
+        self.model_cfg, self._decoder, self.model = model_cfg, new_decoder, model
         self.tokenizer, self.special = load_folder(tokenizer_dir)
         self.max_length = self.model_cfg.max_seq_len
         self.folder, self.backend, self.kv_cache = folder, cfg.backend, cfg.kv_cache or cfg.backend == "onnx"
@@ -165,5 +167,6 @@ def load_lm_runner(cfg):
         # quickstart decoder streamed 311 tokens/s with 2 threads on 2 cores, 815 with 1)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     if lm.causal:
-        return GenerationRunner(cfg, lm.cfg, lm.tokenizer_dir, lambda: TorchDecoder(lm.model, cfg.kv_cache))
+        return GenerationRunner(cfg, lm.cfg, lm.tokenizer_dir, lambda: TorchDecoder(lm.model, cfg.kv_cache),
+                                model=lm.model if cfg.kv_cache else None)
     return EmbeddingRunner(cfg, lm.cfg, lm.tokenizer_dir, TorchEmbedder(lm.body))

@@ -1,5 +1,6 @@
 """Sampling filters and the ``lmforge generate`` command end to end."""
 
+import pytest
 import torch
 
 from lmforge.cli import main
@@ -58,3 +59,36 @@ def test_text_stream_holds_back_split_characters_and_stop_prefixes():
         pieces.append(s.flush())
         assert "".join(pieces) == want and "\ufffd" not in "".join(pieces), pieces
         assert s.text == want
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_a_left_padded_batch_step_equals_each_sequence_alone(pos):
+    """What batched generation relies on: two sequences of different lengths, their caches merged
+    with left padding, one step with a padding mask and per-row positions = each alone."""
+    import torch.nn.functional as F
+
+    from lmforge.config.schema import build
+    from lmforge.models.config import ModelConfig
+    from lmforge.models.layers import KVCache
+    from lmforge.models.transformer import build_decoder_lm
+
+    torch.manual_seed(0)
+    m = build_decoder_lm(build(ModelConfig, dict(arch="decoder", n_layer=2, n_head=2, d_model=32, vocab_size=50,
+                                                 max_seq_len=32, pos=pos))).eval()
+    a, b = torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([[7, 8]])
+    with torch.no_grad():
+        alone = []
+        for seq, nxt in ((a, 9), (b, 10)):
+            c = KVCache(2)
+            m.body(seq, cache=c)
+            alone.append(m.head(m.body(torch.tensor([[nxt]]), cache=c))[0, -1])
+        ca, cb = KVCache(2), KVCache(2)
+        m.body(a, cache=ca)
+        m.body(b, cache=cb)
+        both = KVCache(2)
+        both.k = [torch.cat([x, F.pad(y, (0, 0, 3, 0))]) for x, y in zip(ca.k, cb.k)]
+        both.v = [torch.cat([x, F.pad(y, (0, 0, 3, 0))]) for x, y in zip(ca.v, cb.v)]
+        mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+        out = m.head(m.body(torch.tensor([[9], [10]]), mask, None, both, torch.tensor([[5], [2]])))[:, -1]
+    torch.testing.assert_close(out[0], alone[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1], alone[1], atol=1e-6, rtol=0)

@@ -2,6 +2,7 @@
 a running generation, graceful shutdown) and encoders (``/v1/embed``), from PyTorch and from an
 ONNX export."""
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -122,23 +123,46 @@ def _slow(runner, delay=0.05):
     return passes
 
 
-@pytest.fixture
-def live(tiny_decoder):
-    """A real uvicorn server in a thread around a slowed-down decoder: (base url, runner, passes)."""
+def _slow_batched(runner, delay=0.05):
+    """As :func:`_slow` for batched generation, which runs the model's body directly."""
+    passes, forward = [], runner.model.body.forward
+
+    def slow(*args, **kw):
+        passes.append(1)
+        time.sleep(delay)
+        return forward(*args, **kw)
+
+    runner.model.body.forward = slow
+    return passes
+
+
+@pytest.fixture(params=[1, 8], ids=["one_at_a_time", "batched"])
+def live(tiny_decoder, request):
+    """A real uvicorn server in a thread around a slowed-down decoder, generating one request at a
+    time or batched across requests: (base url, runner, passes)."""
+    cfg = ServeConfig(model=str(tiny_decoder), max_new_tokens=400, generation_batch=request.param)
+    runner = load_runner(cfg)
+    passes = _slow(runner) if request.param == 1 else _slow_batched(runner)
+    with _serving(cfg, runner) as base:
+        yield base, runner, passes
+
+
+@contextlib.contextmanager
+def _serving(cfg, runner):
+    """A real uvicorn server on 127.0.0.1 in a thread for the duration: its base url."""
     import uvicorn
 
-    cfg = ServeConfig(model=str(tiny_decoder), max_new_tokens=400)
-    runner = load_runner(cfg)
-    passes = _slow(runner)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(cfg, runner), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base, 30)
-    yield base, runner, passes
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        wait_ready(base, 30)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _metric(base, name) -> float:
@@ -270,3 +294,30 @@ def test_serve_subprocess_streams_and_finishes_a_stream_on_sigterm(tiny_decoder)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_batched_generation_equals_one_at_a_time_and_shares_forward_passes(tiny_decoder):
+    """Concurrent requests of different prompts and lengths, joining and leaving the running batch:
+    every greedy output equals its output alone, token for token; sampled ones too (own seed)."""
+    import concurrent.futures
+
+    prompts = ["def add(a, b):", "x", "return the value of", "import os", "class A:", "for i in range(10):"]
+    bodies = [{"prompt": p, "max_new_tokens": 6 + 5 * i, "temperature": 0.0, "ignore_eos": True}
+              for i, p in enumerate(prompts)]
+    bodies += [{"prompt": "def f(", "max_new_tokens": 12, "temperature": 0.8, "top_k": 20, "seed": 5, "ignore_eos": True},
+               {"prompt": "if x", "max_new_tokens": 9, "temperature": 1.0, "top_p": 0.9, "seed": 9, "stop": ["\n"]}]
+    outputs = {}
+    for batch in (1, 8):
+        cfg = ServeConfig(model=str(tiny_decoder), max_new_tokens=64, generation_batch=batch)
+        runner = load_runner(cfg)
+        passes, forward = [], runner.model.body.forward
+        runner.model.body.forward = lambda *a, **k: (passes.append(1), forward(*a, **k))[1]
+        with _serving(cfg, runner) as base, concurrent.futures.ThreadPoolExecutor(8) as pool:
+            outputs[batch] = list(pool.map(lambda b: httpx.post(f"{base}/v1/generate", json=b, timeout=60).json(),
+                                           bodies))
+        tokens = sum(o["usage"]["completion_tokens"] for o in outputs[batch])
+        if batch == 8:
+            assert len(passes) < tokens  # forward passes were shared between requests
+    for alone, together in zip(outputs[1], outputs[8]):
+        assert together["text"] == alone["text"] and together["finish_reason"] == alone["finish_reason"]
+        assert together["usage"]["completion_tokens"] == alone["usage"]["completion_tokens"]

@@ -528,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
             if err is None:
                 raise
             raise err from None
+    except KeyboardInterrupt:  # Ctrl-C in a command without its own stop handling (data prepare, export, ...)
+        rerun = " ".join(["lmforge", *args.argv])
+        print(f"lmforge: interrupted (Ctrl-C). Finished steps and earlier outputs are kept; run the same command "
+              f"again to go on: {rerun}", file=sys.stderr)
+        return 130
     except LmforgeError as exc:
         from lmforge.data.document import RecordError
 

@@ -11,10 +11,11 @@ written by the worker), ``dedup.done``, ``plan.unit``, ``tokenizer.trained``, ``
 ``manifest.before`` (data prepare); ``checkpoint.before_rename`` (a checkpoint's files written
 to its temporary folder, not yet renamed into place); ``swap.between`` (a published folder —
 fine-tuning's ``best/``, an export — moved to ``.old``, its replacement not yet renamed in);
-``run.stage_done`` (``lmforge run``: a stage stamped done, the next not started); ``tune.trial_done``.
+``run.stage_done`` (``lmforge run``: a stage stamped done, the next not started); ``tune.trial_done``;
+``export.verified`` (an export's graph checked, nothing of it published yet).
 
-``LMFORGE_FAULT_HOLD=NAME:PIDFILE`` stops one process at ``point(NAME)`` for a test to kill from
-outside: the first process to get there (across processes: the one that creates PIDFILE) writes
+``LMFORGE_FAULT_HOLD=NAME:PIDFILE`` stops one process at ``point(NAME)`` for a test to kill (or
+to interrupt with SIGINT, as Ctrl-C does) from outside: the first process to get there (across processes: the one that creates PIDFILE) writes
 its pid to PIDFILE and sleeps until it is killed; every later one goes on. A killed Ray worker's
 unit is retried in a new process, which then passes the point, so the run finishes.
 """

@@ -2,9 +2,9 @@
 without a moment where a crash leaves neither.
 
 :func:`swap_in` renames ``dest`` to ``dest.old``, the finished ``tmp`` to ``dest``, then deletes
-``dest.old``. A kill between the two renames (fault point ``swap.between``) leaves ``dest.old``,
-complete, and no ``dest``; :func:`recover` — called by whatever reads or rewrites ``dest`` next —
-puts it back. The earlier folder is the consistent choice: the checkpoint a resumed run starts
+``dest.old``. An exception between the two renames (Ctrl-C, a failed rename) puts ``dest.old``
+back at once; a kill there (fault point ``swap.between``) leaves ``dest.old``, complete, and no
+``dest``, and :func:`recover` — called by whatever reads or rewrites ``dest`` next — puts it back. The earlier folder is the consistent choice: the checkpoint a resumed run starts
 from predates the new one, which the resumed run writes again.
 """
 
@@ -37,6 +37,10 @@ def swap_in(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
     if dest.exists():
         dest.rename(old)
-    faults.point("swap.between")
-    Path(tmp).rename(dest)
+    try:
+        faults.point("swap.between")
+        Path(tmp).rename(dest)
+    except BaseException:  # Ctrl-C, or the rename failed: the earlier folder goes back at once
+        recover(dest)
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -39,6 +39,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from lmforge import faults
 from lmforge.errors import LmforgeError
 from lmforge.export.config import ExportConfig
 from lmforge.inference.ort import session
@@ -92,6 +93,7 @@ def check_tolerance(tmp: Path, rows: list[dict], tolerance: float) -> float:
 
 def publish(tmp: Path, out: Path, record: dict, card: str) -> dict:
     """Write ``export.json``, the model card and checksums, then put the folder in place."""
+    faults.point("export.verified")  # the graph checked, nothing of the new export published yet
     (tmp / "export.json").write_text(json.dumps(record, indent=2))
     (tmp / "README.md").write_text(card)
     write_checksums(tmp)

@@ -42,7 +42,7 @@ from lmforge.config import ConfigError
 from lmforge.config.experiment import ExperimentConfig, load_config, set_path
 from lmforge.evaluation.metrics import LOWER_IS_BETTER
 from lmforge.config.schema import describe
-from lmforge.errors import LmforgeError
+from lmforge.errors import Interrupted, LmforgeError
 from lmforge.training.checkpoint import ResumeError
 from lmforge.training.trial import TRIAL_ENV, make_pruner
 from lmforge.training.finetune_config import FinetuneConfig
@@ -189,10 +189,13 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
     lock = threading.Lock()
     t0 = time.time()
     records: dict[int, dict] = {r["number"]: r for r in _read_records(out)}
+    _retry_interrupted(study, records)
+    stop = threading.Event()  # Ctrl-C: no new trial starts
 
     def next_trial():
         with lock:
-            if len(study.trials) >= n_trials or (t.timeout_s and time.time() - t0 > t.timeout_s):
+            counted = len(study.trials) - sum(r["state"] == "interrupted" for r in records.values())
+            if stop.is_set() or counted >= n_trials or (t.timeout_s and time.time() - t0 > t.timeout_s):
                 return None
             trial = study.ask()
             params = {k: _suggest(trial, k, p) for k, p in t.space.items()}
@@ -202,6 +205,8 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
         while (item := next_trial()) is not None:
             trial, params = item
             rec = _run_trial(out, t.target, trial, params, storage, name, metric, t.pruner, threads)
+            if stop.is_set() and rec["state"] == "failed":  # stopped by the same Ctrl-C: tried again on --resume
+                rec["state"], rec["reason"] = "interrupted", "Ctrl-C while it ran"
             with lock:
                 _finish(study, trial, rec, direction)
                 records[trial.number] = rec
@@ -214,10 +219,11 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
                      f"({rec['seconds']:.1f} s) — best {best_txt}; {left} left, ETA {eta:.0f} s")
             faults.point("tune.trial_done")
 
-    with ThreadPoolExecutor(t.n_jobs) as pool:
-        for f in [pool.submit(worker) for _ in range(t.n_jobs)]:
-            f.result()
+    stopped = _run_workers(t.n_jobs, worker, stop)
     _write_outputs(out, study, records, base, t, metric, direction)
+    if stopped:
+        raise Interrupted(f"tune stopped with {len(records)} trial(s) recorded in {out}",
+                          "continue with --resume (an interrupted trial is tried again)")
     best = _best_record(records, direction)
     if best is None:
         reasons = sorted({r.get("reason", "?") for r in records.values()})
@@ -275,6 +281,33 @@ def _tell(study, *args, **kw) -> None:
     except RuntimeError as exc:
         if "Study.stop" not in str(exc):
             raise
+
+
+def _run_workers(n_jobs: int, worker, stop: threading.Event) -> bool:
+    """Run ``worker`` on ``n_jobs`` threads until they finish; True when a Ctrl-C stopped them (then
+    ``stop`` is set, so no new trial starts, and the running trials, which got the same signal as
+    one process group, are waited for)."""
+    pool = ThreadPoolExecutor(n_jobs)
+    futures = [pool.submit(worker) for _ in range(n_jobs)]
+    try:
+        for f in futures:
+            f.result()
+    except KeyboardInterrupt:
+        stop.set()
+        _say("Ctrl-C: no new trial starts; waiting for the running trial(s) to stop")
+        pool.shutdown(wait=True)
+        return True
+    pool.shutdown(wait=True)
+    return False
+
+
+def _retry_interrupted(study, records: dict[int, dict]) -> None:
+    """Queue the parameters of trials a Ctrl-C stopped, so a resumed study tries them again
+    (once: a record notes that it was queued)."""
+    for rec in records.values():
+        if rec["state"] == "interrupted" and not rec.get("queued_again"):
+            study.enqueue_trial(rec["params"])
+            rec["queued_again"] = True
 
 
 def _finish(study, trial, rec: dict, direction: str) -> None:

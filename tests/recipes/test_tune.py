@@ -137,3 +137,33 @@ def test_memory_stays_flat_over_twenty_trials(tmp_path, tokenizer_dir):
     first, last = rows[0]["peak_rss_mb"], rows[-1]["peak_rss_mb"]
     print("peak RSS per trial (MB):", [r["peak_rss_mb"] for r in rows])
     assert abs(last - first) <= 0.05 * first
+
+
+def test_ctrl_c_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) after the first trial is recorded:
+    no new trial starts, the running one stops, exit 130 without a traceback; --resume tries an
+    interrupted trial's parameters again and runs only what is missing."""
+    import time
+
+    space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    cfg = tune_config(tmp_path, tokenizer_dir, "ctrlc", space, pruner="none", n_trials=3)
+    out = tmp_path / "ctrlc" / "tune"
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "tune", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not ((out / "trials.jsonl").is_file() and (out / "trials.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, "the tuner ended before its first trial was recorded"
+        time.sleep(0.05)
+    time.sleep(1.0)  # the second trial is under way
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "Traceback" not in err and "--resume" in err, err[-2000:]
+    before = trials(out)
+    assert before[0]["state"] == "complete" and len(before) <= 2
+    assert all(r["state"] == "interrupted" for r in before[1:])
+    assert main(["tune", str(cfg), "--resume"]) == 0
+    after = trials(out)
+    assert after[:1] == before[:1]  # a finished trial is not run again
+    assert sum(r["state"] == "complete" for r in after) == 3
+    for r in before[1:]:  # the interrupted trial's parameters were tried again
+        assert any(x["params"] == r["params"] and x["state"] == "complete" for x in after)

@@ -30,6 +30,7 @@ CLASSES = {
     "input files: unreadable, changing during / between runs": "tests/reliability/test_input_drift.py tests/reliability/test_unreadable_input.py",
     "SIGINT / SIGTERM → checkpoint, exit 130, resume": "tests/recipes/test_pretrain.py::test_sigint_stops_with_a_checkpoint_and_resume_is_exact tests/recipes/test_finetune.py::test_sigint_then_resume_and_rerun_guard",
     "Ctrl-C during data prepare, export and tune → exit 130, previous export intact, rerun identical, interrupted trial retried": "tests/reliability/test_ctrl_c.py tests/recipes/test_tune.py::test_ctrl_c_of_the_tuner_then_resume",
+    "distill: kill -9 / Ctrl-C inside a checkpoint write → --resume exact": "tests/recipes/test_distill.py::test_a_stopped_distillation_resumes_exactly",
     "unwritable run / output folders": "tests/recipes/test_pretrain.py::test_unwritable_output_folder_is_a_clear_error",
     "near-duplicate recall and the independent leak check": "tests/data/test_leak_check.py tests/data/test_minhash_dedup.py",
     "security: no unpickling, malicious pickles refused, paths contained": "tests/test_security.py",

@@ -16,7 +16,9 @@ fine-tuning's ``best/``, an export — moved to ``.old``, its replacement not ye
 
 ``LMFORGE_FAULT_HOLD=NAME:PIDFILE`` stops one process at ``point(NAME)`` for a test to kill (or
 to interrupt with SIGINT, as Ctrl-C does) from outside: the first process to get there (across processes: the one that creates PIDFILE) writes
-its pid to PIDFILE and sleeps until it is killed; every later one goes on. A killed Ray worker's
+its pid to PIDFILE and sleeps until it is killed — or, in the main thread, until SIGUSR1 lets it go on
+(so a test can send SIGINT to a command that stops at its next step boundary, then release it);
+every later one goes on. A killed Ray worker's
 unit is retried in a new process, which then passes the point, so the run finishes.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 _hits: dict[str, int] = {}
@@ -52,7 +55,10 @@ def _hold(name: str, spec: str) -> None:
         fd = os.open(pid_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:  # an earlier process held here already
         return
+    released = []
+    if threading.current_thread() is threading.main_thread():  # SIGUSR1 lets the held process go on
+        signal.signal(signal.SIGUSR1, lambda *_: released.append(True))
     os.write(fd, f"{os.getpid()}\n".encode())  # the newline tells a reader the pid is complete
     os.close(fd)
-    while True:
-        time.sleep(1)
+    while not released:
+        time.sleep(0.05)

@@ -258,3 +258,48 @@ def test_a_causal_lm_teacher_with_another_vocabulary_is_refused(cfg_for, make_hf
     assert main(["distill", str(cfg), "--no-progress"]) != 0
     err = capsys.readouterr().err
     assert "one vocabulary" in err and "Sequence-level distillation" in err
+
+
+@pytest.mark.parametrize("fault", ["kill", "ctrl_c"])
+def test_a_stopped_distillation_resumes_exactly(teacher, fault, tmp_path):
+    """kill -9 inside the student's second checkpoint write, or Ctrl-C (SIGINT to the process
+    group) while it is written: ``lmforge distill --resume`` ends with the uninterrupted run's best step
+    and weights, and the distillation report."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    root, t = teacher
+    ref = distill_config(root, f"ref_{fault}", t)
+    assert main(["distill", str(ref), "--no-progress"]) == 0
+    cfg = distill_config(root, f"stop_{fault}", t)
+    cmd = [sys.executable, "-m", "lmforge", "distill", str(cfg), "--no-progress"]
+    if fault == "kill":
+        env = {**os.environ, "LMFORGE_FAULT": "checkpoint.before_rename:2"}
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    else:
+        pid_file = tmp_path / "pid"
+        env = {**os.environ, "LMFORGE_FAULT_HOLD": f"checkpoint.before_rename:{pid_file}"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 240
+        while not (pid_file.is_file() and pid_file.read_text().endswith("\n")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while a checkpoint is being written...
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGUSR1)  # ...which then completes; the loop stops at its next step
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert not (root / f"stop_{fault}" / "distill" / "distill.json").exists()
+    assert main(["distill", str(cfg), "--no-progress", "--resume"]) == 0
+    want, got = (json.loads((root / n / "finetune" / "summary.json").read_text()) for n in (f"ref_{fault}", f"stop_{fault}"))
+    assert got["best_step"] == want["best_step"] and got["results"]["val"] == pytest.approx(want["results"]["val"])
+    a, b = (load_file(str(root / n / "finetune" / "best" / "model.safetensors")) for n in (f"ref_{fault}", f"stop_{fault}"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert (root / f"stop_{fault}" / "distill" / "distill.json").is_file()

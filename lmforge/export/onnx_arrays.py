@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmforge.errors import DataError
 from lmforge.export.config import ExportConfig
 from lmforge.export.onnx import check_tolerance, publish, quality_lines, quantize_int8, quiet, staging, worth_lines
 from lmforge.inference.ort import session
@@ -141,7 +142,7 @@ def _read_file(cfg: ExportConfig, folder: Path, meta: dict) -> Optional[ArraySet
     t = task(meta["lmforge_kind"])
     try:
         data = t.read_file(cfg.file, folder, meta, need_label=True)
-    except Exception:  # no labels (a flat folder, a CSV without the target): verify on the inputs only
+    except DataError:  # no labels (a flat folder, a CSV without the target): verify on the inputs only
         data = t.read_file(cfg.file, folder, meta, need_label=False)
     return data.take(np.arange(min(cfg.max_examples, len(data))))
 

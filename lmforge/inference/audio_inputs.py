@@ -21,20 +21,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import InputError
-from lmforge.inference.image_inputs import _base64
+from lmforge.inference.input_graph import Normalized, base64_bytes
 from lmforge.tasks.arrays import ArraySet
-
-
-class SpectrogramToLogits(nn.Module):
-    """Log-mel spectrogram → the train split's normalization → the classifier's logits."""
-
-    def __init__(self, model: nn.Module, normalize: dict):
-        super().__init__()
-        self.model = model
-        self.mean, self.std = float(normalize["mean"]), float(normalize["std"])
-
-    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
-        return self.model((spectrogram - self.mean) / self.std)
 
 
 class AudioInputs:
@@ -51,7 +39,8 @@ class AudioInputs:
 
     # -- the ONNX graph ----------------------------------------------------------------------------
     def graph(self, model: nn.Module) -> nn.Module:
-        return SpectrogramToLogits(model, self.meta["normalize"]).eval()
+        n = self.meta["normalize"]  # the spectrogram in, the train split's normalization inside
+        return Normalized(model, torch.tensor(float(n["mean"])), torch.tensor(float(n["std"]))).eval()
 
     def signature(self) -> dict[str, str]:
         return {"spectrogram": "float32 [batch, " + ", ".join(str(v) for v in self.shape) + "]"}
@@ -86,7 +75,7 @@ class AudioInputs:
         """One WAV file from a request (base64 text or uploaded bytes) as the model's mono waveform."""
         from lmforge.data.audio.read import Rejected, decode
 
-        data = _base64(raw) if isinstance(raw, str) else raw
+        data = base64_bytes(raw) if isinstance(raw, str) else raw
         try:
             got = decode(io.BytesIO(data), self.cfg, name="request")
         except Exception as exc:  # a stream the wave module trips over in another way

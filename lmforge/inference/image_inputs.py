@@ -9,7 +9,6 @@ channel count with the code ``lmforge predict`` uses on files.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from pathlib import Path
 from typing import Optional
@@ -19,20 +18,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import InputError
+from lmforge.inference.input_graph import Normalized, base64_bytes
 from lmforge.tasks.arrays import ArraySet
-
-
-class PixelsToLogits(nn.Module):
-    """uint8 pixels → the train split's normalization → the classifier's logits."""
-
-    def __init__(self, model: nn.Module, normalize: dict):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(normalize["mean"], dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(normalize["std"], dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model((pixels.to(torch.float32) / 255.0 - self.mean) / self.std)
 
 
 class ImageInputs:
@@ -45,7 +32,9 @@ class ImageInputs:
 
     # -- the ONNX graph ----------------------------------------------------------------------------
     def graph(self, model: nn.Module) -> nn.Module:
-        return PixelsToLogits(model, self.meta["normalize"]).eval()
+        n = self.meta["normalize"]  # uint8 pixels in, the train split's normalization inside
+        return Normalized(model, torch.tensor(n["mean"]).view(1, -1, 1, 1), torch.tensor(n["std"]).view(1, -1, 1, 1),
+                          divisor=255.0).eval()
 
     def signature(self) -> dict[str, str]:
         c, h, w = self.shape
@@ -77,7 +66,7 @@ class ImageInputs:
         the model's uint8 (C, H, W); a UsageError says why it cannot be read."""
         from lmforge.data.images.read import decode_image
 
-        data = _base64(raw) if isinstance(raw, str) else raw
+        data = base64_bytes(raw) if isinstance(raw, str) else raw
         try:
             return decode_image(io.BytesIO(data), self.shape[0], self.shape[1:])
         except Exception as exc:  # Pillow raises several types for bytes that are not an image
@@ -100,12 +89,3 @@ class ImageInputs:
                 Image.fromarray(pixels).save(buf, "PNG")
                 return {"images": [base64.b64encode(buf.getvalue()).decode()]}
         return None
-
-
-def _base64(text: str) -> bytes:
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError("not base64 (send the file's bytes base64-encoded, or upload it as multipart)") from None

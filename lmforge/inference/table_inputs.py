@@ -94,16 +94,17 @@ class TableInputs:
         """Raw rows → the preprocessor's arrays, with each row's cell problems."""
         import pandas as pd
 
-        from lmforge.data.tabular.read import typed_frame
+        from lmforge.data.tabular.read import is_missing, typed_frame
         from lmforge.tasks.tabular import cell_problems
 
-        frames, notes = [], []
-        for row in rows:
-            frame, type_errors = typed_frame([row], self.columns)
-            frames.append(frame)
-            problems = cell_problems(type_errors, frame, self.pre)
+        frame, _ = typed_frame(rows, self.columns)  # every row typed at once, as a file's rows are
+        parsed = [c for c, role in self.columns.items() if role in ("numeric", "dates")]
+        notes = []
+        for i, row in enumerate(rows):  # a given cell that came out missing did not parse
+            not_parsed = {c: {"count": 1} for c in parsed if not is_missing(row.get(c)) and pd.isna(frame[c].iat[i])}
+            problems = cell_problems(not_parsed, frame.iloc[[i]], self.pre)
             notes.append([{"column": col, "problem": what} for col, counts in sorted(problems.items()) for what in counts])
-        arrays = self.pre.transform(pd.concat(frames, ignore_index=True), lines=list(range(len(rows))))
+        arrays = self.pre.transform(frame, lines=list(range(len(rows))))
         return ArraySet({"x": arrays.x.astype(np.float32), "cat": arrays.cat.astype(np.int64)}, None), notes
 
     @staticmethod

@@ -71,14 +71,16 @@ class _Run:
     seed: int
     config: dict
     last_loss: Optional[float] = None
+    _order: tuple = (-1, None)  # (epoch, its shuffled row order)
 
     def batch(self, step: int, augment: bool = True) -> torch.Tensor:
         """Step ``step``'s training images (an epoch is a seeded shuffle), augmented and normalized."""
         n, bs = len(self.train), self.p.batch_size
         per_epoch = max(1, n // bs)  # an epoch's short tail is left out: every batch is full
         epoch, pos = divmod(step, per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        idx = np.sort(order[pos * bs:(pos + 1) * bs])
+        if self._order[0] != epoch:  # one shuffle per epoch, a function of (seed, epoch)
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
+        idx = np.sort(self._order[1][pos * bs:(pos + 1) * bs])
         gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + step) if augment else None
         return get_task("image").tensors(self.train.take(idx), self.meta, self.device, augment=gen)["x"]
 

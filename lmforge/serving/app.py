@@ -39,6 +39,7 @@ from lmforge.serving.config import ServeConfig
 from lmforge.serving.generation import Generations
 from lmforge.serving.lm_runner import GenerationRequest
 from lmforge.serving.openai_api import add_openai_routes
+from lmforge.serving.responses import complete, disconnected, error, sse
 from lmforge.serving.runner import ENDPOINTS
 
 
@@ -103,8 +104,6 @@ class GenerateRequest(BaseModel):
     stream: bool = Field(False, description="send server-sent events: one per token, then the final record")
 
 
-def _error(status: int, field: str | None, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
 
 
 class _Metrics:
@@ -190,20 +189,20 @@ class _Server:
         if self.api_key and path.startswith("/v1/") and not hmac.compare_digest(headers.get("authorization", ""),
                                                                                  f"Bearer {self.api_key}"):
             requests.labels(path, "401").inc()
-            return _error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")
+            return error(401, "Authorization", "missing or wrong API key (Authorization: Bearer KEY)")
         if cfg.rate_limit and path.startswith("/v1/"):
             # the key names the client only when keys are checked; otherwise anyone could pick a new one
             client = headers.get("authorization", "") if self.api_key else (scope.get("client") or ("?",))[0]
             wait = self.over_rate(client)
             if wait:
                 requests.labels(path, "429").inc()
-                resp = _error(429, None, f"rate limit: {cfg.rate_limit:g} requests/s per client; retry in {wait:.2f} s")
+                resp = error(429, None, f"rate limit: {cfg.rate_limit:g} requests/s per client; retry in {wait:.2f} s")
                 resp.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
                 return resp
         size = headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > cfg.max_body_bytes:
             requests.labels(path, "413").inc()
-            return _error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")
+            return error(413, None, f"request body of {size} bytes is over the limit of {cfg.max_body_bytes}")
         return None
 
     async def guard(self, scope, receive, send, inner) -> None:
@@ -226,7 +225,7 @@ class _Server:
             logging.getLogger("lmforge.serve").exception("%s %s failed", scope.get("method"), path)
             self.metrics.requests.labels(path, "500").inc()
             if "code" not in status:
-                await _error(500, None, "internal error")(scope, receive, send)
+                await error(500, None, "internal error")(scope, receive, send)
             return
         self.metrics.requests.labels(path, str(status.get("code", 500))).inc()
         self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
@@ -235,9 +234,9 @@ class _Server:
         """None when the loaded model is of one of ``kinds``; else the error response."""
         r = self.state.get("runner")
         if r is None:
-            return _error(503, None, "model not loaded yet")
+            return error(503, None, "model not loaded yet")
         if r.kind not in kinds:
-            return _error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
+            return error(404, None, f"this model is a {r.kind} model: use {ENDPOINTS[r.kind]}")
         return None
 
     async def run(self, texts: list[str], kind: str, request: Request):
@@ -245,25 +244,24 @@ class _Server:
         cfg = self.cfg
         if (bad := self.wrong_model(kind)) is not None:
             return bad
-        field = _field(self.state["runner"])
-        if len(texts) > cfg.max_texts:
-            return _error(422, field, f"{len(texts)} {field}; at most {cfg.max_texts} per request")
+        if len(texts) > cfg.max_texts:  # (/v1/classify checks its items, texts or not, before decoding them)
+            return error(422, "texts", f"{len(texts)} texts; at most {cfg.max_texts} per request")
         for i, t in enumerate(texts):
-            if isinstance(t, str) and len(t) > cfg.max_chars:
-                return _error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
+            if isinstance(t, str) and len(t) > cfg.max_chars:  # decoded images and rows have no characters
+                return error(422, f"texts.{i}", f"{len(t)} characters; at most {cfg.max_chars} per text")
         work = asyncio.ensure_future(asyncio.wait_for(self.state["batcher"].submit(texts), cfg.timeout_s))
-        watch = asyncio.ensure_future(_disconnected(request))
+        watch = asyncio.ensure_future(disconnected(request))
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():  # the client went away: drop its queued work
             work.cancel()
-            return _error(499, None, "client disconnected")  # nobody reads it; counted as 499
+            return error(499, None, "client disconnected")  # nobody reads it; counted as 499
         watch.cancel()
         try:
             return work.result()
         except QueueFull:
-            return _error(429, None, "too many texts waiting; retry later")
+            return error(429, None, "too many texts waiting; retry later")
         except asyncio.TimeoutError:
-            return _error(504, None, f"no result within {cfg.timeout_s} s")
+            return error(504, None, f"no result within {cfg.timeout_s} s")
 
 
 def build_app(cfg: ServeConfig, runner=None) -> FastAPI:
@@ -302,11 +300,11 @@ def _add_common_routes(app: FastAPI, srv: _Server) -> None:
     async def invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
-        return _error(422, field, first.get("msg", "invalid request"))
+        return error(422, field, first.get("msg", "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):  # e.g. an unparsable body, 404, 405
-        return _error(exc.status_code, None, str(exc.detail))
+        return error(exc.status_code, None, str(exc.detail))
 
     @app.get("/health")
     async def health():
@@ -315,7 +313,7 @@ def _add_common_routes(app: FastAPI, srv: _Server) -> None:
     @app.get("/ready")
     async def ready():
         if "runner" not in srv.state:
-            return _error(503, None, "model not loaded yet")
+            return error(503, None, "model not loaded yet")
         return {"status": "ready"}
 
     @app.get("/v1/model")
@@ -357,21 +355,21 @@ async def _classify_items(request: Request, runner, cfg: ServeConfig):
     field, inputs = _field(runner), getattr(runner, "inputs", None)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         if not getattr(inputs, "uploads", False):
-            return _error(415, None, f"multipart uploads are for image and audio models; send JSON {{\"{field}\": [...]}}")
+            return error(415, None, f"multipart uploads are for image and audio models; send JSON {{\"{field}\": [...]}}")
         try:
             form = await request.form(max_files=cfg.max_texts, max_fields=cfg.max_texts)
         except Exception:  # a malformed multipart body, or more files than allowed
-            return _error(400, None, f"unreadable multipart body (at most {cfg.max_texts} files)")
+            return error(400, None, f"unreadable multipart body (at most {cfg.max_texts} files)")
         raw = [await v.read() for _, v in form.multi_items() if hasattr(v, "read")]
         if not raw:
-            return _error(422, field, f"the upload holds no file (send them in form field {field})")
+            return error(422, field, f"the upload holds no file (send them in form field {field})")
     else:
         body = await _json_body(request, CLASSIFY_BODIES[field])
         if isinstance(body, JSONResponse):
             return body
         raw = getattr(body, field)
     if len(raw) > cfg.max_texts:
-        return _error(422, field, f"{len(raw)} {field}; at most {cfg.max_texts} per request")
+        return error(422, field, f"{len(raw)} {field}; at most {cfg.max_texts} per request")
     if inputs is None:  # texts go to the model as they are
         return raw
     items = []
@@ -379,7 +377,7 @@ async def _classify_items(request: Request, runner, cfg: ServeConfig):
         try:
             items.append(inputs.item(x))
         except InputError as exc:
-            return _error(422, f"{field}.{i}" + (f".{exc.part}" if exc.part else ""), str(exc))
+            return error(422, f"{field}.{i}" + (f".{exc.part}" if exc.part else ""), str(exc))
     return items
 
 
@@ -388,14 +386,14 @@ async def _json_body(request: Request, model: type[BaseModel]):
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
-        return _error(400, None, "the body is not UTF-8 text")
+        return error(400, None, "the body is not UTF-8 text")
     try:
         return model.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
-        return _error(422, None, f"the body is not valid JSON ({exc.msg} at character {exc.pos})")
+        return error(422, None, f"the body is not valid JSON ({exc.msg} at character {exc.pos})")
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {}
-        return _error(422, ".".join(str(x) for x in first.get("loc", ())) or None, first.get("msg", "invalid request"))
+        return error(422, ".".join(str(x) for x in first.get("loc", ())) or None, first.get("msg", "invalid request"))
 
 
 def _add_ner(app: FastAPI, srv: _Server) -> None:
@@ -435,23 +433,24 @@ def _add_generate(app: FastAPI, srv: _Server) -> None:
         if req.max_new_tokens is None:
             req.max_new_tokens = min(64, cfg.max_new_tokens)
         if req.max_new_tokens > cfg.max_new_tokens:
-            return _error(422, "max_new_tokens", f"{req.max_new_tokens}; this server allows at most {cfg.max_new_tokens}")
+            return error(422, "max_new_tokens", f"{req.max_new_tokens}; this server allows at most {cfg.max_new_tokens}")
         if len(req.prompt) > cfg.max_chars:
-            return _error(422, "prompt", f"{len(req.prompt)} characters; at most {cfg.max_chars}")
+            return error(422, "prompt", f"{len(req.prompt)} characters; at most {cfg.max_chars}")
         try:
             srv.state["runner"].prompt_ids(req.prompt)
         except UsageError as exc:
-            return _error(422, "prompt", str(exc))
+            return error(422, "prompt", str(exc))
         params = GenerationRequest(req.prompt, req.max_new_tokens, req.temperature, req.top_k, req.top_p,
                                    list(req.stop), req.seed, req.ignore_eos)
         try:
             job = srv.state["generations"].submit(params)
         except QueueFull:
-            return _error(429, None, "too many generations waiting; retry later")
+            return error(429, None, "too many generations waiting; retry later")
         if req.stream:
-            return StreamingResponse(_sse(job, cfg.timeout_s), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        return await _complete(job, request, cfg.timeout_s)
+            stream = sse(job, cfg.timeout_s, lambda token, text: [{"token": token, "text": text}],
+                         lambda record: [{"done": True, **record}])
+            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return await complete(job, request, cfg.timeout_s)
 
 
 # the endpoints of each model kind a runner can hold (runner.kind → its routes); see runner.ENDPOINTS
@@ -460,77 +459,6 @@ ROUTES = {"classify": _add_classify, "token": _add_ner, "encoder": _add_embed, "
 
 def _public(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "line"}
-
-
-async def _next_event(job, timeout_s: float):
-    return await asyncio.wait_for(job.events.get(), timeout_s)
-
-
-async def _complete(job, request: Request, timeout_s: float):
-    """Wait for a whole generation; a client that leaves or a timeout stops it."""
-    async def final():
-        while True:
-            event = await job.events.get()
-            if event[0] != "token":
-                return event
-
-    work = asyncio.ensure_future(asyncio.wait_for(final(), timeout_s))
-    watch = asyncio.ensure_future(_disconnected(request))
-    await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-    if not work.done():
-        job.cancel.set()
-        work.cancel()
-        return _error(499, None, "client disconnected")
-    watch.cancel()
-    try:
-        event = work.result()
-    except asyncio.TimeoutError:
-        job.cancel.set()
-        return _error(504, None, f"no result within {timeout_s} s")
-    if event[0] == "error":
-        return _generation_error(event[1])
-    return event[1]
-
-
-def _generation_error(exc: Exception) -> JSONResponse:
-    if isinstance(exc, UsageError):
-        return _error(422, "prompt", str(exc))
-    raise exc  # a bug: the guard answers 500 and the server logs it
-
-
-async def _sse(job, timeout_s: float):
-    """Server-sent events of one generation. The client leaving closes this generator (Starlette
-    cancels the response); ``finally`` then stops the generation. ``timeout_s`` bounds the wait
-    for each event, the first included."""
-    try:
-        while True:
-            try:
-                event = await _next_event(job, timeout_s)
-            except asyncio.TimeoutError:
-                yield _event({"error": {"field": None, "message": f"no token within {timeout_s} s"}})
-                return
-            if event[0] == "token":
-                yield _event({"token": event[1], "text": event[2]})
-                continue
-            if event[0] == "error":
-                msg = str(event[1]) if isinstance(event[1], UsageError) else "internal error"
-                yield _event({"error": {"field": "prompt" if isinstance(event[1], UsageError) else None, "message": msg}})
-            else:
-                yield _event({"done": True, **event[1]})
-            yield "data: [DONE]\n\n"
-            return
-    finally:
-        job.cancel.set()
-
-
-def _event(payload: dict) -> str:
-    return f"data: {json.dumps(payload)}\n\n"
-
-
-async def _disconnected(request: Request, every_s: float = 0.05) -> None:
-    """Returns once the client has closed its connection."""
-    while not await request.is_disconnected():
-        await asyncio.sleep(every_s)
 
 
 def _version() -> str:

@@ -21,7 +21,7 @@ import torch
 from lmforge.errors import ArtifactError
 from lmforge.export.onnx_arrays import array_model_folder
 from lmforge.inference.ort import session as ort_session
-from lmforge.kinds import is_array_kind, model_inputs, task
+from lmforge.kinds import array_kinds, model_inputs, task
 from lmforge.layout import TASK_META_FILE
 from lmforge.models.arrays import CONFIG_FILE, load_array_model, read_array_config
 from lmforge.serving.config import ServeConfig
@@ -34,15 +34,8 @@ def array_source(cfg: ServeConfig) -> Optional[Path]:
     if cfg.backend == "onnx":
         meta = folder / TASK_META_FILE
         kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else None
-        return folder if isinstance(kind, str) and is_array_kind_name(kind) else None
+        return folder if kind in array_kinds() else None  # a text export's "kind" is no data kind
     return array_model_folder(folder)
-
-
-def is_array_kind_name(kind: str) -> bool:
-    try:
-        return is_array_kind(kind)
-    except Exception:  # a text export's "kind" is not a data kind
-        return False
 
 
 class ArrayRunner:

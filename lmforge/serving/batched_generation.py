@@ -57,7 +57,6 @@ class BatchedGenerations:
         self.running = 0
         self.dropped = 0
         self.stopped = 0
-        self.steps = 0  # batched decode steps run
         self._pending: deque = deque()
         self._wake = threading.Condition()
         self._closed = False
@@ -242,7 +241,6 @@ class BatchedGenerations:
             h = self.model.body(ids, mask, None, self._cache, positions)
         logits = self.model.head(h)[:, -1].float()  # (B, V)
         self._mask = mask
-        self.steps += 1
         alive = [i for i, row in enumerate(rows) if self._accept(row, logits[i:i + 1])]
         if len(alive) < len(rows):
             self._select(alive)

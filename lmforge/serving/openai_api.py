@@ -22,10 +22,9 @@ not silently ignored.
 from __future__ import annotations
 
 import base64
-import json
 import time
 import uuid
-from typing import Annotated, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -35,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmforge.errors import UsageError
 from lmforge.serving.batcher import QueueFull
 from lmforge.serving.lm_runner import GenerationRequest
+from lmforge.serving.responses import complete, error, sse
 
 Stop = Annotated[str, Field(max_length=256)]
 
@@ -58,7 +58,7 @@ class CompletionRequest(BaseModel):
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = Field(1, ge=1, le=1, description="one completion per request")
     best_of: Optional[int] = Field(None, ge=1, le=1)
-    echo: Optional[bool] = Field(False, description="not supported: must be false")
+    echo: Optional[Literal[False]] = Field(False, description="not supported: leave it out or false")
     logprobs: Optional[int] = Field(None, le=0, description="not supported: leave it out")
     suffix: Optional[str] = Field(None, max_length=0, description="not supported: leave it out")
     presence_penalty: Optional[float] = Field(0.0, ge=0.0, le=0.0, description="not supported: 0")
@@ -75,10 +75,6 @@ class EmbeddingsRequest(BaseModel):
     user: Optional[str] = None
 
 
-def _error(status: int, field: Optional[str], message: str) -> JSONResponse:
-    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
-
-
 def add_openai_routes(app: FastAPI, srv) -> None:
     """Register /v1/models, /v1/completions and /v1/embeddings on ``app`` (``srv``: the app's _Server)."""
 
@@ -86,18 +82,14 @@ def add_openai_routes(app: FastAPI, srv) -> None:
     async def models():
         r = srv.state.get("runner")
         if r is None:
-            return _error(503, None, "model not loaded yet")
+            return error(503, None, "model not loaded yet")
         return {"object": "list", "data": [{"id": model_id(r), "object": "model", "created": srv.started,
                                             "owned_by": "lmforge"}]}
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
         """A completion in OpenAI's format (``stream``: its server-sent chunks)."""
-        from lmforge.serving.app import _complete
-
         if (bad := srv.wrong_model("causal_lm")) is not None:
-            return bad
-        if (bad := _unsupported(req)) is not None:
             return bad
         params = _generation(req, srv.cfg)
         if isinstance(params, JSONResponse):
@@ -105,17 +97,17 @@ def add_openai_routes(app: FastAPI, srv) -> None:
         try:
             srv.state["runner"].prompt_ids(params.prompt)
         except UsageError as exc:
-            return _error(422, "prompt", str(exc))
+            return error(422, "prompt", str(exc))
         try:
             job = srv.state["generations"].submit(params)
         except QueueFull:
-            return _error(429, None, "too many generations waiting; retry later")
+            return error(429, None, "too many generations waiting; retry later")
         meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_id(srv.state["runner"])}
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(_chunks(job, meta, usage, srv.cfg.timeout_s), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        done = await _complete(job, request, srv.cfg.timeout_s)
+        done = await complete(job, request, srv.cfg.timeout_s)
         if isinstance(done, JSONResponse):
             return done
         return {**meta, "object": "text_completion",
@@ -151,19 +143,13 @@ def model_id(runner) -> str:
     return folder.parent.parent.name if name in ("best", "pretrain", "onnx") and folder.parent.parent.name else name
 
 
-def _unsupported(req: CompletionRequest) -> Optional[JSONResponse]:
-    if req.echo:
-        return _error(422, "echo", "echo is not supported; leave it out or set it to false")
-    return None
-
-
 def _generation(req: CompletionRequest, cfg) -> Union[GenerationRequest, JSONResponse]:
     prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
     max_tokens = req.max_tokens if req.max_tokens is not None else 16
     if max_tokens > cfg.max_new_tokens:
-        return _error(422, "max_tokens", f"{max_tokens}; this server allows at most {cfg.max_new_tokens}")
+        return error(422, "max_tokens", f"{max_tokens}; this server allows at most {cfg.max_new_tokens}")
     if len(prompt) > cfg.max_chars:
-        return _error(422, "prompt", f"{len(prompt)} characters; at most {cfg.max_chars}")
+        return error(422, "prompt", f"{len(prompt)} characters; at most {cfg.max_chars}")
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     top_p = req.top_p if req.top_p is not None and req.top_p < 1.0 else None
     temperature = 1.0 if req.temperature is None else req.temperature
@@ -180,35 +166,15 @@ def _usage(record: dict) -> dict:
             "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}
 
 
-async def _chunks(job, meta: dict, include_usage: bool, timeout_s: float):
-    """OpenAI's streamed completion: a chunk per text piece, one with the finish reason, [DONE]."""
-    import asyncio
+def _chunks(job, meta: dict, include_usage: bool, timeout_s: float):
+    """OpenAI's streamed completion: a chunk per text piece, one with the finish reason (and one with
+    the usage when asked), then [DONE]."""
+    def chunk(text: str, finish: Optional[str]) -> dict:
+        return {**meta, "object": "text_completion",
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
 
-    def chunk(text: str, finish: Optional[str], usage=None) -> str:
-        body = {**meta, "object": "text_completion",
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}] if usage is None else [],
-                **({"usage": usage} if usage is not None else {})}
-        return f"data: {json.dumps(body)}\n\n"
+    def done(record: dict) -> list[dict]:
+        usage = [{**meta, "object": "text_completion", "choices": [], "usage": _usage(record)}]
+        return [chunk("", _finish(record["finish_reason"]))] + (usage if include_usage else [])
 
-    try:
-        while True:
-            try:
-                event = await asyncio.wait_for(job.events.get(), timeout_s)
-            except asyncio.TimeoutError:
-                yield f"data: {json.dumps({'error': {'field': None, 'message': f'no token within {timeout_s} s'}})}\n\n"
-                return
-            if event[0] == "token":
-                if event[2]:
-                    yield chunk(event[2], None)
-                continue
-            if event[0] == "error":
-                msg = str(event[1]) if isinstance(event[1], UsageError) else "internal error"
-                yield f"data: {json.dumps({'error': {'field': 'prompt' if isinstance(event[1], UsageError) else None, 'message': msg}})}\n\n"
-            else:
-                yield chunk("", _finish(event[1]["finish_reason"]))
-                if include_usage:
-                    yield chunk("", None, _usage(event[1]))
-            yield "data: [DONE]\n\n"
-            return
-    finally:
-        job.cancel.set()
+    return sse(job, timeout_s, lambda token, text: [chunk(text, None)] if text else [], done)

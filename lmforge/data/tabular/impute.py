@@ -225,6 +225,15 @@ class IterativeFill(_Scaled):
         return np.hstack(blocks) if blocks else np.zeros((len(cats), 0))  # (N, ΣK)
 
     def fit(self, train: pd.DataFrame, columns: list[str]) -> "IterativeFill":
+        self._fit(train, columns)
+        return self
+
+    def fit_transform(self, train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """``fit`` then ``transform(train)``, with the train rows imputed once (by the fitting itself)."""
+        return self._filled(train, self._fit(train, columns))
+
+    def _fit(self, train: pd.DataFrame, columns: list[str]) -> dict:
+        """Fit every round on ``train``; returns the rounds' final state for the train rows."""
         self.own_num = [c for c in columns if c in self.numeric]
         self.own_cat = [c for c in columns if c in self.categorical]
         self.levels = {c: sorted(train[c].dropna().astype(str).unique()) for c in self.categorical}
@@ -235,14 +244,7 @@ class IterativeFill(_Scaled):
         for _ in range(ITERATIVE_CAT_ROUNDS if self.own_cat else 1):
             models, state = self._round(train, None, state)
             self.rounds.append(models)
-        self._fitted = (train, state)  # fit_transform reads the train rows' imputation from here
-        return self
-
-    def fit_transform(self, train: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-        """``fit`` then ``transform(train)``, with the train rows imputed once (by the fitting itself)."""
-        self.fit(train, columns)
-        (df, state), self._fitted = self._fitted, None
-        return self._filled(df, state)
+        return state
 
     def _start(self, df: pd.DataFrame) -> pd.DataFrame:
         cats = df[self.categorical].astype(object).copy()
@@ -330,8 +332,12 @@ class TableImputer:
         return AutoencoderFill(m.autoencoder, self.seed, self.numeric, self.categorical)
 
     def fit(self, train: pd.DataFrame) -> "TableImputer":
-        """Fit every step on ``train`` as the earlier steps left it; the imputed train frame is kept
-        as ``fitted_train`` (so the caller need not impute train again; it may drop it)."""
+        self.fit_transform(train)
+        return self
+
+    def fit_transform(self, train: pd.DataFrame) -> pd.DataFrame:
+        """Fit every step on ``train`` as the earlier steps left it; returns the imputed train rows
+        (computed on the way, so a caller need not impute train again)."""
         self.steps = []
         for strategy in ORDER:
             cols = [c for c, s in self.strategies.items() if s == strategy]
@@ -342,8 +348,7 @@ class TableImputer:
                 else:
                     train = imputer.fit(train, cols).transform(train)
                 self.steps.append((strategy, cols, imputer))
-        self.fitted_train: Optional[pd.DataFrame] = train
-        return self
+        return train
 
     def transform(self, df: pd.DataFrame) -> pd.DataFrame:
         for _, _, imputer in self.steps:

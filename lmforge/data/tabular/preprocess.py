@@ -88,7 +88,6 @@ class TabularPreprocessor:
         self.labels: Optional[list[str]] = list(labels) if labels else None
         self.target = cfg.columns.target
         self.fitted = False
-        self._keep_frame, self._fitted_frame = False, None  # fit_transform: the train rows imputed once
 
     # ---- the steps ---------------------------------------------------------------------------------
     def _features(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -105,6 +104,16 @@ class TabularPreprocessor:
 
     def fit(self, train: pd.DataFrame, drop: Optional[list[str]] = None) -> "TabularPreprocessor":
         """Fit every step on ``train``; ``drop``: columns to drop (default: from ``missing.drop_column_above``)."""
+        self._fit(train, drop)
+        return self
+
+    def fit_transform(self, train: pd.DataFrame, lines: Optional[list[int]] = None,
+                      ids: Optional[list[str]] = None, drop: Optional[list[str]] = None) -> TabularArrays:
+        """``fit(train)`` then ``transform(train)``, imputing the train rows once."""
+        return self._arrays(train, self._fit(train, drop), lines, ids)
+
+    def _fit(self, train: pd.DataFrame, drop: Optional[list[str]]) -> pd.DataFrame:
+        """:meth:`fit`; returns the imputed train feature frame it computed on the way (= ``imputed(train)``)."""
         c, f = self.cfg.columns, self.cfg.features
         unknown = sorted(set(f.log + f.polynomial) - set(c.numeric))
         if unknown:
@@ -124,12 +133,9 @@ class TabularPreprocessor:
         self.log.fit(self.dates.transform(train[self.numeric_raw + self.dates.columns]))
         self.poly = PolynomialFeatures([x for x in f.polynomial if x in keep])
         base = self.numeric_raw + self.dates.names()
-        self.imputer = TableImputer(self.cfg.missing, base, self.categorical, self.seed,
-                                    ORDER_KEY if c.order else None).fit(self._features(train))
+        self.imputer = TableImputer(self.cfg.missing, base, self.categorical, self.seed, ORDER_KEY if c.order else None)
+        frame = self.poly.transform(self.imputer.fit_transform(self._features(train)))  # = self.imputed(train)
         self.numeric = base + self.poly.names()
-        frame = self.poly.transform(self.imputer.fitted_train)  # = self.imputed(train), imputed once
-        self.imputer.fitted_train = None
-        self._fitted_frame = frame if self._keep_frame else None  # for fit_transform
         x = as_matrix(frame, self.numeric)  # (N, P)
         self.outliers = OutlierClipper(self.cfg.outliers, self.cfg.outlier_factor).fit(x)
         self.scaler = Scaler(self.cfg.scaling).fit(self.outliers.transform(x))
@@ -141,7 +147,7 @@ class TabularPreprocessor:
         self.fitted = True
         roles = [x for x in [*c.numeric, *c.categorical, *c.dates, c.order, c.id, self.target] if x]
         self._train = train[[x for x in dict.fromkeys(roles) if x in train.columns]].reset_index(drop=True)
-        return self
+        return frame
 
     def transform(self, df: pd.DataFrame, lines: Optional[list[int]] = None,
                   ids: Optional[list[str]] = None) -> TabularArrays:
@@ -159,17 +165,6 @@ class TabularPreprocessor:
             raise DataError(f"the table lacks the feature columns {missing} the preprocessor was fit with")
         frame = self.imputed(df)
         return self._arrays(df, frame, lines, ids), frame
-
-    def fit_transform(self, train: pd.DataFrame, lines: Optional[list[int]] = None,
-                      ids: Optional[list[str]] = None, drop: Optional[list[str]] = None) -> TabularArrays:
-        """``fit(train)`` then ``transform(train)``, imputing the train rows once."""
-        self._keep_frame = True
-        try:
-            self.fit(train, drop=drop)
-        finally:
-            self._keep_frame = False
-        frame, self._fitted_frame = self._fitted_frame, None
-        return self._arrays(train, frame, lines, ids)
 
     def _arrays(self, df: pd.DataFrame, frame: pd.DataFrame, lines: Optional[list[int]],
                 ids: Optional[list[str]]) -> TabularArrays:

@@ -31,6 +31,7 @@ from lmforge.training.distributed import (Dist, all_reduce_mean, all_reduce_sum,
                                           grad_sync, rank_memory, setup, teardown, wrap)
 from lmforge.training.early_stopping import Best
 from lmforge.training.embedding_health import band_cosines, output_cosine, token_ranks
+from lmforge.training.average_init import average_first_layer
 from lmforge.training.embedding_init import init_from_cooccurrence, row_iter
 from lmforge.training.flops import detect_peak, flops_per_token
 from lmforge.training.interrupt import StopRequest
@@ -343,6 +344,10 @@ def _starting_model(p: PretrainConfig, model_cfg: ModelConfig, objective, train:
         embedding_start = {"kind": p.embedding_init, "note": "set at the start of the run this one resumes"}
     else:
         embedding_start = {"kind": "random" if init_body is None and start is None else "from the start model"}
+    if p.first_layer == "average" and init_body is None and start is None and not resume:
+        embedding_start = {**embedding_start, "first_layer": average_first_layer(model.body)}
+        if d.main:
+            _say("first attention layer set to average over the text (the pooler sees the bag of token vectors)")
     if start is not None:
         start(model)  # before the optimizer and DDP see the parameters; a resume overwrites them below
     if p.freeze_embeddings:

@@ -47,7 +47,8 @@ def run_config(ft: FinetuneConfig, t: TransferConfig, start: str, init: str, cou
     return replace(ft, init=init,
                    data=replace(ft.data, max_train_examples=None if count == 0 else count, test_file=None),
                    loop=replace(ft.loop, max_steps=steps, eval_every=steps),  # score the final model only
-                   optim=replace(ft.optim, lr=t.start_lr.get(start, ft.optim.lr)))
+                   optim=replace(ft.optim, lr=t.start_lr.get(start, ft.optim.lr),
+                                 head_lr=t.start_head_lr.get(start, ft.optim.head_lr)))
 
 
 def transfer(t: TransferConfig, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int) -> list[dict]:
@@ -98,7 +99,7 @@ def _one_run(ft: FinetuneConfig, t: TransferConfig, model_cfg: ModelConfig, path
     # an unfinished run (not in results.jsonl) starts over: overwrite its checkpoints
     summary = finetune(run, model_cfg, run_paths, seed, name=f"transfer {start}", overwrite=True, progress=False)
     return {"start": start, "init": init, "labels_requested": count, "seed": seed, "train_examples": n,
-            "steps": run.loop.max_steps, "lr": run.optim.lr, "metric": metric,
+            "steps": run.loop.max_steps, "lr": run.optim.lr, "head_lr": run.optim.head_lr, "metric": metric,
             "value": summary["results"]["val"][metric], "seconds": round(time.time() - t0, 1),
             # the classical baseline on the same labeled subset (text classification)
             "tfidf_logreg": summary.get("baselines", {}).get("tfidf_logreg", {}).get("val", {}).get(metric)}

@@ -39,6 +39,7 @@ class PretrainConfig:
     rtd_generator_ratio: float = field(default=0.25, metadata={"min": 0.05, "max": 1.0, "help": "rtd: the generator's width as a share of the encoder's (whole heads)"})
     embedding_init: Literal["random", "cooccurrence"] = field(default="random", metadata={"help": "token embeddings before the first step: random, or cooccurrence = PPMI + truncated SVD of the train tokens' co-occurrence within embedding_window positions of one document (seconds; a fresh run from random weights only, not with init)"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep the token embedding table fixed while the rest trains (e.g. after embedding_init: cooccurrence, so the objective cannot wear it down)"})
+    first_layer: Literal["random", "average"] = field(default="random", metadata={"help": "the first attention layer before the first step: random, or average = near-uniform attention that adds 4 × the mean of the text to every position, so the pooler sees the bag of (co-occurrence) token vectors from step 0 (a fresh run only, not with init)"})
     embedding_window: int = field(default=32, metadata={"min": 1, "help": "embedding_init cooccurrence: how far apart (in tokens, within one document) two tokens count as co-occurring"})
     embedding_max_tokens: int = field(default=5_000_000, metadata={"min": 1000, "help": "embedding_init cooccurrence: train tokens counted at most (memory is about 24 bytes per token per window offset)"})
     rtd_weight: float = field(default=50.0, metadata={"min": 0.0, "help": "rtd: weight of the discriminator's loss against the generator's"})
@@ -66,6 +67,9 @@ class PretrainConfig:
         if self.embedding_init != "random" and self.init:
             yield "embedding_init", (f"{self.embedding_init} fills a fresh model's embeddings; with init ({self.init}) "
                                      "the checkpoint's embeddings are used: drop one of the two")
+        if self.first_layer != "random" and self.init:
+            yield "first_layer", (f"{self.first_layer} sets a fresh model's first layer; with init ({self.init}) "
+                                  "the checkpoint's layers are used: drop one of the two")
         if self.mae_decoder_width % self.mae_decoder_heads:
             yield "mae_decoder_heads", (f"must divide mae_decoder_width={self.mae_decoder_width}; "
                                         f"got {self.mae_decoder_heads}")

@@ -14,6 +14,7 @@ class TransferConfig:
                                    metadata={"help": "name → finetune.init (random, a pretrain folder, an HF folder, minilm)"})
     seeds: Optional[list[int]] = field(default=None, metadata={"help": "seeds per cell (each draws its own label subset and, for random, its own init); the table shows mean (min-max); default [seed]"})
     start_lr: dict[str, float] = field(default_factory=dict, metadata={"help": "optional learning rate per start name"})
+    start_head_lr: dict[str, float] = field(default_factory=dict, metadata={"help": "optional learning rate of the new head (pooler + classifier) per start name (default finetune.optim.head_lr)"})
     min_steps: int = field(default=100, metadata={"min": 1, "help": "at least this many steps per run (small sets get more epochs)"})
     max_steps: Optional[int] = field(default=None, metadata={"min": 1, "help": "at most this many steps per run"})
     out_dir: Optional[str] = field(default=None, metadata={"help": "default <run>/transfer"})
@@ -25,6 +26,7 @@ class TransferConfig:
             yield "label_counts", "counts must be >= 0 (0 = all)"
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             yield "seeds", "a non-empty list of distinct seeds, e.g. [1234, 1, 2]"
-        for k in self.start_lr:
-            if k not in self.starts:
-                yield f"start_lr.{k}", f"no start named {k!r}; starts: {sorted(self.starts)}"
+        for key in ("start_lr", "start_head_lr"):
+            for k in getattr(self, key):
+                if k not in self.starts:
+                    yield f"{key}.{k}", f"no start named {k!r}; starts: {sorted(self.starts)}"

@@ -314,10 +314,16 @@ def test_embedding_init_from_cooccurrence(prepared, cfg_for, capsys):
     assert not torch.equal(a["body.blocks.0.attn.qkv_proj.weight"], b["body.blocks.0.attn.qkv_proj.weight"])  # the rest trains
     # max_steps 0: the initialized model alone, evaluated and saved as step 0 (a start for fine-tuning)
     zero = cfg_for("cooc0", **{"model.arch": "encoder", "pretrain.objective": "mlm", "pretrain.max_steps": 0,
-                               "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8})
+                               "pretrain.embedding_init": "cooccurrence", "pretrain.embedding_window": 8,
+                               "pretrain.first_layer": "average"})
     assert main(["pretrain", str(zero), "--no-progress"]) == 0
     s0 = json.loads((prepared / "cooc0" / "pretrain" / "summary.json").read_text())
     assert s0["steps"] == 0 and s0["best"]["name"] == "step_0000000" and s0["best"]["val_loss"] > 0
-    assert (prepared / "cooc0" / "pretrain" / "checkpoints" / "step_0000000" / "model.safetensors").is_file()
+    assert s0["embedding_init"]["first_layer"]["kind"] == "average"
+    w0 = load_file(str(prepared / "cooc0" / "pretrain" / "checkpoints" / "step_0000000" / "model.safetensors"))
+    o = w0["body.blocks.0.attn.o_proj.weight"]
+    assert torch.equal(o, 4.0 * torch.eye(o.shape[0]))  # block 0 averages the text (saved as the start)
+    with pytest.raises(Exception, match="first_layer: average sets a fresh model"):
+        load_config(str(zero), ["pretrain.embedding_init=random", "pretrain.init=minilm"])
     with pytest.raises(Exception, match="embedding_init: cooccurrence fills a fresh model"):
         load_config(str(cfg), ["pretrain.init=minilm"])

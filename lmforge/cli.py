@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lmforge.config import ConfigError, load_config
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.time()
             rc = args.func(args)
-            if rc == 0 and args.command in TIMED:
+            if rc == 0 and args.command in TIMED and os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 says it
                 what = f"{args.command} {getattr(args, 'action', '')}".strip()
                 print(f"lmforge {what}: done in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
             return rc

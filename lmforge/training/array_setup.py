@@ -68,7 +68,7 @@ def selection_metric(requested: str, task, meta: dict) -> str:
 
 
 def array_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, device: torch.device, name: str,
-                loss_factory=None, unlabeled=None) -> FinetuneSetup:
+                loss_factory=None, unlabeled=None, d=None) -> FinetuneSetup:
     """The image/table side of the loop (see the module docstring)."""
     if loss_factory is not None or unlabeled:
         raise TrainingError(f"distillation fine-tunes text models; finetune.task is {ft.task}")

@@ -25,8 +25,10 @@ def say(msg: str) -> None:
     print(f"[finetune] {msg}", flush=True)
 
 
-# (indices of the micro-batch's examples, step, micro-batch number) -> (loss to minimize, loss to log),
-# or None to skip the micro-batch (an image/table epoch's last batch of one row)
+# (indices of the micro-batch's examples, step, micro-batch number) -> (loss to minimize, loss to log[, its
+# weight in loss units: labeled tokens, summed class weights; default the number of examples]), or None to
+# skip the micro-batch (an image/table epoch's last batch of one row). Under DDP the loop scales the loss by
+# each rank's share of the units, so the mean must be over those units.
 TrainLoss = Callable[[np.ndarray, int, int], Optional[tuple[torch.Tensor, torch.Tensor]]]
 
 
@@ -48,4 +50,5 @@ class FinetuneSetup:
     final: Callable[[int, Optional[dict]], dict]  # (best step, full val metrics of the in-memory best or None) -> results
     describe: str  # the console line that opens the run
     checkpoint_extra: dict = field(default_factory=dict)  # kept in every checkpoint's state (labels, task)
+    net: Optional[nn.Module] = None  # what train_loss calls when it is not ``model`` itself (DDP's wrapper)
     summary: dict = field(default_factory=dict)  # kind-specific keys of summary.json

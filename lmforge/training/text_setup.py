@@ -33,6 +33,7 @@ from lmforge.tasks.batching import collate, pack, row_length
 from lmforge.tasks.encoding import Encoded
 from lmforge.tokenizer.io import load_for_model
 from lmforge.training.finetune_config import FinetuneConfig, PeftConfig
+from lmforge.training.distributed import Dist, wrap
 from lmforge.training.finetune_setup import FinetuneSetup, say as _say
 from lmforge.training.losses import class_weights, classification_loss
 from lmforge.training.optim import build_optimizer, param_groups
@@ -153,7 +154,8 @@ def _examples_and_labels(ft: FinetuneConfig, task: Task, paths: RunPaths, seed: 
 
 
 def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int, device: torch.device, name: str,
-               loss_factory: Optional[LossFactory] = None, unlabeled: Optional[list[Example]] = None) -> FinetuneSetup:
+               loss_factory: Optional[LossFactory] = None, unlabeled: Optional[list[Example]] = None,
+               d: Optional[Dist] = None) -> FinetuneSetup:
     """The text task's side of the loop (see the module docstring). ``loss_factory`` replaces the
     cross-entropy (distillation); ``unlabeled`` examples join the training set with label -100."""
     D, O, L = ft.data, ft.optim, ft.loop
@@ -178,6 +180,7 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
                else lambda logits, batch: classification_loss(logits, batch["labels"], weights))
     freeze(model, ft.peft)
     model.to(device)
+    net = wrap(model, d or Dist(device=device))  # DDP under torchrun, the model itself otherwise
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_params = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
     optimizer = build_optimizer(param_groups(model, O.lr, O.weight_decay, head_lr=O.head_lr, decay_embeddings=O.decay_embeddings,
@@ -197,10 +200,12 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
                      model.causal) if use_pack else collate(enc["train"], idx, specials.pad)
         batch["index"] = torch.as_tensor(idx)
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits, _ = model(batch["ids"], batch["attention_mask"], positions=batch.get("positions"),
-                          pool_index=batch.get("pool_index"))
+        logits, _ = net(batch["ids"], batch["attention_mask"], positions=batch.get("positions"),
+                        pool_index=batch.get("pool_index"))
         loss = loss_fn(logits, batch)
-        return loss, loss
+        scored = batch["labels"] != -100  # the units the mean is over (weighted when classes are)
+        units = weights.to(device)[batch["labels"][scored]].sum() if weights is not None else scored.sum()
+        return loss, loss, units
 
     def evaluate() -> dict:
         return evaluate_task(model, task, enc["val"], examples["val"], labels, L.eval_batch_size, specials.pad, device)
@@ -226,7 +231,7 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
         micro_batch=micro_batch, train_loss=train_loss, evaluate=evaluate if len(enc["val"]) else None,
         headline_keys=("loss", "accuracy", "f1_macro", "entity_f1"), metric=ft.selection_metric(),
         save_best=save_best, final=final, describe=describe,
-        checkpoint_extra={"labels": labels, "task": ft.task},
+        checkpoint_extra={"labels": labels, "task": ft.task}, net=net,
         summary={"train_examples": n_labeled, "unlabeled_examples": len(unlabeled), "labels": labels,
                  "start": start.description, "truncated": {s: enc[s].truncated for s in SPLITS},
                  "trainable_params": n_trainable, "params": n_params})

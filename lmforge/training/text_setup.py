@@ -126,6 +126,14 @@ def _starting_model(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths,
     return start
 
 
+def _optimizer(model, ft: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; the new head (pooler + classifier) at ``optim.head_lr``."""
+    O = ft.optim
+    groups = param_groups(model, O.lr, O.weight_decay, head_lr=O.head_lr, decay_embeddings=O.decay_embeddings,
+                          head_prefixes=("classifier", "pooler"))[0]
+    return build_optimizer(groups, "adamw", O.lr, tuple(O.betas), eps=1e-8)
+
+
 def _batches(lengths: np.ndarray, batch_size: int, seed: int, bucket: bool):
     """g -> the indices of the run's g-th micro-batch (a function of seed and epoch: exact resume)."""
     n_batches = -(-len(lengths) // batch_size)
@@ -158,16 +166,14 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
                d: Optional[Dist] = None) -> FinetuneSetup:
     """The text task's side of the loop (see the module docstring). ``loss_factory`` replaces the
     cross-entropy (distillation); ``unlabeled`` examples join the training set with label -100."""
-    D, O, L = ft.data, ft.optim, ft.loop
+    D, L = ft.data, ft.loop
     task, unlabeled = get_task(ft.task), unlabeled or []
     if unlabeled and loss_factory is None:
         raise TrainingError("unlabeled training examples need a loss that learns from them (distillation)")
     examples, labels = _examples_and_labels(ft, task, paths, seed)
-    n_labeled = len(examples["train"])
-    examples["train"] = examples["train"] + unlabeled
+    n_labeled, examples["train"] = len(examples["train"]), examples["train"] + unlabeled
     start = _starting_model(ft, model_cfg, paths, labels)
-    model = start.model
-    tok, specials = load_for_model(start.tokenizer_dir)
+    model, (tok, specials) = start.model, load_for_model(start.tokenizer_dir)
     say_tokenizer(ft, start.tokenizer_dir, None if D.train_file else tokenizer_of_tokens(tokens_dir(paths.finetune_data)))
     if D.max_length > model.cfg.max_seq_len:
         raise TrainingError(f"finetune.data.max_length={D.max_length} exceeds the model's max_seq_len "
@@ -183,8 +189,7 @@ def text_setup(ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed
     net = wrap(model, d or Dist(device=device))  # DDP under torchrun, the model itself otherwise
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_params = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
-    optimizer = build_optimizer(param_groups(model, O.lr, O.weight_decay, head_lr=O.head_lr, decay_embeddings=O.decay_embeddings,
-                                             head_prefixes=("classifier", "pooler"))[0], "adamw", O.lr, tuple(O.betas), eps=1e-8)
+    optimizer = _optimizer(model, ft)
 
     lengths = enc["train"].lengths
     n_batches = -(-len(lengths) // L.batch_size)

@@ -275,3 +275,25 @@ def table_model(tmp_path_factory) -> Path:
                  "split": {"val": 0.15, "test": 0.2}},
         "model": {"arch": "tab_transformer", "n_layer": 1, "n_head": 2, "d_model": 16, "d_ff": 32},
         "finetune": {"optim": {"lr": 3e-3}, "loop": {"max_steps": 60, "batch_size": 32, "threads": 1}}})
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, tiny file system (tmpfs, 64 kB; grow or shrink it with :func:`resize`) for disk-full
+    tests; skipped where mounting is not permitted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def resize(mnt, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of every file under ``root``."""
+    return sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())

@@ -42,7 +42,7 @@ from lmforge.config import ConfigError
 from lmforge.config.experiment import ExperimentConfig, load_config, set_path
 from lmforge.evaluation.metrics import LOWER_IS_BETTER
 from lmforge.config.schema import describe
-from lmforge.errors import Interrupted, LmforgeError
+from lmforge.errors import Interrupted, LmforgeError, StorageError
 from lmforge.training.checkpoint import ResumeError
 from lmforge.training.trial import TRIAL_ENV, make_pruner
 from lmforge.training.finetune_config import FinetuneConfig
@@ -155,8 +155,6 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
     """Run (or continue) the study named ``name``; ``raw`` is the whole config as written (what
     every trial starts from). ``data_dir``: the run's prepared data, which fine-tuning trials read
     (each trial has a run folder of its own). Returns the best trial's record."""
-    import optuna
-
     base = {k: v for k, v in copy.deepcopy(raw).items() if k != "tune"}
     if t.target == "finetune" and data_dir is not None and not ft.data.data_dir and not ft.data.train_file:
         base.setdefault("finetune", {}).setdefault("data", {})["data_dir"] = str(Path(data_dir).resolve())
@@ -164,23 +162,9 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
     metric, direction = resolve_metric(t, ft)
     out = Path(t.out_dir) if t.out_dir else Path(run_dir) / "tune"
     db = out / "study.db"
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise ResumeError(f"{out} already holds a study: continue it with --resume, or start over with --overwrite")
-        shutil.rmtree(out)
-    if resume and t.storage is None and not db.exists():
-        raise ResumeError(f"--resume: no study at {db}")
-    (out / "trials").mkdir(parents=True, exist_ok=True)
-    (out / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+    _prepare_folder(out, db, t, base, resume, overwrite)
     storage = t.storage or f"sqlite:///{db.resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
-                                sampler=_sampler(t, seed if t.seed is None else t.seed), pruner=make_pruner(t.pruner),
-                                load_if_exists=True)
-    _same_search(study, t, metric, direction, storage)
-    for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        _tell(study, tr.number, state=optuna.trial.TrialState.FAIL)  # left running by a killed tuner
-        _say(f"trial {tr.number} was running when the tuner stopped: recorded as failed")
+    study, records = _open_study(t, name, storage, direction, metric, seed if t.seed is None else t.seed, out)
     n_trials = min(t.n_trials, _grid_size(t)) if t.sampler == "grid" else t.n_trials
     done_before = len(study.trials)
     if done_before:
@@ -188,9 +172,9 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
     threads = max(1, (os.cpu_count() or 1) // t.n_jobs)
     lock = threading.Lock()
     t0 = time.time()
-    records: dict[int, dict] = {r["number"]: r for r in _read_records(out)}
     _retry_interrupted(study, records)
-    stop = threading.Event()  # Ctrl-C: no new trial starts
+    stop = threading.Event()  # Ctrl-C or a full disk: no new trial starts
+    storage_failure: list[str] = []  # why the study's folder or database could not be written
 
     def next_trial():
         with lock:
@@ -205,21 +189,34 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
         while (item := next_trial()) is not None:
             trial, params = item
             rec = _run_trial(out, t.target, trial, params, storage, name, metric, t.pruner, threads)
+            if rec["state"] == "failed" and _disk_full(rec["reason"]):  # the disk's fault, not the parameters'
+                rec["state"], rec["reason"] = "interrupted", "no space left on device"
+                storage_failure.append(f"trial {trial.number} ran out of space in {out}")
+                stop.set()
             if stop.is_set() and rec["state"] == "failed":  # stopped by the same Ctrl-C: tried again on --resume
                 rec["state"], rec["reason"] = "interrupted", "Ctrl-C while it ran"
             with lock:
-                _finish(study, trial, rec, direction)
-                records[trial.number] = rec
-                _write_outputs(out, study, records, base, t, metric, direction)
-                best = _best_record(records, direction)
+                try:
+                    _finish(study, trial, rec, direction)
+                    records[trial.number] = rec
+                    _write_outputs(out, study, records, base, t, metric, direction)
+                except Exception as exc:  # the study database or folder cannot be written (a full disk, ...)
+                    why = _storage_failure(exc, db)
+                    if why is None:
+                        raise
+                    storage_failure.append(why)
+                    stop.set()
+                    return
                 left = max(0, n_trials - len(study.trials))
                 eta = (time.time() - t0) / max(1, len(study.trials) - done_before) * left / t.n_jobs
-                best_txt = f"{_fmt(best['value'])} (trial {best['number']})" if best else "none yet"
-                _say(f"trial {trial.number} {rec['state']}: {metric} {_fmt(rec.get('value'))} {json.dumps(params)} "
-                     f"({rec['seconds']:.1f} s) — best {best_txt}; {left} left, ETA {eta:.0f} s")
+                _say(_progress(rec, _best_record(records, direction), metric, left, eta))
             faults.point("tune.trial_done")
 
     stopped = _run_workers(t.n_jobs, worker, stop)
+    if storage_failure:
+        raise StorageError(f"{storage_failure[0]}: No space left on device (or the disk refused the write); free "
+                           "some space, then continue with: lmforge tune CONFIG --resume (finished trials are kept, "
+                           "the unfinished one is tried again)")
     _write_outputs(out, study, records, base, t, metric, direction)
     if stopped:
         raise Interrupted(f"tune stopped with {len(records)} trial(s) recorded in {out}",
@@ -230,6 +227,66 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
         raise LmforgeError(f"all {len(records)} trials failed or were pruned; reasons: {reasons[:3]}; see {out}/trials.jsonl")
     _say(f"best: trial {best['number']}, {metric} {_fmt(best['value'])}, {json.dumps(best['params'])} → {out / 'best.yaml'}")
     return best
+
+
+def _prepare_folder(out: Path, db: Path, t: TuneConfig, base: dict, resume: bool, overwrite: bool) -> None:
+    """The study's folder: refused or cleared when it holds an earlier study and this is no resume."""
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise ResumeError(f"{out} already holds a study: continue it with --resume, or start over with --overwrite")
+        shutil.rmtree(out)
+    if resume and t.storage is None and not db.exists():
+        raise ResumeError(f"--resume: no study at {db}")
+    (out / "trials").mkdir(parents=True, exist_ok=True)
+    (out / "base.yaml").write_text(yaml.safe_dump(base, sort_keys=False))
+
+
+def _open_study(t: TuneConfig, name: str, storage: str, direction: str, metric: str, seed: int, out: Path):
+    """The Optuna study (created, or loaded and checked to be the same search) and the trial records
+    so far; trials a stopped tuner left running become "interrupted" records, tried again."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=_sampler(t, seed),
+                                pruner=make_pruner(t.pruner), load_if_exists=True)
+    _same_search(study, t, metric, direction, storage)
+    if study.trials:  # resumed: a sampler seeded as before would replay the draws of the trials already run
+        study.sampler = _sampler(t, seed + len(study.trials))
+    records: dict[int, dict] = {r["number"]: r for r in _read_records(out)}
+    for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # left running by a tuner that was killed or could not write: not the parameters' fault
+        _tell(study, tr.number, state=optuna.trial.TrialState.FAIL)
+        records[tr.number] = {"number": tr.number, "params": tr.params, "state": "interrupted", "value": None,
+                              "reason": "running when the tuner stopped",
+                              "run_dir": str(out / "trials" / f"trial_{tr.number:04d}")}
+        _say(f"trial {tr.number} was running when the tuner stopped: its parameters are tried again")
+    return study, records
+
+
+def _progress(rec: dict, best: "dict | None", metric: str, left: int, eta: float) -> str:
+    best_txt = f"{_fmt(best['value'])} (trial {best['number']})" if best else "none yet"
+    return (f"trial {rec['number']} {rec['state']}: {metric} {_fmt(rec.get('value'))} {json.dumps(rec['params'])} "
+            f"({rec['seconds']:.1f} s) — best {best_txt}; {left} left, ETA {eta:.0f} s")
+
+
+def _disk_full(reason: str) -> bool:
+    """A trial's last log lines say its disk was full (or over quota)."""
+    return "No space left on device" in reason or "Disk quota exceeded" in reason or "disk is full" in reason
+
+
+def _storage_failure(exc: Exception, db: Path) -> "str | None":
+    """Why the tuner could not record a trial, when the disk is to blame (an OSError, or Optuna's
+    storage error over SQLite's "database or disk is full"); None for anything else."""
+    chain, e = [], exc
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno is not None:
+            return f"cannot write {e.filename or db.parent} ({e.strerror})"
+        if _disk_full(str(e)):
+            return f"cannot write the study database {db}"
+    return None
 
 
 def _grid_size(t: TuneConfig) -> int:
@@ -388,7 +445,7 @@ def _report(out: Path, rows: list[dict], metric: str, direction: str, importance
              "|---:|---|" + "---|" * len(keys) + "---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['number']} | {r['state']} | " + " | ".join(f"{r['params'].get(k)}" for k in keys)
-                     + f" | {_fmt(r.get('value'))} | {r['seconds']} | {r['peak_rss_mb']} |")
+                     + f" | {_fmt(r.get('value'))} | {r.get('seconds', '—')} | {r.get('peak_rss_mb', '—')} |")
     failed = [r for r in rows if r["state"] == "failed"]
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- trial {r['number']}: {r['reason']}" for r in failed]

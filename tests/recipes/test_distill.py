@@ -303,3 +303,40 @@ def test_a_stopped_distillation_resumes_exactly(teacher, fault, tmp_path):
     a, b = (load_file(str(root / n / "finetune" / "best" / "model.safetensors")) for n in (f"ref_{fault}", f"stop_{fault}"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (root / f"stop_{fault}" / "distill" / "distill.json").is_file()
+
+
+@pytest.mark.parametrize("share", [0.3, 0.7])  # out of space early (a first checkpoint) / late (best/, reports)
+def test_distillation_on_a_full_disk(teacher, small_disk, share, capsys):
+    """The student's run folder on a real, too small file system: one error line naming the device, no
+    traceback; every checkpoint left verifies; once space is freed the same command (``--resume``, or
+    ``--overwrite`` when nothing was kept) ends with the uninterrupted run's best step and weights."""
+    from conftest import resize, tree_bytes
+    from safetensors.torch import load_file
+
+    from lmforge.training import checkpoint as ckpt
+
+    root, t = teacher
+    ref = distill_config(root, f"disk_ref_{share}", t)
+    assert main(["distill", str(ref), "--no-progress"]) == 0
+    need = tree_bytes(root / f"disk_ref_{share}")
+    cfg = distill_config(root, f"disk_{share}", t)
+    cfg.write_text(cfg.read_text().replace(str(root / f"disk_{share}"), str(small_disk / "student")))
+    resize(small_disk, f"{int(share * need) // 1024}k")
+    capsys.readouterr()
+    assert main(["distill", str(cfg), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err, err
+    out = small_disk / "student" / "finetune"
+    kept = ckpt.list_checkpoints(out / "checkpoints")
+    for k in kept:
+        ckpt.read_checkpoint_state(k)
+    assert not (small_disk / "student" / "distill" / "distill.json").exists()
+    resize(small_disk, "64m")
+    assert main(["distill", str(cfg), "--no-progress", "--resume" if kept else "--overwrite"]) == 0
+    want = json.loads((root / f"disk_ref_{share}" / "finetune" / "summary.json").read_text())
+    got = json.loads((out / "summary.json").read_text())
+    assert got["best_step"] == want["best_step"] and got["results"]["val"] == pytest.approx(want["results"]["val"])
+    a = load_file(str(root / f"disk_ref_{share}" / "finetune" / "best" / "model.safetensors"))
+    b = load_file(str(out / "best" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert (small_disk / "student" / "distill" / "distill.json").is_file()

@@ -124,6 +124,7 @@ def test_kill9_of_the_tuner_then_resume(tmp_path, tokenizer_dir, capsys):
     after = trials(out)
     assert [x["number"] for x in after] == [0, 1, 2, 3]
     assert after[:2] == before  # finished trials are not run again
+    assert len({json.dumps(x["params"]) for x in after}) == 4  # the resumed sampler does not replay trials 0 and 1
 
 
 @pytest.mark.slow
@@ -167,3 +168,39 @@ def test_ctrl_c_of_the_tuner_then_resume(tmp_path, tokenizer_dir):
     assert sum(r["state"] == "complete" for r in after) == 3
     for r in before[1:]:  # the interrupted trial's parameters were tried again
         assert any(x["params"] == r["params"] and x["state"] == "complete" for x in after)
+
+
+def test_tune_on_a_full_disk(tmp_path, tokenizer_dir, small_disk, capsys):
+    """The study's folder (trial runs, trials.jsonl, the Optuna database) on a real file system that fills up
+    after the first trial: the tuner stops with one error line naming the device and no traceback (trials
+    are not recorded as failed because of the disk); once space is freed, ``--resume`` keeps the finished
+    trials and completes the study with the values an uninterrupted study gets for the same parameters."""
+    from conftest import resize, tree_bytes
+
+    space = {"finetune.optim.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}
+    ref = tune_config(tmp_path, tokenizer_dir, "disk_ref", space, pruner="none", n_trials=3)
+    assert main(["tune", str(ref)]) == 0
+    want = {json.dumps(r["params"], sort_keys=True): r["value"] for r in trials(tmp_path / "disk_ref" / "tune")}
+    cfg = tune_config(tmp_path, tokenizer_dir, "disk", space, pruner="none", n_trials=3)
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "disk"), str(small_disk / "disk")))
+    resize(small_disk, f"{int(0.5 * tree_bytes(tmp_path / 'disk_ref')) // 1024}k")
+    capsys.readouterr()
+    assert main(["tune", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err, err
+    out = small_disk / "disk" / "tune"
+    before = trials(out) if (out / "trials.jsonl").is_file() else []
+    assert all(r["state"] in ("complete", "interrupted") for r in before), before  # none "failed"
+    resize(small_disk, "64m")
+    assert main(["tune", str(cfg), "--resume"]) == 0
+    after = trials(out)
+    assert all(r in after for r in before if r["state"] == "complete")  # finished trials are not run again
+    done = [r for r in after if r["state"] == "complete"]
+    assert len(done) == 3
+    # the unfinished trial's parameters were tried again, and the resumed sampler did not replay earlier draws
+    assert len({json.dumps(r["params"], sort_keys=True) for r in done}) == 3
+    for r in done:  # each trial is a deterministic fine-tuning run: same parameters, same value
+        key = json.dumps(r["params"], sort_keys=True)
+        if key in want:
+            assert r["value"] == pytest.approx(want[key], abs=1e-6)
+    assert sum(json.dumps(r["params"], sort_keys=True) in want for r in done) >= 1

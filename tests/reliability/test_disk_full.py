@@ -7,25 +7,11 @@ import json
 import subprocess
 
 import pytest
+from conftest import resize
 from prepare_helpers import config, outputs, reference  # noqa: F401 (a fixture)
 
 from lmforge.cli import main
 from lmforge.training import checkpoint as ckpt
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def resize(mnt, size: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
 
 
 @pytest.mark.parametrize("size", ["300k", "900k", "1150k"])  # runs out in ingest / split-tokenize / pack-report

@@ -112,9 +112,14 @@ def _check_ranks(ft: FinetuneConfig, d: Dist, loss, unlabeled) -> None:
                             f"multiple of {d.world} (e.g. {fit}), or another number of processes")])
 
 
+@contextlib.contextmanager
 def _quiet_unless(main: bool):
     """Ranks other than 0 print nothing (errors still reach stderr)."""
-    return contextlib.nullcontext() if main else contextlib.redirect_stdout(open(os.devnull, "w"))
+    if main:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def _finetune(setup: FinetuneSetup, ft: FinetuneConfig, model_cfg: ModelConfig, paths: RunPaths, seed: int,

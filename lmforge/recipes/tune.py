@@ -42,7 +42,7 @@ from lmforge.config import ConfigError
 from lmforge.config.experiment import ExperimentConfig, load_config, set_path
 from lmforge.evaluation.metrics import LOWER_IS_BETTER
 from lmforge.config.schema import describe
-from lmforge.errors import Interrupted, LmforgeError, StorageError
+from lmforge.errors import Interrupted, LmforgeError, StorageError, storage_error
 from lmforge.training.checkpoint import ResumeError
 from lmforge.training.trial import TRIAL_ENV, make_pruner
 from lmforge.training.finetune_config import FinetuneConfig
@@ -191,7 +191,7 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
             rec = _run_trial(out, t.target, trial, params, storage, name, metric, t.pruner, threads)
             if rec["state"] == "failed" and _disk_full(rec["reason"]):  # the disk's fault, not the parameters'
                 rec["state"], rec["reason"] = "interrupted", "no space left on device"
-                storage_failure.append(f"trial {trial.number} ran out of space in {out}")
+                storage_failure.append(f"trial {trial.number} ran out of space in {out}: No space left on device")
                 stop.set()
             if stop.is_set() and rec["state"] == "failed":  # stopped by the same Ctrl-C: tried again on --resume
                 rec["state"], rec["reason"] = "interrupted", "Ctrl-C while it ran"
@@ -214,9 +214,8 @@ def tune(t: TuneConfig, ft: FinetuneConfig, raw: dict, *, name: str, seed: int, 
 
     stopped = _run_workers(t.n_jobs, worker, stop)
     if storage_failure:
-        raise StorageError(f"{storage_failure[0]}: No space left on device (or the disk refused the write); free "
-                           "some space, then continue with: lmforge tune CONFIG --resume (finished trials are kept, "
-                           "the unfinished one is tried again)")
+        raise StorageError(f"{storage_failure[0]}; free some space, then continue with: lmforge tune CONFIG --resume "
+                           "(finished trials are kept, the unfinished one is tried again)")
     _write_outputs(out, study, records, base, t, metric, direction)
     if stopped:
         raise Interrupted(f"tune stopped with {len(records)} trial(s) recorded in {out}",
@@ -275,17 +274,17 @@ def _disk_full(reason: str) -> bool:
 
 
 def _storage_failure(exc: Exception, db: Path) -> "str | None":
-    """Why the tuner could not record a trial, when the disk is to blame (an OSError, or Optuna's
-    storage error over SQLite's "database or disk is full"); None for anything else."""
-    chain, e = [], exc
+    """Why the tuner could not record a trial, when the disk is to blame (a disk-full / read-only /
+    permission OSError, or Optuna's storage error over SQLite's "database or disk is full"); None for
+    anything else."""
+    e: "BaseException | None" = exc
     while e is not None:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for e in chain:
-        if isinstance(e, OSError) and e.errno is not None:
-            return f"cannot write {e.filename or db.parent} ({e.strerror})"
+        err = storage_error(e, db.parent) if isinstance(e, OSError) else None
+        if err is not None:
+            return str(err).split("; ")[0]  # "cannot write PATH: <reason>"; the advice is the tuner's own
         if _disk_full(str(e)):
-            return f"cannot write the study database {db}"
+            return f"cannot write the study database {db}: database or disk is full (No space left on device)"
+        e = e.__cause__ or e.__context__
     return None
 
 

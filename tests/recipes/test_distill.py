@@ -305,7 +305,7 @@ def test_a_stopped_distillation_resumes_exactly(teacher, fault, tmp_path):
     assert (root / f"stop_{fault}" / "distill" / "distill.json").is_file()
 
 
-@pytest.mark.parametrize("share", [0.3, 0.7])  # out of space early (a first checkpoint) / late (best/, reports)
+@pytest.mark.parametrize("share", [0.3, 0.7])  # of the space an uninterrupted run takes: out of space earlier / later
 def test_distillation_on_a_full_disk(teacher, small_disk, share, capsys):
     """The student's run folder on a real, too small file system: one error line naming the device, no
     traceback; every checkpoint left verifies; once space is freed the same command (``--resume``, or
